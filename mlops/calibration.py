@@ -1,0 +1,42 @@
+"""Post-hoc calibration (temperature scaling) and the operating-threshold rule, both fitted on validation data."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
+    """Temperature T > 0 minimising the validation negative log-likelihood of softmax(logits / T)."""
+    logits_t = torch.as_tensor(logits, dtype=torch.float64)
+    labels_t = torch.as_tensor(labels, dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # optimise log T so T stays positive
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits_t / log_t.exp(), labels_t)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.exp().clamp(0.05, 20.0))
+
+
+def softmax_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, dim=1).numpy()
+
+
+def choose_threshold(positive_probs: np.ndarray, labels: np.ndarray, min_sensitivity: float) -> float:
+    """The HIGHEST threshold whose validation sensitivity is still >= min_sensitivity.
+
+    Taking the highest such threshold (rather than e.g. Youden's J) keeps as much specificity as the sensitivity
+    constraint allows; a threshold picked for the best validation trade-off tends to be too low on shifted data.
+    A case is called positive when its probability is >= the threshold.
+    """
+    positives = np.sort(positive_probs[labels == 1])
+    if positives.size == 0:
+        return 0.5
+    # Keeping at least ceil(min_sensitivity * n) positives above the threshold: the k-th largest score.
+    keep = int(np.ceil(min_sensitivity * positives.size))
+    return float(positives[positives.size - keep])

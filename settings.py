@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -29,14 +29,51 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=PROJECT_ROOT / "var", description="Root of all files the workstation writes.")
     database_url: str = ""  # empty: SQLite file under var_dir
     image_store_dir: Path | None = None  # None: var_dir / "images"
+    # Fernet key for patient fields at rest; empty in development: generated once into var_dir/phi.key (0600).
+    # Production refuses to start without it. Generate one with `python -m storage generate-phi-key`.
+    phi_encryption_key: SecretStr = SecretStr("")
+    # Comma-separated previous keys, still accepted for reading while `python -m storage rotate-phi-key` runs.
+    phi_encryption_old_keys: SecretStr = SecretStr("")
 
     # --- model and inference ------------------------------------------------------------------------------------
     model_path: Path = Field(default=PROJECT_ROOT / "models" / "pneumonia.pt")
+    # Registry reference served instead of model_path when set, e.g. "models:/cxr-pneumonia@champion"
+    # (resolved by mlops.registry.resolve_model_reference against the MLflow tracking URI below).
+    model_alias: str = ""
     nodule_model_path: Path | None = None
     model_architecture: str = "resnet18"  # default for training; serving reads the architecture from the checkpoint
     torch_threads: int = 2
     cache_size: int = 1024
     cache_ttl: int = 3600  # seconds
+
+    # --- heatmaps, uncertainty, input gate (inference/explain.py, uncertainty.py, ood.py) -------------------------
+    heatmap_method: Literal["gradcam", "gradcam++"] = "gradcam"
+    heatmap_colormap: str = "jet"  # jet, turbo, inferno, magma, viridis, plasma, hot
+    heatmap_opacity: float = 0.4
+    uncertainty_method: Literal["mc_dropout", "tta", "none"] = "mc_dropout"
+    uncertainty_passes: int = 20
+    uncertainty_seed: int = 0  # fixed masks/augmentations: the same image always gets the same uncertainty
+    # Uncertain-case policy: uncertain (-> annotation queue) when the input gate says OOD, or calibrated confidence
+    # < CONFIDENCE_THRESHOLD, or normalized predictive entropy > ENTROPY_THRESHOLD, or the std of the positive-class
+    # probability over the passes > UNCERTAINTY_STD_THRESHOLD.
+    confidence_threshold: float = 0.8
+    entropy_threshold: float = 0.8
+    uncertainty_std_threshold: float = 0.15
+    # Input gate. The embedding-distance threshold is fitted per model and stored in the checkpoint
+    # (`python -m inference.ood fit`); these are the fit default and the plain image checks.
+    ood_enabled: bool = True
+    ood_percentile: float = 99.5  # held-out training percentile used as the distance threshold by `fit`
+    ood_max_aspect_ratio: float = 2.0  # chest radiographs are ~0.8-1.25; beyond this it is not a chest film
+    ood_min_dynamic_range: float = 0.08  # 1st-99th percentile spread of [0, 1] pixels; below it: near-constant
+    ood_min_orientation_score: float = 0.0  # vertical mediastinal band minus horizontal band brightness
+
+    # --- similar-case retrieval (case_retrieval/; thresholds measured by bench/retrieval.py) -----------------------
+    retrieval_index_dir: Path | None = None  # None: var_dir / "retrieval"
+    retrieval_flat_max_entries: int = 50_000  # exact IndexFlatIP up to this many entries, HNSW beyond
+    retrieval_hnsw_m: int = 32  # graph degree of the HNSW index
+    retrieval_hnsw_ef_construction: int = 80
+    retrieval_hnsw_ef_search: int = 128  # search breadth: higher is more exact and slower
+    retrieval_thumbnail_px: int = 128  # longest side of the stored thumbnail PNG
 
     # --- experiment tracking (MLflow) -----------------------------------------------------------------------------
     mlflow_tracking_uri: str = ""  # empty: SQLite file var_dir/mlflow.db with artifacts in var_dir/mlartifacts
@@ -50,6 +87,17 @@ class Settings(BaseSettings):
     ui_port: int = 8501
     backend_url: str = "http://127.0.0.1:8000"
 
+    # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
+    institution_name: str = "CXR Workstation"  # printed in every report header
+    institution_logo_path: Path | None = None  # PNG/JPEG; unset or unreadable: reports print without a logo
+    report_page_size: Literal["A4", "letter"] = "A4"
+    # Comma-separated extra TrueType fonts (.ttf/.ttc) for characters the bundled fonts lack (rare CJK, other scripts).
+    report_extra_fonts: str = ""
+
+    @property
+    def report_extra_font_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(part.strip()) for part in self.report_extra_fonts.split(",") if part.strip())
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var_dir / 'cxr.db'}"
@@ -57,6 +105,10 @@ class Settings(BaseSettings):
     @property
     def resolved_image_store_dir(self) -> Path:
         return self.image_store_dir or self.var_dir / "images"
+
+    @property
+    def resolved_retrieval_index_dir(self) -> Path:
+        return self.retrieval_index_dir or self.var_dir / "retrieval"
 
     @property
     def resolved_mlflow_tracking_uri(self) -> str:

@@ -1,12 +1,20 @@
-"""imaging: from uploaded bytes to a normalized grayscale radiograph and on to a model input.
+"""imaging: from uploaded bytes to a normalized grayscale radiograph, its quality warnings and a model input.
 
 Public surface:
-- `decode_image(bytes) -> DecodedImage` (PNG, JPEG, TIFF 8/16-bit, DICOM incl. compressed transfer syntaxes)
-- `PreprocessSpec`, `preprocess`, `to_square_uint8`, `to_model_input`: the one preprocessing path
-- `ImagingError` and its subclasses, each with a user-facing message
+- `decode_image(data, min_side=MIN_SIDE_PX, max_pixels=MAX_PIXELS) -> DecodedImage`: PNG, JPEG, TIFF (8/16-bit,
+  float) and DICOM (uncompressed, JPEG baseline, JPEG lossless, JPEG 2000, RLE; MONOCHROME1, rescale, VOI LUT or
+  window), with patient/study tags in `DecodedImage.metadata`. `sniff_format(data)` names the format only.
+- `assess_quality(decoded, thresholds=None) -> list[QualityWarning]`, `QualityThresholds`, `polarity_score`.
+- `to_display_png(pixels, max_side=None) -> bytes`: the decoded image as people see it (UI, case image).
+- `PreprocessSpec`, `preprocess`, `to_square_uint8`, `to_model_input`: the one preprocessing path.
+- `ImagingError` and its subclasses (`EmptyImageError` 400, `UnsupportedFormatError` 415, `CorruptImageError` 422,
+  `UnusableImageError` 422 in the API), each with a user-facing message and a stable `code`.
+- `dicom_metadata(dataset)`, `patient_age_years(age, birth_date, study_date)`, `DICOM_TAGS`.
 """
 
-from imaging.decode import SUPPORTED_FORMATS, DecodedImage, decode_image, dicom_metadata
+from imaging.decode import MAX_PIXELS, MIN_SIDE_PX, SUPPORTED_FORMATS, DecodedImage, decode_image, sniff_format
+from imaging.dicom import DICOM_TAGS, dicom_metadata, patient_age_years
+from imaging.display import to_display_png
 from imaging.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -15,19 +23,30 @@ from imaging.errors import (
     UnusableImageError,
 )
 from imaging.preprocess import PreprocessSpec, preprocess, to_model_input, to_square_uint8
+from imaging.quality import QualityThresholds, QualityWarning, assess_quality, polarity_score
 
 __all__ = [
+    "DICOM_TAGS",
+    "MAX_PIXELS",
+    "MIN_SIDE_PX",
     "SUPPORTED_FORMATS",
     "CorruptImageError",
     "DecodedImage",
     "EmptyImageError",
     "ImagingError",
     "PreprocessSpec",
+    "QualityThresholds",
+    "QualityWarning",
     "UnsupportedFormatError",
     "UnusableImageError",
+    "assess_quality",
     "decode_image",
     "dicom_metadata",
+    "patient_age_years",
+    "polarity_score",
     "preprocess",
+    "sniff_format",
+    "to_display_png",
     "to_model_input",
     "to_square_uint8",
 ]

@@ -3,73 +3,91 @@
 Every consumer (training, serving, reports) goes through `decode_image`, so a radiograph looks the same to the
 model whichever way it arrived. Pixels come back as float32 in [0, 1], 0 = black (no attenuation shown as dark),
 whatever the photometric interpretation of the source.
+
+The format is chosen from the file's magic bytes, never from its name, and Pillow is only allowed the three
+raster formats we support, so no other decoder ever sees an upload. Every failure is an `ImagingError`
+subclass: hostile or damaged input gets a 4xx answer, never a crash.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import warnings
-from dataclasses import dataclass, field
-from typing import Any
+import logging
 
 import numpy as np
-import pydicom
-from PIL import Image, UnidentifiedImageError
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from imaging.errors import CorruptImageError, EmptyImageError, UnsupportedFormatError, UnusableImageError
+from imaging.dicom import DICOM_TAGS, decode_dicom, dicom_metadata, looks_like_dicom
+from imaging.errors import CorruptImageError, EmptyImageError, ImagingError, UnsupportedFormatError
+from imaging.image import (
+    MAX_PIXELS,
+    MIN_SIDE_PX,
+    DecodedImage,
+    check_min_side,
+    check_pixel_count,
+    colored_pixel_fraction,
+    scale_to_unit,
+)
+
+__all__ = [
+    "DICOM_TAGS",
+    "MAX_PIXELS",
+    "MIN_SIDE_PX",
+    "SUPPORTED_FORMATS",
+    "DecodedImage",
+    "decode_image",
+    "dicom_metadata",
+    "sniff_format",
+]
+
+logger = logging.getLogger(__name__)
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "TIFF", "DICOM")
-MIN_SIDE_PX = 64  # below this a chest radiograph carries too little detail to analyse
-PROJECTION_MODALITIES = {"CR", "DX", "DR", "RG", "MG", "OT", "PX"}  # OT/PX: secondary captures of radiographs
-DICOM_TAGS = (
-    "PatientID",
-    "PatientName",
-    "PatientSex",
-    "PatientAge",
-    "PatientBirthDate",
-    "StudyDate",
-    "StudyInstanceUID",
-    "Modality",
-    "ViewPosition",
-    "BodyPartExamined",
-    "Manufacturer",
-)
-# PIL decompression-bomb guard: a radiograph above ~100 MP is not a radiograph.
+# Pillow's own decompression-bomb guard stays as a second line of defence behind `check_pixel_count`.
 Image.MAX_IMAGE_PIXELS = 100_000_000
 
-
-@dataclass(frozen=True)
-class DecodedImage:
-    pixels: np.ndarray  # float32, shape (H, W), values in [0, 1]
-    format: str  # one of SUPPORTED_FORMATS
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
+_RASTER_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "JPEG": (b"\xff\xd8\xff",),
+    "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),  # classic and BigTIFF, both byte orders
+}
+# Pillow plugins allowed per sniffed format (MPO is Pillow's name for a multi-picture JPEG).
+_PILLOW_FORMATS = {"PNG": ["PNG"], "JPEG": ["JPEG", "MPO"], "TIFF": ["TIFF"]}
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
-def decode_image(data: bytes, min_side: int = MIN_SIDE_PX) -> DecodedImage:
-    """Decode any supported upload; raise an `ImagingError` subclass with a user-facing message otherwise."""
+def decode_image(data: bytes, min_side: int = MIN_SIDE_PX, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode any supported upload; raise an `ImagingError` subclass with a user-facing message otherwise.
+
+    `min_side`: smallest side (px) accepted; `max_pixels`: largest image decoded (checked from the header,
+    before pixel memory is allocated).
+    """
     if not data:
         raise EmptyImageError("The uploaded file is empty.")
-    decoded = _decode_dicom(data) if _looks_like_dicom(data) else _decode_raster(data)
-    if min(decoded.pixels.shape) < min_side:
-        raise UnusableImageError(
-            f"Image is {decoded.width}x{decoded.height} px; at least {min_side} px per side is needed for analysis."
-        )
+    data = bytes(data)
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise _unsupported()
+    try:
+        decoded = decode_dicom(data, max_pixels) if fmt == "DICOM" else _decode_raster(data, fmt, max_pixels)
+    except ImagingError:
+        raise
+    except Exception as exc:  # last resort: a decoder bug on hostile input must still be a 4xx, not a 500
+        logger.warning("unexpected %s while decoding a %s upload", type(exc).__name__, fmt, exc_info=True)
+        raise CorruptImageError(f"The {fmt} file could not be decoded ({type(exc).__name__}).") from None
+    check_min_side(decoded, min_side)
     return decoded
 
 
-def _looks_like_dicom(data: bytes) -> bool:
-    return len(data) >= 132 and data[128:132] == b"DICM"
+def sniff_format(data: bytes) -> str | None:
+    """The supported format the bytes are in, by magic number; None when they are in none of them."""
+    if looks_like_dicom(data):
+        return "DICOM"
+    for fmt, magics in _RASTER_MAGIC.items():
+        if data.startswith(magics):
+            return fmt
+    return None
 
 
 def _unsupported() -> UnsupportedFormatError:
@@ -78,115 +96,93 @@ def _unsupported() -> UnsupportedFormatError:
     )
 
 
-def _decode_raster(data: bytes) -> DecodedImage:
+def _decode_raster(data: bytes, fmt: str, max_pixels: int) -> DecodedImage:
+    image = _open_raster(data, fmt)
+    check_pixel_count(image.width, image.height, max_pixels)
+    multi_frame = _is_multi_frame(image)
     try:
-        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ... on damage
+        raise CorruptImageError(f"The {fmt} file is truncated or damaged ({_describe(exc)}).") from None
+    image = _apply_exif_orientation(image)
+    pixels, colored = _raster_to_gray(image)
+    metadata = {
+        "width": image.width,
+        "height": image.height,
+        "source_bits": _bits_of(image),
+        "source_mode": image.mode,
+        "channels": len(image.getbands()),
+        "colored_pixel_fraction": colored,
+        "multi_frame": multi_frame,
+    }
+    return DecodedImage(pixels=pixels, format=fmt, metadata=metadata)
+
+
+def _open_raster(data: bytes, fmt: str) -> Image.Image:
+    """Parse the header only; the magic bytes already said which format, so any failure means damage."""
+    try:
+        return Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[fmt])
+    except Image.DecompressionBombError:
+        raise CorruptImageError(f"The {fmt} file declares an implausibly large image.") from None
     except UnidentifiedImageError:
-        raise _unsupported() from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptImageError(f"The image could not be read: {exc}.") from None
-    fmt = "JPEG" if image.format == "MPO" else image.format
-    if fmt not in SUPPORTED_FORMATS:
-        raise _unsupported()
+        raise CorruptImageError(f"The {fmt} file is truncated or its header is damaged.") from None
+    except Exception as exc:
+        raise CorruptImageError(f"The {fmt} file could not be read ({_describe(exc)}).") from None
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def _is_multi_frame(image: Image.Image) -> bool:
+    """True for a multi-page TIFF or an animated PNG; only the first frame is analysed (a quality warning says so).
+
+    `is_animated` seeks at most to the second frame, so a hostile chain of thousands of TIFF pages costs nothing.
+    An MPO's extra pictures are previews of the primary one and do not count.
+    """
+    if image.format == "MPO":
+        return False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-        pixels = _raster_to_gray(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise CorruptImageError(f"The {fmt} file is truncated or damaged ({exc}).") from None
-    meta = {"source_bits": _bits_of(image), "source_mode": image.mode, "width": image.width, "height": image.height}
-    return DecodedImage(pixels=pixels, format=fmt, metadata=meta)
+        return bool(getattr(image, "is_animated", False))
+    except Exception as exc:
+        raise CorruptImageError(f"The {image.format} file has a damaged frame structure ({_describe(exc)}).") from None
+    finally:
+        _rewind(image)
+
+
+def _rewind(image: Image.Image) -> None:
+    with contextlib.suppress(EOFError, ValueError, OSError):  # single-frame images cannot seek; that is fine
+        image.seek(0)
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """Show the image upright as a viewer would; an unreadable EXIF block keeps the stored orientation."""
+    try:
+        return ImageOps.exif_transpose(image) or image
+    except Exception:
+        return image
 
 
 def _bits_of(image: Image.Image) -> int:
-    return 16 if image.mode in ("I;16", "I;16B", "I;16L", "I", "F") else 8
+    if image.mode in ("I", "F"):
+        return 32
+    return 16 if image.mode.startswith("I;16") else 8
 
 
-def _raster_to_gray(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float32)
-        return _scale_to_unit(array)
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        image = image.convert("RGBA").convert("RGB") if image.mode != "LA" else image.convert("L")
-    gray = image.convert("L")
-    return np.asarray(gray, dtype=np.float32) / 255.0
+def _raster_to_gray(image: Image.Image) -> tuple[np.ndarray, float]:
+    """Grayscale float32 [0, 1] plus the share of clearly coloured pixels (0 for a grayscale source).
 
-
-def _scale_to_unit(array: np.ndarray) -> np.ndarray:
-    array = array.astype(np.float32, copy=False)
-    lo, hi = float(np.min(array)), float(np.max(array))
-    if not np.isfinite(lo) or not np.isfinite(hi):
-        raise CorruptImageError("The image holds non-finite pixel values.")
-    if hi <= lo:
-        return np.zeros_like(array, dtype=np.float32)
-    return (array - lo) / (hi - lo)
-
-
-def _decode_dicom(data: bytes) -> DecodedImage:
+    8-bit sources are divided by 255 (their intended display); deeper sources keep their full dynamic range
+    by min-max scaling, since their nominal maximum (65535) is rarely used by 10-14 bit detectors.
+    """
+    if image.mode in _HIGH_DEPTH_MODES:
+        return scale_to_unit(np.asarray(image)), 0.0
+    if image.mode in ("1", "L", "LA", "La"):
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0, 0.0
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CorruptImageError(f"The DICOM file could not be parsed ({type(exc).__name__}).") from None
-    metadata = dicom_metadata(ds)
-    _check_projection_radiograph(ds)
-    try:
-        raw = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types for broken or unsupported pixel data
-        raise CorruptImageError(
-            f"The DICOM pixel data could not be decoded (transfer syntax {ds.file_meta.get('TransferSyntaxUID', '?')}:"
-            f" {type(exc).__name__})."
-        ) from None
-    if raw.ndim != 2:
-        raise UnusableImageError(
-            f"DICOM pixel data has shape {raw.shape}; a single-frame grayscale radiograph is required."
-        )
-    pixels = _dicom_to_display(ds, raw)
-    metadata.update({"source_bits": int(ds.get("BitsStored", 8) or 8), "width": raw.shape[1], "height": raw.shape[0]})
-    return DecodedImage(pixels=pixels, format="DICOM", metadata=metadata)
-
-
-def _check_projection_radiograph(ds: pydicom.Dataset) -> None:
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise UnusableImageError("The DICOM file holds no pixel data (it is not an image).")
-    modality = str(ds.get("Modality", "") or "").upper()
-    if modality and modality not in PROJECTION_MODALITIES:
-        raise UnusableImageError(
-            f"DICOM modality {modality} is not a projection radiograph; a chest X-ray (CR/DX) is required."
-        )
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise UnusableImageError(
-            f"The DICOM file holds {frames} frames; a single-frame projection radiograph is required."
-        )
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if samples != 1:
-        raise UnusableImageError("The DICOM image is in colour; a grayscale radiograph is required.")
-
-
-def _dicom_to_display(ds: pydicom.Dataset, raw: np.ndarray) -> np.ndarray:
-    """Modality LUT (rescale), then VOI LUT or window, then MONOCHROME1 inversion, scaled to [0, 1]."""
-    values = apply_modality_lut(raw, ds).astype(np.float32)
-    has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
-    # A broken VOI module falls back to the full range, which is still diagnostic.
-    if has_voi:
-        with contextlib.suppress(ValueError, TypeError, IndexError, KeyError):
-            values = apply_voi_lut(values, ds, index=0).astype(np.float32)
-    pixels = _scale_to_unit(values)
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
-        pixels = 1.0 - pixels
-    return pixels
-
-
-def dicom_metadata(ds: pydicom.Dataset) -> dict[str, Any]:
-    """The patient and study tags the case record and UI use, as plain strings (absent tags left out)."""
-    meta: dict[str, Any] = {}
-    for keyword in DICOM_TAGS:
-        value = ds.get(keyword)
-        if value is not None and str(value).strip():
-            meta[keyword] = str(value).strip()
-    meta["PhotometricInterpretation"] = str(ds.get("PhotometricInterpretation", ""))
-    tsuid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if tsuid is not None:
-        meta["TransferSyntaxUID"] = str(tsuid)
-    return meta
+        rgb = image.convert("RGB")
+    except (ValueError, OSError):
+        raise UnsupportedFormatError(f"The image uses the {image.mode} colour model, which is not supported.") from None
+    colored = colored_pixel_fraction(np.asarray(rgb), 255.0)
+    return np.asarray(rgb.convert("L"), dtype=np.float32) / 255.0, colored

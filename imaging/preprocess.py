@@ -10,6 +10,7 @@ The parameters come from the checkpoint (`PreprocessSpec`), never from constants
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -25,17 +26,33 @@ class PreprocessSpec:
     std: float = 0.25
     equalize: bool = True
 
+    def __post_init__(self) -> None:
+        # A checkpoint carrying nonsense here would otherwise fail deep inside cv2 or produce inf/nan inputs.
+        if not 8 <= self.input_size <= 4096:
+            raise ValueError(f"input_size must be 8..4096 px, got {self.input_size}")
+        if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
+            raise ValueError(f"mean must be finite and std finite and > 0, got mean={self.mean}, std={self.std}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
-        return cls(
-            input_size=int(data["input_size"]),
-            mean=float(data["mean"]),
-            std=float(data["std"]),
-            equalize=bool(data.get("equalize", False)),
-        )
+        """Inverse of `to_dict`; raises ValueError naming what is missing or invalid.
+
+        `equalize` defaults to False: checkpoints written before it existed were trained without it.
+        """
+        try:
+            return cls(
+                input_size=int(data["input_size"]),
+                mean=float(data["mean"]),
+                std=float(data["std"]),
+                equalize=bool(data.get("equalize", False)),
+            )
+        except KeyError as exc:
+            raise ValueError(f"preprocessing spec lacks {exc.args[0]!r}") from None
+        except TypeError as exc:
+            raise ValueError(f"preprocessing spec is malformed: {exc}") from None
 
 
 def to_square_uint8(pixels: np.ndarray, size: int) -> np.ndarray:

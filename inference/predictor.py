@@ -3,10 +3,16 @@
 Probabilities are temperature-calibrated (temperature from the checkpoint); the label is the positive class when
 its calibrated probability reaches the checkpoint's threshold. The penultimate-layer embedding comes back with
 every prediction for similar-case retrieval.
+
+Every prediction also carries its uncertainty (MC dropout on the head by default, see inference.uncertainty), the
+`uncertain` flag of the settings' policy, and the input gate's verdict (`ood`, `ood_reason`, see inference.ood).
+Both reuse the one backbone pass. Heatmaps (`Predictor.heatmap`) run on a separate model copy (inference.explain),
+so gradients never touch the inference path.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -19,6 +25,19 @@ from cachetools import TTLCache
 
 from imaging import preprocess
 from inference.checkpoint import ModelCheckpoint, load_checkpoint
+from inference.explain import Explainer, Heatmap
+from inference.ood import GateResult, ImageChecks, InputGate, OODError
+from inference.uncertainty import (
+    Uncertainty,
+    UncertaintyPolicy,
+    calibrated_probabilities,
+    decide_class,
+    head_is_linear_on_embedding,
+    sample_logits,
+    uncertainties_from_logits,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,29 +50,85 @@ class Prediction:
     model_version: str
     processing_time_ms: float
     cached: bool = False
+    uncertainty: Uncertainty | None = None  # entropy, std, mutual information over the policy's passes
+    uncertain: bool = False  # the settings' policy (see inference.uncertainty): goes to the annotation queue
+    uncertain_reasons: tuple[str, ...] = ()
+    ood: bool = False  # the input gate refused the image: the finding is not reliable, the case needs review
+    ood_reason: str = ""
+    ood_distance: float | None = None  # embedding distance to the training data (None without a reference)
 
 
 class Predictor:
-    def __init__(self, checkpoint: ModelCheckpoint, threads: int = 2, cache_size: int = 1024, cache_ttl: float = 3600):
+    def __init__(
+        self,
+        checkpoint: ModelCheckpoint,
+        threads: int = 2,
+        cache_size: int = 1024,
+        cache_ttl: float = 3600,
+        *,
+        uncertainty: UncertaintyPolicy | None = None,
+        gate: InputGate | bool = True,
+    ):
+        """`uncertainty`: None reads the policy from settings. `gate`: True builds the input gate from the
+        checkpoint's reference and settings, False disables it, or pass an `InputGate`."""
         torch.set_num_threads(max(1, threads))
         self.checkpoint = checkpoint
         self.model = checkpoint.build_model()
         self._model_lock = threading.Lock()  # one forward at a time: intra-op threads already use every core
         self._cache: TTLCache[tuple[str, str], Prediction] = TTLCache(maxsize=max(1, cache_size), ttl=cache_ttl)
         self._cache_lock = threading.Lock()
+        self.policy = uncertainty or UncertaintyPolicy.from_settings()
+        self.gate = self._make_gate(gate)
+        self._head_ok = False  # set by the warm-up: can MC dropout resample the head alone?
+        self._explainer: Explainer | None = None
+        self._explainer_lock = threading.Lock()
         self._warm_up()
 
     @classmethod
-    def from_path(cls, path: Path, threads: int = 2, cache_size: int = 1024, cache_ttl: float = 3600) -> Predictor:
-        return cls(load_checkpoint(path), threads=threads, cache_size=cache_size, cache_ttl=cache_ttl)
+    def from_path(
+        cls,
+        path: Path,
+        threads: int = 2,
+        cache_size: int = 1024,
+        cache_ttl: float = 3600,
+        *,
+        uncertainty: UncertaintyPolicy | None = None,
+        gate: InputGate | bool = True,
+    ) -> Predictor:
+        return cls(
+            load_checkpoint(path), threads=threads, cache_size=cache_size, cache_ttl=cache_ttl,
+            uncertainty=uncertainty, gate=gate,
+        )
 
     @property
     def version(self) -> str:
         return self.checkpoint.version
 
+    def _make_gate(self, gate: InputGate | bool) -> InputGate:
+        if isinstance(gate, InputGate):
+            return gate
+        if not gate:
+            return InputGate(None, ImageChecks(), enabled=False)
+        try:
+            return InputGate.from_checkpoint(self.checkpoint)
+        except OODError as exc:  # a stale reference must not stop serving; image checks still run
+            log.error("input gate without embedding reference: %s", exc)
+            return InputGate(None, ImageChecks.from_settings())
+
     def _warm_up(self) -> None:
         size = self.checkpoint.preprocess.input_size
-        self._forward(np.zeros((1, 1, size, size), dtype=np.float32))
+        batch = torch.zeros((1, 1, size, size))
+        with self._model_lock, torch.inference_mode():
+            features = self.model.forward_features(batch)
+            embeddings = self.model.forward_head(features, pre_logits=True)
+            self._head_ok = head_is_linear_on_embedding(self.model, embeddings, self.model.forward_head(features))
+        if self.policy.method == "mc_dropout" and not self._head_ok:
+            log.warning("%s has no linear head on its embedding: uncertainty falls back to TTA", self.checkpoint.version)
+            self.policy = UncertaintyPolicy(**{**self.policy.__dict__, "method": "tta"})
+        self._forward(batch.numpy())
+        if self.gate.enabled and self.gate.reference is None:
+            log.warning("checkpoint %s has no OOD reference (run `python -m inference.ood fit`): image checks only",
+                        self.checkpoint.version)
 
     def predict(self, pixels: np.ndarray, content_hash: str | None = None) -> Prediction:
         return self.predict_batch([pixels], [content_hash])[0]
@@ -65,10 +140,14 @@ class Predictor:
         todo = [i for i, result in enumerate(results) if result is None]
         if todo:
             batch = np.stack([preprocess(images[i], self.checkpoint.preprocess) for i in todo])
-            logits, embeddings = self._forward(batch)
+            logits, embeddings, sampled, method = self._forward(batch)
+            uncertainties = uncertainties_from_logits(sampled, self.checkpoint.temperature, method)
+            verdicts = [self.gate.check(images[i], embeddings[row]) for row, i in enumerate(todo)]
             elapsed_ms = (time.perf_counter() - started) * 1000 / len(todo)
             for row, i in enumerate(todo):
-                results[i] = self._to_prediction(logits[row], embeddings[row], elapsed_ms)
+                results[i] = self._to_prediction(
+                    logits[row], embeddings[row], elapsed_ms, uncertainties[row], verdicts[row]
+                )
                 self._store(content_hashes[i], results[i])
         return [r for r in results if r is not None]
 
@@ -77,32 +156,56 @@ class Predictor:
         with self._model_lock, torch.inference_mode():
             return self.model(batch)
 
-    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def heatmap(self, pixels: np.ndarray, method: str = "gradcam", target_class: str | None = None) -> Heatmap:
+        """Grad-CAM heatmap of decoded [0, 1] pixels for the predicted class (see inference.explain)."""
+        return self.explainer().heatmap(pixels, method=method, target_class=target_class)
+
+    def explainer(self) -> Explainer:
+        """The Grad-CAM explainer on a private copy of this model, built on first use."""
+        with self._explainer_lock:
+            if self._explainer is None:
+                with self._model_lock:  # copy the weights while no forward runs
+                    self._explainer = Explainer(self.checkpoint, self.model)
+            return self._explainer
+
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """Logits, embeddings and the (passes, B, K) uncertainty samples of one backbone pass."""
         with self._model_lock, torch.inference_mode():
-            features = self.model.forward_features(torch.from_numpy(batch))
+            inputs = torch.from_numpy(batch)
+            features = self.model.forward_features(inputs)
             embeddings = self.model.forward_head(features, pre_logits=True)
             logits = self.model.forward_head(features)
-        return logits.float().numpy(), embeddings.float().numpy()
+            sampled, method = sample_logits(self.model, self.policy, inputs, embeddings, logits, self._head_ok)
+        return logits.float().numpy(), embeddings.float().numpy(), sampled.float().numpy(), method
 
-    def _to_prediction(self, logits: np.ndarray, embedding: np.ndarray, elapsed_ms: float) -> Prediction:
+    def _to_prediction(
+        self,
+        logits: np.ndarray,
+        embedding: np.ndarray,
+        elapsed_ms: float,
+        uncertainty: Uncertainty | None = None,
+        verdict: GateResult | None = None,
+    ) -> Prediction:
         ckpt = self.checkpoint
-        scaled = logits.astype(np.float64) / ckpt.temperature
-        probs = np.exp(scaled - scaled.max())
-        probs /= probs.sum()
-        positive = float(probs[-1])
-        if len(ckpt.class_names) == 2:
-            label = ckpt.positive_class if positive >= ckpt.threshold else ckpt.class_names[0]
-        else:
-            label = ckpt.class_names[int(np.argmax(probs))]
+        probs = calibrated_probabilities(logits, ckpt.temperature)
+        label = ckpt.class_names[decide_class(probs, ckpt.threshold)]
         probabilities = {name: float(p) for name, p in zip(ckpt.class_names, probs, strict=True)}
+        verdict = verdict or GateResult(ood=False)
+        reasons = self.policy.reasons(probabilities[label], uncertainty, verdict.ood)
         return Prediction(
             label=label,
             confidence=probabilities[label],
             probabilities=probabilities,
-            positive_probability=positive,
+            positive_probability=float(probs[-1]),
             embedding=embedding.astype(np.float32),
             model_version=ckpt.version,
             processing_time_ms=round(elapsed_ms, 2),
+            uncertainty=uncertainty,
+            uncertain=bool(reasons),
+            uncertain_reasons=reasons,
+            ood=verdict.ood,
+            ood_reason=verdict.reason,
+            ood_distance=verdict.distance,
         )
 
     def _cached(self, content_hash: str | None) -> Prediction | None:

@@ -1,4 +1,9 @@
-"""Classification metrics for a binary task, with percentile-bootstrap 95% intervals."""
+"""Classification metrics for a binary task, with percentile-bootstrap 95% intervals.
+
+`labels` are 0/1 (1 = the positive class), `probs` the calibrated probability of the positive class.
+Sensitivity is recall of the positive class; metrics undefined on the data (a zero denominator, AUROC with one
+class) are NaN rather than an exception, so a bootstrap resample can skip them.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 MetricFn = Callable[[np.ndarray, np.ndarray, float], float]
+CONFUSION_KEYS = ("tp", "fp", "tn", "fn")
 
 
 def confusion(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, int]:
+    """Counts at `threshold`; a case is called positive when its probability is >= the threshold."""
     predicted = probs >= threshold
     actual = labels == 1
     return {
@@ -92,15 +99,28 @@ def compute_all(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict
 
 
 def bootstrap_intervals(
-    labels: np.ndarray, probs: np.ndarray, threshold: float, rounds: int = 1000, seed: int = 0
+    labels: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    rounds: int = 1000,
+    seed: int = 0,
+    include_confusion: bool = False,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile 95% intervals from resampling cases with replacement."""
+    """Percentile 95% intervals from resampling cases with replacement.
+
+    A resample on which a metric is undefined (e.g. AUROC with one class drawn) is skipped for that metric.
+    With `include_confusion`, the confusion counts tp/fp/tn/fn get intervals too.
+    """
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {name: [] for name in METRICS}
+    names = [*METRICS, *(CONFUSION_KEYS if include_confusion else ())]
+    draws: dict[str, list[float]] = {name: [] for name in names}
     n = len(labels)
     for _ in range(rounds):
         idx = rng.integers(0, n, n)
-        for name, value in compute_all(labels[idx], probs[idx], threshold).items():
+        values: dict[str, float] = compute_all(labels[idx], probs[idx], threshold)
+        if include_confusion:
+            values |= {k: float(v) for k, v in confusion(labels[idx], probs[idx], threshold).items()}
+        for name, value in values.items():
             if np.isfinite(value):
                 draws[name].append(value)
     return {

@@ -66,8 +66,14 @@ class RunTracker(NullTracker):
         validation = checkpoint.metrics.get("validation", {})
         mlflow.log_metrics({f"final_val_{k}": float(v) for k, v in validation.items() if _finite(v)})
         mlflow.log_metrics({"temperature": checkpoint.temperature, "threshold": checkpoint.threshold})
-        mlflow.set_tags({"model_version": checkpoint.version, "task": checkpoint.task,
-                         "architecture": checkpoint.architecture, "data_fingerprint": checkpoint.data_fingerprint})
+        mlflow.set_tags(
+            {
+                "model_version": checkpoint.version,
+                "task": checkpoint.task,
+                "architecture": checkpoint.architecture,
+                "data_fingerprint": checkpoint.data_fingerprint,
+            }
+        )
         mlflow.log_artifact(str(path), artifact_path=CHECKPOINT_ARTIFACT_DIR)
         with tempfile.TemporaryDirectory() as tmp:
             card = Path(tmp) / "MODEL_CARD.md"
@@ -90,7 +96,9 @@ def register_checkpoint(
         client.create_registered_model(name, description=f"CXR Workstation {checkpoint.task} classifier")
     source = f"{client.get_run(run_id).info.artifact_uri}/{CHECKPOINT_ARTIFACT_DIR}/{file_name}"
     version = client.create_model_version(
-        name, source=source, run_id=run_id,
+        name,
+        source=source,
+        run_id=run_id,
         tags={"model_version": checkpoint.version, "architecture": checkpoint.architecture},
     )
     return str(version.version)

@@ -1,6 +1,7 @@
 """Train a classifier: `python -m mlops.train --data DIR [options]`.
 
-Pipeline: discover the dataset -> validate it -> carve a patient-level validation split out of train ->
+Pipeline: discover the dataset (and define the task: label mapping, splits; see mlops.data.DataOptions) -> validate
+it -> carve a patient-level validation split out of train ->
 cache decoded images -> train with augmentation, class weighting, AdamW + one-cycle and a weight EMA, early stopping
 on validation AUROC -> temperature-scale and pick the operating threshold on validation -> write the checkpoint
 (model contract, see inference.checkpoint) -> track everything in MLflow and register the model version.
@@ -59,6 +60,25 @@ class TrainConfig:
     max_images: int = 0  # 0: all; >0 caps the train set (smoke tests)
     track: bool = True
     register_name: str = ""  # empty: "cxr-<task>"
+    # Task definition (mlops.data.DataOptions); the defaults use the dataset's own labels and splits.
+    split_column: str = ""  # manifest column holding the split, e.g. nih_official_split
+    test_fraction: float = 0.0  # >0: ignore stored splits and assign train/test by patient (seeded)
+    split_seed: int = 42  # seed of that assignment, kept apart from `seed` so reruns share one test set
+    positive_labels: list[str] = field(default_factory=list)  # set: binary task, these source labels are positive
+    positive_name: str = ""  # empty: TASK in upper case, e.g. NODULE
+    negative_name: str = ""  # empty: NO_<TASK>
+    negative_labels: list[str] = field(default_factory=list)  # empty: every non-positive label is negative
+
+    def data_options(self) -> datasets.DataOptions:
+        return datasets.DataOptions(
+            split_column=self.split_column,
+            test_fraction=self.test_fraction,
+            split_seed=self.split_seed,
+            positive_labels=tuple(self.positive_labels),
+            positive_name=self.positive_name or self.task.upper(),
+            negative_name=self.negative_name or f"NO_{self.task.upper()}",
+            negative_labels=tuple(self.negative_labels),
+        )
 
 
 class ArrayDataset(Dataset):
@@ -117,7 +137,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[Mode
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    samples = datasets.discover(config.data)
+    options = config.data_options()
+    samples = datasets.load_samples(config.data, options)
     report = validate_dataset(samples)
     for line in report.summary_lines():
         log(f"[data] {line}")
@@ -125,7 +146,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[Mode
         raise SystemExit("Dataset validation failed: " + "; ".join(report.errors))
     usable = [s for s in samples if s.path not in report.unreadable_paths]
     pool = datasets.select(usable, config.train_split)
-    class_names = config.class_names or sorted({s.label for s in pool})
+    if not pool:
+        splits = sorted({s.split for s in usable})
+        raise datasets.DatasetError(f"no images in split {config.train_split!r}; splits present: {', '.join(splits)}")
+    class_names = config.class_names or options.class_names or sorted({s.label for s in pool})
     pool = [s for s in pool if s.label in class_names]
     if config.max_images:
         random.Random(config.seed).shuffle(pool)
@@ -135,8 +159,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[Mode
 
     spec = PreprocessSpec(input_size=config.image_size)
     t0 = time.time()
-    train_images = datasets.load_square_images(train_samples, spec.input_size)
-    val_images = datasets.load_square_images(val_samples, spec.input_size)
+    train_samples, train_images, dropped = datasets.cache_images(train_samples, spec.input_size)
+    val_samples, val_images, dropped_val = datasets.cache_images(val_samples, spec.input_size)
+    for path, reason in (dropped + dropped_val)[:5]:
+        log(f"[data] skipped undecodable {path.name}: {reason}")
+    _check_split_usable(train_samples, val_samples, class_names)
     train_labels = datasets.label_indices(train_samples, class_names)
     val_labels = datasets.label_indices(val_samples, class_names)
     log(f"[data] decoded {len(train_images) + len(val_images)} images in {time.time() - t0:.0f}s")
@@ -209,7 +236,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[Mode
             f"epoch {epoch} done: train_loss {record['train_loss']:.4f} val_loss {val_loss:.4f} "
             f"val_auroc {val_metrics['auroc']:.4f} val_acc@0.5 {val_metrics['accuracy']:.4f}"
         )
-        if val_metrics["auroc"] > best_auroc + 1e-4:
+        # A single-class validation set has no AUROC (nan): then the first epoch's weights are kept.
+        if val_metrics["auroc"] > best_auroc + 1e-4 or best_state is None:
             best_auroc, best_epoch, stale = val_metrics["auroc"], epoch, 0
             best_state = copy.deepcopy(ema.module.state_dict())
         else:
@@ -226,8 +254,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[Mode
     calibrated = softmax_probs(val_logits, temperature)[:, -1]
     threshold = choose_threshold(calibrated, val_true, config.min_sensitivity)
     val_at_threshold = compute_all(val_true, calibrated, threshold)
-    log(f"calibration: temperature {temperature:.3f}; threshold {threshold:.4f} (val sensitivity >= "
-        f"{config.min_sensitivity}); val metrics {json.dumps({k: round(v, 4) for k, v in val_at_threshold.items()})}")
+    log(
+        f"calibration: temperature {temperature:.3f}; threshold {threshold:.4f} (val sensitivity >= "
+        f"{config.min_sensitivity}); val metrics {json.dumps({k: round(v, 4) for k, v in val_at_threshold.items()})}"
+    )
 
     state = {k: v.detach().cpu() for k, v in final.state_dict().items()}
     checkpoint = ModelCheckpoint(
@@ -250,12 +280,23 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[Mode
             "device": str(device),
             "torch": str(torch.__version__),
             "rule": f"threshold = highest value keeping validation sensitivity >= {config.min_sensitivity}",
+            "data_options": options.to_dict(),
+            "undecodable_images_skipped": len(dropped) + len(dropped_val),
+            "mlflow_run_id": tracker.summary().get("run_id"),
         },
     )
     save_checkpoint(checkpoint, config.output)
     log(f"checkpoint written: {config.output} ({config.output.stat().st_size / 1e6:.1f} MB)")
     tracker.finish(checkpoint, config.output, history)
     return checkpoint, {"history": history, "tracking": tracker.summary()}
+
+
+def _check_split_usable(train_samples: Sequence, val_samples: Sequence, class_names: Sequence[str]) -> None:
+    missing = sorted(set(class_names) - {s.label for s in train_samples})
+    if missing:
+        raise datasets.DatasetError(f"the training split has no images of class(es) {', '.join(missing)}")
+    if not val_samples:
+        raise datasets.DatasetError("the validation split is empty: use more images or a larger --val-fraction")
 
 
 def _make_tracker(config: TrainConfig, class_names: Sequence[str], n_train: int, n_val: int, fingerprint: str):
@@ -269,8 +310,11 @@ def _make_tracker(config: TrainConfig, class_names: Sequence[str], n_train: int,
         "val_images": n_val,
         "data_fingerprint": fingerprint,
     }
-    return RunTracker.start(run_name=f"train-{config.task}-{config.architecture}", params=params,
-                            register_name=config.register_name or f"cxr-{config.task}")
+    return RunTracker.start(
+        run_name=f"train-{config.task}-{config.architecture}",
+        params=params,
+        register_name=config.register_name or f"cxr-{config.task}",
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -287,8 +331,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--drop-rate", type=float, default=defaults.drop_rate)
     parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience (epochs)")
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
-    parser.add_argument("--min-sensitivity", type=float, default=defaults.min_sensitivity,
-                        help="threshold rule: highest threshold with validation sensitivity >= this")
+    parser.add_argument(
+        "--min-sensitivity",
+        type=float,
+        default=defaults.min_sensitivity,
+        help="threshold rule: highest threshold with validation sensitivity >= this",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda")
     parser.add_argument("--output", type=Path, default=defaults.output)
@@ -297,22 +345,67 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--max-images", type=int, default=0, help="cap the train pool (smoke runs)")
     parser.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     parser.add_argument("--register-name", default="", help="MLflow registered model name (default cxr-<task>)")
+    task = parser.add_argument_group("task definition (stored in the checkpoint, reused by mlops.evaluate)")
+    task.add_argument("--split-column", default="", help="manifest column holding the split (e.g. nih_official_split)")
+    task.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="for datasets without a split: assign this fraction of patients to test (seeded)",
+    )
+    task.add_argument("--split-seed", type=int, default=defaults.split_seed, help="seed of --test-fraction")
+    task.add_argument("--positive-labels", default="", help="comma-separated source labels forming the positive class")
+    task.add_argument("--positive-name", default="", help="positive class name (default: TASK upper-cased)")
+    task.add_argument("--negative-name", default="", help="negative class name (default: NO_<TASK>)")
+    task.add_argument(
+        "--negative-labels",
+        default="",
+        help="comma-separated source labels forming the negative class (default: all others)",
+    )
     args = parser.parse_args(argv)
     return TrainConfig(
-        data=args.data, task=args.task, architecture=args.architecture, image_size=args.image_size,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        drop_rate=args.drop_rate, patience=args.patience, val_fraction=args.val_fraction,
-        min_sensitivity=args.min_sensitivity, seed=args.seed, device=args.device, output=args.output,
-        train_split=args.train_split, class_names=[c for c in args.classes.split(",") if c],
-        max_images=args.max_images, track=not args.no_track, register_name=args.register_name,
+        data=args.data,
+        task=args.task,
+        architecture=args.architecture,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        drop_rate=args.drop_rate,
+        patience=args.patience,
+        val_fraction=args.val_fraction,
+        min_sensitivity=args.min_sensitivity,
+        seed=args.seed,
+        device=args.device,
+        output=args.output,
+        train_split=args.train_split,
+        class_names=[c for c in args.classes.split(",") if c],
+        max_images=args.max_images,
+        track=not args.no_track,
+        register_name=args.register_name,
+        split_column=args.split_column,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        positive_labels=_csv_list(args.positive_labels),
+        positive_name=args.positive_name,
+        negative_name=args.negative_name,
+        negative_labels=_csv_list(args.negative_labels),
     )
+
+
+def _csv_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     from settings import get_settings
 
     torch.set_num_threads(get_settings().torch_threads)
-    train(parse_args(argv))
+    try:
+        train(parse_args(argv))
+    except (datasets.DatasetError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

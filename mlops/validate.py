@@ -1,15 +1,20 @@
-"""Data validation of a training set before any training: readable files, duplicates, counts, patient leakage."""
+"""Data validation of a training set before any training: readable files, duplicates, counts, patient leakage.
+
+CLI: `python -m mlops.validate --data DIR [--decode] [--split-column COL]`; exit status 1 when there are errors.
+"""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from imaging import ImagingError, decode_image
-from mlops.data import Sample
+from mlops.data import DataOptions, DatasetError, Sample, load_samples
 
 
 @dataclass
@@ -50,8 +55,10 @@ class ValidationReport:
         for split, counts in sorted(self.class_counts.items()):
             lines.append(f"split {split}: " + ", ".join(f"{label}={n}" for label, n in sorted(counts.items())))
         if self.unreadable:
-            lines.append(f"{len(self.unreadable)} unreadable files (skipped), e.g. {self.unreadable[0][0].name}: "
-                         f"{self.unreadable[0][1]}")
+            lines.append(
+                f"{len(self.unreadable)} unreadable files (skipped), e.g. {self.unreadable[0][0].name}: "
+                f"{self.unreadable[0][1]}"
+            )
         if self.duplicate_groups:
             lines.append(f"{len(self.duplicate_groups)} groups of byte-identical files within a split")
         lines.extend(f"WARNING: {warning}" for warning in self.warnings)
@@ -98,3 +105,28 @@ def validate_dataset(samples: Sequence[Sample], decode: bool = False) -> Validat
                 report.patient_overlap[f"{first}/{second}"] = shared
     report.fingerprint = digest.hexdigest()
     return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlops.validate", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder (split/CLASS/* or manifest.csv)")
+    parser.add_argument("--decode", action="store_true", help="also decode every image (slower, finds corrupt files)")
+    parser.add_argument("--split-column", default="", help="manifest column holding the split")
+    args = parser.parse_args(argv)
+    try:
+        samples = load_samples(args.data, DataOptions(split_column=args.split_column))
+    except (DatasetError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = validate_dataset(samples, decode=args.decode)
+    for line in report.summary_lines():
+        print(line)
+    for path, reason in report.unreadable[:20]:
+        print(f"unreadable: {path}: {reason}")
+    for group in report.cross_split_duplicates[:20]:
+        print("identical across splits: " + ", ".join(str(p) for p in group))
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

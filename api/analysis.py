@@ -1,0 +1,104 @@
+"""The main path for one study (DESIGN.md): decode -> quality -> store image -> predict -> store case.
+
+Orchestration only: every step is a call into a domain room. The image is stored before the case row, and the
+case row is committed before the answer is sent, so nothing acknowledged to the client can be lost.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from api.schemas import CaseOut, PatientIn, PatientOut
+from api.services import Services
+from imaging import DecodedImage, assess_quality, decode_image
+from storage import CaseRecord, NewCase, PatientInfo
+
+_DICOM_AGE = re.compile(r"^(\d{1,3})([DWMY])$")
+_DICOM_SEX = {"M": "M", "F": "F", "O": "O"}
+
+
+def dicom_age_years(value: str | None) -> int | None:
+    """DICOM AS value ('081Y', '006M') -> whole years."""
+    match = _DICOM_AGE.match((value or "").strip().upper())
+    if not match:
+        return None
+    number, unit = int(match.group(1)), match.group(2)
+    return {"Y": number, "M": number // 12, "W": number // 52, "D": number // 365}[unit]
+
+
+def merge_patient(form: PatientIn, tags: dict[str, Any]) -> PatientInfo:
+    """Form fields win; DICOM tags fill the gaps the form left."""
+    name = form.name or (str(tags["PatientName"]).replace("^", " ").strip() if tags.get("PatientName") else None)
+    return PatientInfo(
+        patient_id=form.patient_id or tags.get("PatientID"),
+        name=name or None,
+        birth_date=form.birth_date,
+        age=form.age if form.age is not None else dicom_age_years(tags.get("PatientAge")),
+        sex=form.sex or _DICOM_SEX.get(str(tags.get("PatientSex", "")).upper()),
+        clinical_history=form.clinical_history,
+    )
+
+
+def study_metadata(decoded: DecodedImage) -> dict[str, Any]:
+    return {"format": decoded.format, "width": decoded.width, "height": decoded.height, **decoded.metadata}
+
+
+def analyze_study(services: Services, data: bytes, patient: PatientIn, user_id: str | None) -> CaseOut:
+    predictor = services.predictor()
+    decoded = decode_image(data)
+    warnings = [w.as_dict() for w in assess_quality(decoded)]
+    sha256 = services.storage.images.put(data)
+    prediction = predictor.predict(decoded.pixels, sha256)
+    record = services.storage.cases.create_case(
+        NewCase(
+            image_sha256=sha256,
+            image_format=decoded.format,
+            task=predictor.checkpoint.task,
+            prediction=prediction.label,
+            confidence=prediction.confidence,
+            probabilities=prediction.probabilities,
+            positive_probability=prediction.positive_probability,
+            threshold=predictor.checkpoint.threshold,
+            model_version=prediction.model_version,
+            patient=merge_patient(patient, decoded.metadata),
+            study_metadata=study_metadata(decoded),
+            quality_warnings=warnings,
+            created_by=user_id,
+        )
+    )
+    out = case_out(record)
+    out.processing_time_ms, out.cached = prediction.processing_time_ms, prediction.cached
+    return out
+
+
+def case_out(record: CaseRecord) -> CaseOut:
+    patient = record.patient
+    return CaseOut(
+        case_id=record.id,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        status=str(record.status.value if hasattr(record.status, "value") else record.status),
+        task=record.task,
+        prediction=record.prediction,
+        confidence=record.confidence,
+        probabilities=record.probabilities,
+        positive_probability=record.positive_probability,
+        threshold=record.threshold,
+        model_version=record.model_version,
+        uncertainty=record.uncertainty,
+        uncertain=record.uncertain,
+        ood=record.ood,
+        ood_reason=record.ood_reason,
+        quality_warnings=record.quality_warnings,
+        patient=PatientOut(
+            patient_id=patient.patient_id, name=patient.name, age=patient.age, sex=patient.sex,
+            birth_date=patient.birth_date, clinical_history=patient.clinical_history,
+        ),
+        study=record.study_metadata,
+        image_sha256=record.image_sha256,
+        image_format=record.image_format,
+        created_by=record.created_by,
+        signed_by=record.signed_by,
+        signed_at=record.signed_at,
+    )

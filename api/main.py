@@ -1,0 +1,40 @@
+"""ASGI entry point: `uvicorn api.main:app`. `create_app()` builds a configured app (tests build their own)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routers import health, media, predict, studies
+from api.services import Services
+from settings import Settings, get_settings
+
+DESCRIPTION = """
+Chest X-ray decision support: upload a radiograph (PNG, JPEG, TIFF or DICOM) and get the model's finding with
+a calibrated probability. Every answer is AI decision support for a clinician, not a diagnosis.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.start(settings)
+        app.state.services = services
+        yield
+        services.close()
+
+    app = FastAPI(title="CXR Workstation API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    for router in (health.router, predict.router, studies.router, media.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

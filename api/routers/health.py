@@ -1,0 +1,47 @@
+"""Liveness, readiness and model information: `GET /health`, `GET /ready`, `GET /model/info`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from api.schemas import HealthOut, ModelInfoOut, ReadyOut
+from api.services import Services, get_services
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=HealthOut, summary="Liveness: is the process up and the model loaded")
+def health(services: Services = Depends(get_services)) -> HealthOut:
+    predictor = services.predictors.get("pneumonia")
+    return HealthOut(
+        status="ok" if predictor else "degraded",
+        model_loaded=predictor is not None,
+        model_version=predictor.version if predictor else None,
+        uptime_s=services.uptime_s,
+    )
+
+
+@router.get("/ready", response_model=ReadyOut, summary="Readiness: database, model and image store")
+def ready(services: Services = Depends(get_services)) -> JSONResponse:
+    checks = services.readiness_checks()
+    ok = all(bool(check["ok"]) for check in checks.values())
+    body = ReadyOut(ready=ok, checks=checks).model_dump()
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/model/info", response_model=ModelInfoOut, summary="The served model, read from its checkpoint")
+def model_info(task: str = "pneumonia", services: Services = Depends(get_services)) -> ModelInfoOut:
+    info = services.predictor(task).checkpoint.describe()
+    return ModelInfoOut(
+        task=info["task"],
+        architecture=info["architecture"],
+        classes=info["class_names"],
+        input_size=info["input_size"],
+        version=info["version"],
+        threshold=info["threshold"],
+        temperature=info["temperature"],
+        metrics=info["metrics"],
+        data_fingerprint=info["data_fingerprint"],
+        preprocess=info["preprocess"],
+    )

@@ -1,0 +1,90 @@
+"""Stateless prediction endpoints kept from the original pneumonia service: `POST /predict`, `POST /predict/batch`."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends, File, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.errors import ApiError, imaging_status
+from api.schemas import BatchIn, BatchItemError, BatchOut, PredictionOut
+from api.services import Services, get_services
+from api.uploads import decode_base64_image, read_upload
+from imaging import DecodedImage, ImagingError, assess_quality, decode_image
+from inference import Prediction
+
+router = APIRouter(tags=["prediction"])
+
+
+def prediction_out(prediction: Prediction, decoded: DecodedImage, threshold: float) -> PredictionOut:
+    return PredictionOut(
+        prediction=prediction.label,
+        confidence=round(prediction.confidence, 6),
+        probabilities={k: round(v, 6) for k, v in prediction.probabilities.items()},
+        processing_time_ms=prediction.processing_time_ms,
+        model_version=prediction.model_version,
+        timestamp=datetime.now(UTC),
+        threshold=threshold,
+        cached=prediction.cached,
+        quality_warnings=[w.as_dict() for w in assess_quality(decoded)],
+    )
+
+
+def _decode_and_predict(services: Services, data: bytes) -> PredictionOut:
+    predictor = services.predictor()
+    decoded = decode_image(data)
+    prediction = predictor.predict(decoded.pixels, hashlib.sha256(data).hexdigest())
+    return prediction_out(prediction, decoded, predictor.checkpoint.threshold)
+
+
+@router.post(
+    "/predict",
+    response_model=PredictionOut,
+    summary="Classify one radiograph (multipart `file`)",
+    responses={400: {"description": "Empty file"}, 413: {"description": "Too large"},
+               415: {"description": "Unsupported format"}, 422: {"description": "Corrupt or unusable image"}},
+)
+async def predict(file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM radiograph"),
+                  services: Services = Depends(get_services)) -> PredictionOut:
+    data = await read_upload(file, services.settings.max_upload_bytes)
+    return await run_in_threadpool(_decode_and_predict, services, data)
+
+
+def _predict_batch(services: Services, payloads: list[bytes | ApiError]) -> list[PredictionOut | BatchItemError]:
+    """Decode every item (bad ones become per-item errors), then run the good ones through one model batch."""
+    predictor = services.predictor()
+    results: list[PredictionOut | BatchItemError | None] = [None] * len(payloads)
+    good: list[tuple[int, bytes, DecodedImage]] = []
+    for index, payload in enumerate(payloads):
+        if isinstance(payload, ApiError):
+            results[index] = BatchItemError(index=index, error=payload.message, status_code=payload.status_code)
+            continue
+        try:
+            good.append((index, payload, decode_image(payload)))
+        except ImagingError as exc:
+            results[index] = BatchItemError(index=index, error=str(exc), status_code=imaging_status(exc))
+    predictions = predictor.predict_batch(
+        [decoded.pixels for _, _, decoded in good], [hashlib.sha256(data).hexdigest() for _, data, _ in good]
+    )
+    for (index, _, decoded), prediction in zip(good, predictions, strict=True):
+        results[index] = prediction_out(prediction, decoded, predictor.checkpoint.threshold)
+    return [r for r in results if r is not None]
+
+
+@router.post("/predict/batch", response_model=BatchOut, summary="Classify several base64-encoded radiographs")
+async def predict_batch(body: BatchIn, services: Services = Depends(get_services)) -> BatchOut:
+    limit = services.settings.batch_max
+    if len(body.images) > limit:
+        raise ApiError(status.HTTP_413_CONTENT_TOO_LARGE,
+                       f"The batch holds {len(body.images)} images; at most {limit} are allowed (BATCH_MAX).")
+    services.predictor()  # answer 503 for the whole batch when no model is loaded
+    payloads: list[bytes | ApiError] = []
+    for text in body.images:
+        try:
+            payloads.append(decode_base64_image(text, services.settings.max_upload_bytes))
+        except ApiError as exc:
+            payloads.append(exc)
+    predictions = await run_in_threadpool(_predict_batch, services, payloads)
+    return BatchOut(batch_size=len(predictions), predictions=predictions)

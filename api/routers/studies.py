@@ -1,0 +1,78 @@
+"""Cases: `POST /v1/studies` (analyse and store a study), `GET /v1/cases`, `GET /v1/cases/{case_id}`."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from api.analysis import analyze_study, case_out
+from api.errors import ApiError
+from api.schemas import CaseOut, CasePageOut, PatientIn
+from api.services import Services, get_services
+from api.uploads import read_upload
+from storage import MAX_PAGE_SIZE
+
+router = APIRouter(prefix="/v1", tags=["cases"])
+
+
+def parse_patient(raw: str | None) -> PatientIn:
+    if not raw:
+        return PatientIn()
+    try:
+        return PatientIn.model_validate(json.loads(raw))
+    except json.JSONDecodeError:
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "The `patient` field is not valid JSON.") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'patient'}: {e['msg']}" for e in exc.errors())
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, f"Invalid patient data: {problems}") from None
+
+
+@router.post(
+    "/studies",
+    response_model=CaseOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Analyse a radiograph and store it as a case",
+    responses={400: {"description": "Empty file"}, 413: {"description": "Too large"},
+               415: {"description": "Unsupported format"}, 422: {"description": "Corrupt/unusable image or bad patient"}},
+)
+async def create_study(
+    file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM chest radiograph"),
+    patient: str | None = Form(
+        default=None,
+        description='JSON: {"patient_id", "name", "age", "sex", "birth_date", "clinical_history"}; DICOM tags fill gaps',
+        examples=['{"patient_id": "MRN-0042", "name": "Jane Doe", "age": 4, "sex": "F"}'],
+    ),
+    services: Services = Depends(get_services),
+) -> CaseOut:
+    patient_in = parse_patient(patient)
+    data = await read_upload(file, services.settings.max_upload_bytes)
+    return await run_in_threadpool(analyze_study, services, data, patient_in, None)
+
+
+@router.get("/cases", response_model=CasePageOut, summary="List cases, newest first, with filters")
+def list_cases(
+    limit: int = Query(50, ge=1, le=MAX_PAGE_SIZE),
+    offset: int = Query(0, ge=0),
+    patient_id: str | None = Query(None, max_length=64),
+    prediction: str | None = Query(None, max_length=64),
+    date_from: date | None = Query(None, description="First day included (UTC)"),
+    date_to: date | None = Query(None, description="Last day included (UTC)"),
+    case_status: str | None = Query(None, alias="status"),
+    services: Services = Depends(get_services),
+) -> CasePageOut:
+    if date_from and date_to and date_from > date_to:
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "date_from is after date_to.")
+    page = services.storage.cases.list_cases(
+        limit=limit, offset=offset, patient_id=patient_id, prediction=prediction,
+        date_from=date_from, date_to=date_to, status=case_status,
+    )
+    return CasePageOut(items=[case_out(r) for r in page.items], total=page.total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/cases/{case_id}", response_model=CaseOut, summary="One case with its stored result")
+def get_case(case_id: str, services: Services = Depends(get_services)) -> CaseOut:
+    return case_out(services.get_case(case_id))

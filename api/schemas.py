@@ -1,0 +1,123 @@
+"""Request and response bodies. Field names are part of the public contract (issues #2, #4, #5)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HealthOut(BaseModel):
+    status: str = Field(examples=["ok"])
+    model_loaded: bool
+    model_version: str | None = Field(default=None, examples=["pneumonia-resnet18-20261129-224500"])
+    uptime_s: float
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: dict[str, dict[str, str | bool]] = Field(
+        examples=[{"database": {"ok": True, "detail": "sqlite"}, "model": {"ok": True, "detail": "loaded"}}]
+    )
+
+
+class ModelInfoOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    task: str
+    architecture: str
+    classes: list[str]
+    input_size: int
+    version: str
+    threshold: float
+    temperature: float
+    metrics: dict
+    data_fingerprint: str
+    preprocess: dict
+
+
+class PredictionOut(BaseModel):
+    prediction: str = Field(examples=["PNEUMONIA"])
+    confidence: float = Field(ge=0, le=1, examples=[0.93])
+    probabilities: dict[str, float] = Field(examples=[{"NORMAL": 0.07, "PNEUMONIA": 0.93}])
+    processing_time_ms: float
+    model_version: str
+    timestamp: datetime
+    threshold: float = Field(description="Decision threshold on the probability of the positive class.")
+    cached: bool = False
+    quality_warnings: list[dict[str, str]] = Field(default_factory=list)
+
+
+class BatchIn(BaseModel):
+    images: list[str] = Field(description="Base64-encoded image files (PNG, JPEG, TIFF or DICOM).", min_length=1)
+
+
+class BatchItemError(BaseModel):
+    index: int
+    error: str
+    status_code: int
+
+
+class BatchOut(BaseModel):
+    batch_size: int
+    predictions: list[PredictionOut | BatchItemError]
+
+
+class PatientIn(BaseModel):
+    """Patient fields sent with a study (the `patient` multipart field, as JSON). All optional."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    patient_id: str | None = Field(default=None, max_length=64, examples=["MRN-0042"])
+    name: str | None = Field(default=None, max_length=200, examples=["Jane Doe"])
+    age: int | None = Field(default=None, ge=0, le=150, examples=[4])
+    sex: Literal["M", "F", "O", "U"] | None = Field(default=None, examples=["F"])
+    birth_date: date | None = Field(default=None, examples=["2022-03-01"])
+    clinical_history: str | None = Field(default=None, max_length=20000, examples=["Fever and cough for 3 days."])
+
+
+class PatientOut(BaseModel):
+    patient_id: str | None = None
+    name: str | None = None
+    age: int | None = None
+    sex: str | None = None
+    birth_date: date | None = None
+    clinical_history: str | None = None
+
+
+class CaseOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    case_id: str
+    created_at: datetime
+    updated_at: datetime
+    status: str
+    task: str
+    prediction: str
+    confidence: float
+    probabilities: dict[str, float]
+    positive_probability: float | None
+    threshold: float | None
+    model_version: str
+    uncertainty: dict | None = None
+    uncertain: bool = False
+    ood: bool | None = None
+    ood_reason: str | None = None
+    quality_warnings: list[dict[str, str]] = Field(default_factory=list)
+    patient: PatientOut
+    study: dict = Field(default_factory=dict, description="Image format, size and DICOM tags")
+    image_sha256: str
+    image_format: str
+    created_by: str | None = None
+    signed_by: str | None = None
+    signed_at: datetime | None = None
+    processing_time_ms: float | None = Field(default=None, description="Set on the answer that created the case")
+    cached: bool | None = None
+
+
+class CasePageOut(BaseModel):
+    items: list[CaseOut]
+    total: int
+    limit: int
+    offset: int

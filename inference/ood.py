@@ -1,0 +1,383 @@
+"""The input gate: is this a frontal chest radiograph like the training data?
+
+A photo, a CT slice, a lateral view or an inverted film would otherwise come back as a confident finding. Two
+layers, both cheap (they reuse the prediction's forward pass):
+1. Image checks on the decoded pixels (thresholds in settings): near-constant image, extreme aspect ratio, and the
+   chest's own layout: on an upright frontal film the mediastinum and spine form a bright vertical band between
+   two darker lung fields. An inverted film has that band darker than the lungs, a film turned by 90 degrees has
+   it horizontal. (Measured on Kermany: every train and test image passes, every inverted or 90-degree rotated
+   one fails; see bench/ood_gate.py.)
+2. Embedding distance: class-conditional Mahalanobis distance (Lee et al. 2018) of the model's pooled embedding to
+   the training embeddings, with a Ledoit-Wolf shrunk covariance shared by the classes. The threshold is a high
+   percentile (OOD_PERCENTILE, default 99.5) of the distances of held-out training images (patients never seen by
+   the fit), so about 0.5% of in-distribution images are expected to be refused.
+
+The reference statistics are fitted by a command and stored inside the checkpoint (`extra["ood"]`), because
+serving reads everything from the checkpoint:
+
+    python -m inference.ood fit --checkpoint models/pneumonia.pt --data DIR
+
+An input that fails either layer answers `ood: true` with a human-readable reason; the finding must then not be
+presented as reliable and the case goes to review (it is also flagged uncertain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inference.checkpoint import CheckpointError, ModelCheckpoint
+
+OOD_EXTRA_KEY = "ood"
+REFERENCE_KIND = "mahalanobis-class-conditional-ledoit-wolf"
+PROBE_SIZE = 64  # the layout checks look at a 64 x 64 thumbnail: coarse anatomy only
+# Bands of the layout check, as fractions of the (stretched, square) image: rows and columns of the mediastinum,
+# of the two lung fields, and the same bands transposed for the horizontal comparison.
+_MIDDLE = (0.42, 0.58)
+_SIDES = ((0.16, 0.34), (0.66, 0.84))
+_SPAN = (0.25, 0.75)
+
+
+class OODError(ValueError):
+    """Reference statistics are missing, malformed or do not belong to this model (message safe to show)."""
+
+
+# --- image checks -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageChecks:
+    max_aspect_ratio: float = 2.0
+    min_dynamic_range: float = 0.08
+    min_orientation_score: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Any | None = None) -> ImageChecks:
+        settings = settings or _settings()
+        return cls(
+            max_aspect_ratio=settings.ood_max_aspect_ratio,
+            min_dynamic_range=settings.ood_min_dynamic_range,
+            min_orientation_score=settings.ood_min_orientation_score,
+        )
+
+    def reason(self, pixels: np.ndarray) -> str | None:
+        """Why the decoded [0, 1] image (H, W) is not a usable frontal chest radiograph, or None."""
+        height, width = pixels.shape[:2]
+        aspect = max(height, width) / max(1, min(height, width))
+        if aspect > self.max_aspect_ratio:
+            return f"aspect ratio {aspect:.1f}:1 is not that of a chest radiograph (at most {self.max_aspect_ratio}:1)"
+        low, high = np.percentile(pixels, [1, 99])
+        if high - low < self.min_dynamic_range:
+            return f"image is nearly uniform (intensity spread {high - low:.3f} < {self.min_dynamic_range})"
+        layout = chest_layout(pixels)
+        if layout.orientation_score < self.min_orientation_score:
+            if layout.mediastinum_contrast < 0:
+                return "polarity looks inverted: the mediastinum is darker than the lung fields"
+            return "not an upright frontal chest view: the bright central band runs horizontally (rotated image?)"
+        return None
+
+
+@dataclass(frozen=True)
+class ChestLayout:
+    mediastinum_contrast: float  # central vertical band minus lung fields (positive on a frontal film)
+    horizontal_contrast: float  # the same measured on the transposed image
+    orientation_score: float  # mediastinum_contrast - horizontal_contrast
+
+
+def chest_layout(pixels: np.ndarray) -> ChestLayout:
+    """Brightness of the central vertical band against the lung fields, and the same across (see module doc)."""
+    thumb = cv2.resize(np.asarray(pixels, dtype=np.float32), (PROBE_SIZE, PROBE_SIZE), interpolation=cv2.INTER_AREA)
+    vertical = _band_contrast(thumb)
+    horizontal = _band_contrast(thumb.T)
+    return ChestLayout(vertical, horizontal, vertical - horizontal)
+
+
+def _band_contrast(image: np.ndarray) -> float:
+    def cut(lo_hi: tuple[float, float]) -> slice:
+        return slice(round(lo_hi[0] * PROBE_SIZE), round(lo_hi[1] * PROBE_SIZE))
+
+    rows = cut(_SPAN)
+    middle = image[rows, cut(_MIDDLE)].mean()
+    sides = np.concatenate([image[rows, cut(band)].ravel() for band in _SIDES]).mean()
+    return float(middle - sides)
+
+
+# --- embedding reference ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MahalanobisReference:
+    class_means: np.ndarray  # (K, D)
+    precision: np.ndarray  # (D, D), inverse of the shrunk shared covariance
+    threshold: float  # distances above it are out of distribution
+    percentile: float
+    model_version: str
+    fit_images: int
+    holdout_images: int
+    holdout_quantiles: dict[str, float] = field(default_factory=dict)
+    created: str = ""
+
+    def distances(self, embeddings: np.ndarray) -> np.ndarray:
+        """Distance of each (B, D) embedding to its nearest class mean."""
+        x = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+        if x.shape[1] != self.precision.shape[0]:
+            raise OODError(f"Embedding size {x.shape[1]} does not match the reference ({self.precision.shape[0]}).")
+        diff = x[:, None, :] - self.class_means[None, :, :]
+        squared = np.einsum("bkd,de,bke->bk", diff, self.precision, diff)
+        return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": REFERENCE_KIND,
+            "class_means": self.class_means.astype(np.float32).tolist(),
+            "precision": self.precision.astype(np.float32).tolist(),
+            "threshold": float(self.threshold),
+            "percentile": float(self.percentile),
+            "model_version": self.model_version,
+            "fit_images": int(self.fit_images),
+            "holdout_images": int(self.holdout_images),
+            "holdout_quantiles": {k: float(v) for k, v in self.holdout_quantiles.items()},
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MahalanobisReference:
+        if not isinstance(data, dict) or data.get("kind") != REFERENCE_KIND:
+            raise OODError("The checkpoint's OOD reference is not a class-conditional Mahalanobis reference.")
+        try:
+            means = np.asarray(data["class_means"], dtype=np.float64)
+            precision = np.asarray(data["precision"], dtype=np.float64)
+            threshold = float(data["threshold"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OODError(f"The checkpoint's OOD reference is malformed ({type(exc).__name__}).") from None
+        if means.ndim != 2 or precision.shape != (means.shape[1], means.shape[1]) or not np.isfinite(threshold):
+            raise OODError("The checkpoint's OOD reference has inconsistent shapes.")
+        return cls(
+            class_means=means,
+            precision=precision,
+            threshold=threshold,
+            percentile=float(data.get("percentile", 0.0)),
+            model_version=str(data.get("model_version", "")),
+            fit_images=int(data.get("fit_images", 0)),
+            holdout_images=int(data.get("holdout_images", 0)),
+            holdout_quantiles=dict(data.get("holdout_quantiles") or {}),
+            created=str(data.get("created", "")),
+        )
+
+
+def fit_reference(
+    fit_embeddings: np.ndarray,
+    fit_labels: np.ndarray,
+    holdout_embeddings: np.ndarray,
+    percentile: float,
+    model_version: str,
+) -> MahalanobisReference:
+    """Class means and a Ledoit-Wolf shared covariance on the fit part; threshold from the held-out distances."""
+    from sklearn.covariance import LedoitWolf
+
+    x = np.asarray(fit_embeddings, dtype=np.float64)
+    labels = np.asarray(fit_labels)
+    if len(x) < 10 or len(holdout_embeddings) < 10:
+        raise OODError("Fitting the OOD reference needs at least 10 fit and 10 held-out images.")
+    if not 50.0 <= percentile < 100.0:
+        raise OODError(f"The OOD percentile must lie in [50, 100); got {percentile}.")
+    classes = np.unique(labels)
+    means = np.stack([x[labels == c].mean(axis=0) for c in classes])
+    centered = x - means[np.searchsorted(classes, labels)]
+    precision = LedoitWolf(assume_centered=True).fit(centered).precision_
+    reference = MahalanobisReference(
+        class_means=means,
+        precision=precision,
+        threshold=0.0,
+        percentile=percentile,
+        model_version=model_version,
+        fit_images=len(x),
+        holdout_images=len(holdout_embeddings),
+    )
+    return _with_threshold(reference, reference.distances(holdout_embeddings), percentile)
+
+
+def _with_threshold(reference: MahalanobisReference, held_out: np.ndarray, percentile: float) -> MahalanobisReference:
+    quantiles = {f"p{q:g}": float(np.percentile(held_out, q)) for q in (50, 90, 99, 99.5, 100)}
+    return MahalanobisReference(
+        class_means=reference.class_means,
+        precision=reference.precision,
+        threshold=float(np.percentile(held_out, percentile)),
+        percentile=percentile,
+        model_version=reference.model_version,
+        fit_images=reference.fit_images,
+        holdout_images=reference.holdout_images,
+        holdout_quantiles=quantiles,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+
+
+def reference_from_checkpoint(checkpoint: ModelCheckpoint) -> MahalanobisReference | None:
+    """The stored reference, or None when the checkpoint has none; refuses a reference fitted on other weights."""
+    raw = checkpoint.extra.get(OOD_EXTRA_KEY)
+    if raw is None:
+        return None
+    reference = MahalanobisReference.from_dict(raw)
+    if reference.model_version != checkpoint.version:
+        raise OODError(
+            f"The OOD reference was fitted on model {reference.model_version}, not {checkpoint.version}; "
+            "run `python -m inference.ood fit` again."
+        )
+    return reference
+
+
+def with_reference(checkpoint: ModelCheckpoint, reference: MahalanobisReference) -> ModelCheckpoint:
+    """A copy of the checkpoint whose `extra` carries the reference (weights and everything else unchanged)."""
+    extra = {**checkpoint.extra, OOD_EXTRA_KEY: reference.to_dict()}
+    return ModelCheckpoint(**{**checkpoint.__dict__, "extra": extra})
+
+
+# --- the gate -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateResult:
+    ood: bool
+    reason: str = ""  # human-readable; empty when the input looks like the training radiographs
+    distance: float | None = None  # embedding distance (None without a reference)
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class InputGate:
+    """Image checks plus the embedding distance; stateless after construction, so safe to share between threads."""
+
+    def __init__(self, reference: MahalanobisReference | None, checks: ImageChecks, enabled: bool = True) -> None:
+        self.reference = reference
+        self.checks = checks
+        self.enabled = enabled
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: ModelCheckpoint, settings: Any | None = None) -> InputGate:
+        settings = settings or _settings()
+        return cls(reference_from_checkpoint(checkpoint), ImageChecks.from_settings(settings), settings.ood_enabled)
+
+    def check(self, pixels: np.ndarray, embedding: np.ndarray) -> GateResult:
+        """Gate one decoded image (H, W) with the embedding of that same image."""
+        if not self.enabled:
+            return GateResult(ood=False)
+        distance = float(self.reference.distances(embedding)[0]) if self.reference is not None else None
+        threshold = self.reference.threshold if self.reference is not None else None
+        reason = self.checks.reason(pixels)
+        if reason is None and distance is not None and threshold is not None and distance > threshold:
+            reason = (
+                f"image is unlike the training radiographs (embedding distance {distance:.1f} > {threshold:.1f}); "
+                "is it a frontal chest X-ray?"
+            )
+        return GateResult(ood=reason is not None, reason=reason or "", distance=distance, threshold=threshold)
+
+
+def _settings() -> Any:
+    from settings import get_settings
+
+    return get_settings()
+
+
+# --- command line: fit the reference into a checkpoint --------------------------------------------------------------
+
+
+def fit_command(args: argparse.Namespace) -> dict[str, Any]:
+    """Embed the training split with the serving path, fit the reference and write it into the checkpoint."""
+    # The dataset layout lives in mlops.data; importing it here, in the command only, keeps the library code of
+    # inference free of upward imports.
+    from inference.checkpoint import load_checkpoint, save_checkpoint
+    from mlops import data as datasets
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    samples = datasets.select(datasets.discover(args.data), args.split, checkpoint.class_names)
+    if args.max_images:
+        samples = random.Random(args.seed).sample(samples, min(args.max_images, len(samples)))
+    fit_part, holdout_part = datasets.split_by_patient(samples, args.holdout_fraction, args.seed)
+    started = time.time()
+    fit_embeddings = embed_samples(checkpoint, fit_part, args.batch_size)
+    holdout_embeddings = embed_samples(checkpoint, holdout_part, args.batch_size)
+    labels = datasets.label_indices(fit_part, checkpoint.class_names)
+    reference = fit_reference(fit_embeddings, labels, holdout_embeddings, args.percentile, checkpoint.version)
+    holdout_pixels = [_decode(s.path) for s in holdout_part]
+    checks = ImageChecks.from_settings()
+    refused_by_checks = sum(checks.reason(p) is not None for p in holdout_pixels)
+    output = args.output or args.checkpoint
+    sha256 = save_checkpoint(with_reference(checkpoint, reference), output)
+    return {
+        "checkpoint": str(output),
+        "sha256": sha256,
+        "model_version": checkpoint.version,
+        "fit_images": len(fit_part),
+        "holdout_images": len(holdout_part),
+        "threshold": round(reference.threshold, 4),
+        "percentile": args.percentile,
+        "holdout_quantiles": {k: round(v, 3) for k, v in reference.holdout_quantiles.items()},
+        "holdout_refused_by_image_checks": refused_by_checks,
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def embed_samples(checkpoint: ModelCheckpoint, samples: Sequence[Any], batch_size: int = 32) -> np.ndarray:
+    """Embeddings of dataset samples through the serving Predictor (same decoder, preprocessing and model)."""
+    from inference.predictor import Predictor
+    from settings import get_settings
+
+    predictor = Predictor(checkpoint, threads=get_settings().torch_threads, cache_size=1, cache_ttl=1, gate=False)
+    rows: list[np.ndarray] = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        predictions = predictor.predict_batch([_decode(s.path) for s in chunk], [None] * len(chunk))
+        rows.extend(p.embedding for p in predictions)
+    return np.stack(rows)
+
+
+def _decode(path: Path) -> np.ndarray:
+    from imaging import decode_image
+
+    return decode_image(Path(path).read_bytes()).pixels
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m inference.ood", description="Input gate (OOD) reference.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("fit", help="fit the embedding reference and store it in the checkpoint")
+    fit.add_argument("--checkpoint", type=Path, required=True)
+    fit.add_argument("--data", type=Path, required=True, help="dataset folder (split/CLASS/* or manifest.csv)")
+    fit.add_argument("--split", default="train", help="split to fit on (never the test split)")
+    fit.add_argument("--holdout-fraction", type=float, default=0.15, help="patients held out to set the threshold")
+    fit.add_argument("--percentile", type=float, default=None, help="held-out percentile (default OOD_PERCENTILE)")
+    fit.add_argument("--max-images", type=int, default=0, help="cap the images used (0: all)")
+    fit.add_argument("--batch-size", type=int, default=32)
+    fit.add_argument("--seed", type=int, default=42)
+    fit.add_argument("--output", type=Path, default=None, help="write here instead of rewriting --checkpoint")
+    args = parser.parse_args(argv)
+    if args.percentile is None:
+        args.percentile = _settings().ood_percentile
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import torch
+
+    torch.set_num_threads(_settings().torch_threads)
+    args = parse_args(argv)
+    try:
+        summary = fit_command(args)
+    except (CheckpointError, OODError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

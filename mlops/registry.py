@@ -1,0 +1,509 @@
+"""Model registry over MLflow: versions, aliases (`champion`), a promotion gate, rollback and model references.
+
+A registered version's source is the checkpoint file logged by its training run (see mlops.tracking). The
+promotion gate reads the test metrics that `mlops.evaluate --update-checkpoint` stores in the checkpoint itself
+(`metrics["test"]`), so a model is compared on what it carries, not on a side table. Every alias move made here is
+recorded in a registered-model tag, which is what `rollback` walks back.
+
+Serving loads by reference: `resolve_model_reference("models:/cxr-pneumonia@champion")`, `"models:/NAME/3"`,
+`"runs:/RUN_ID/checkpoint/pneumonia.pt"` or a plain file path (settings: `MODEL_ALIAS`, else `MODEL_PATH`).
+
+CLI: `python -m mlops.registry list|register|promote|set-alias|rollback|resolve ...` (see `--help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from inference.checkpoint import CheckpointError, ModelCheckpoint, load_checkpoint
+
+DEFAULT_ALIAS = "champion"
+HISTORY_TAG = "alias_history.{alias}"  # registered-model tag: JSON list of versions the alias pointed to
+HISTORY_LIMIT = 50
+LOWER_IS_BETTER = frozenset({"brier", "ece"})
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class RegistryError(ValueError):
+    """A registry operation cannot be done (unknown model, version or alias, missing metrics); user-facing."""
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: int
+    aliases: list[str]
+    run_id: str
+    source: str
+    checkpoint_version: str  # ModelCheckpoint.version of the registered file
+    created: str  # ISO-8601, UTC
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promoted: bool
+    name: str
+    candidate: int
+    champion_before: int | None
+    metric: str
+    candidate_value: float | None
+    champion_value: float | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def default_model_name(task: str) -> str:
+    return f"cxr-{task}"
+
+
+def mlflow_client() -> Any:
+    """An MlflowClient on the configured tracking URI (settings), creating the local store on first use."""
+    from mlops.tracking import configure_mlflow
+
+    return configure_mlflow()
+
+
+def _mlflow_error() -> type[Exception]:
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
+def parse_model_uri(ref: str) -> tuple[str, str | None, int | None]:
+    """`models:/NAME@ALIAS` -> (NAME, ALIAS, None); `models:/NAME/3` -> (NAME, None, 3)."""
+    match = _MODEL_URI.match(ref.strip())
+    if not match:
+        raise RegistryError(f"Not a model reference: {ref!r} (expected models:/NAME@ALIAS or models:/NAME/VERSION)")
+    version = match.group("version")
+    return match.group("name"), match.group("alias"), int(version) if version else None
+
+
+# --- reading the registry ----------------------------------------------------------------------------------------
+
+
+def _to_registered(mv: Any, aliases: Sequence[str] = ()) -> RegisteredVersion:
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((mv.creation_timestamp or 0) / 1000))
+    tags = dict(mv.tags or {})
+    return RegisteredVersion(
+        name=mv.name,
+        version=int(mv.version),
+        aliases=sorted(set(aliases) | set(mv.aliases or ())),
+        run_id=mv.run_id or "",
+        source=mv.source or "",
+        checkpoint_version=tags.get("model_version", ""),
+        created=created,
+        tags=tags,
+    )
+
+
+def _registered_model(client: Any, name: str) -> Any:
+    try:
+        return client.get_registered_model(name)
+    except _mlflow_error() as exc:
+        raise RegistryError(f"No registered model named {name!r}.") from exc
+
+
+def list_models() -> list[str]:
+    return sorted(model.name for model in mlflow_client().search_registered_models())
+
+
+def list_versions(name: str) -> list[RegisteredVersion]:
+    """Every version of `name`, oldest first, with the aliases pointing at it."""
+    client = mlflow_client()
+    model = _registered_model(client, name)
+    aliases_by_version: dict[int, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases_by_version.setdefault(int(version), []).append(alias)
+    versions = client.search_model_versions(f"name = '{_quote(name)}'")
+    return sorted(
+        (_to_registered(mv, aliases_by_version.get(int(mv.version), ())) for mv in versions),
+        key=lambda v: v.version,
+    )
+
+
+def get_version(name: str, version: int) -> RegisteredVersion:
+    client = mlflow_client()
+    try:
+        mv = client.get_model_version(name, str(version))
+    except _mlflow_error() as exc:
+        raise RegistryError(f"Model {name!r} has no version {version}.") from exc
+    return _to_registered(mv)
+
+
+def get_alias(name: str, alias: str = DEFAULT_ALIAS) -> int | None:
+    """Version the alias points to, or None when it is not set."""
+    model = _registered_model(mlflow_client(), name)
+    version = (model.aliases or {}).get(alias)
+    return int(version) if version is not None else None
+
+
+def find_versions_of_checkpoint(checkpoint_version: str) -> list[RegisteredVersion]:
+    """Registered versions (of any model) whose file is the checkpoint with this `ModelCheckpoint.version`."""
+    client = mlflow_client()
+    found = client.search_model_versions(f"tags.model_version = '{_quote(checkpoint_version)}'")
+    return sorted((_to_registered(mv) for mv in found), key=lambda v: (v.name, v.version))
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+# --- files behind versions ---------------------------------------------------------------------------------------
+
+
+def _local_file(uri: str) -> Path | None:
+    """The local path of a file:// URI or plain path; None for remote URIs."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and uri[1:3] == ":\\"):  # plain path (or Windows drive)
+        return Path(uri)
+    return None
+
+
+def _download(uri: str, cache_key: str) -> Path:
+    """Local path of an artifact URI: the file itself for a local store, else a cached download."""
+    local = _local_file(uri)
+    if local is not None:
+        if not local.is_file():
+            raise RegistryError(f"The registered checkpoint file is missing: {local}")
+        return local
+    import mlflow
+
+    from settings import get_settings
+
+    target = get_settings().var_dir / "registry-cache" / cache_key
+    cached = target / Path(urlparse(uri).path).name
+    if cached.is_file():
+        return cached
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+    except _mlflow_error() as exc:
+        raise RegistryError(f"Could not download {uri}: {exc}") from exc
+
+
+def resolve_checkpoint(name: str, alias_or_version: str | int = DEFAULT_ALIAS) -> Path:
+    """Local path of the checkpoint file of version `alias_or_version` (a version number or an alias) of `name`."""
+    client = mlflow_client()
+    ref = str(alias_or_version)
+    try:
+        mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+    except _mlflow_error() as exc:
+        kind = "version" if ref.isdigit() else "alias"
+        raise RegistryError(f"Model {name!r} has no {kind} {ref!r}.") from exc
+    return _download(mv.source, f"{name}/{mv.version}")
+
+
+def resolve_model_reference(ref: str | Path) -> Path:
+    """A local checkpoint path for a registry reference (`models:/NAME@ALIAS`, `models:/NAME/N`, `runs:/...`)
+    or a plain file path."""
+    text = str(ref).strip()
+    if not text:
+        raise RegistryError("Empty model reference.")
+    if text.startswith("models:/"):
+        name, alias, version = parse_model_uri(text)
+        return resolve_checkpoint(name, alias if alias is not None else str(version))
+    if text.startswith("runs:/"):
+        mlflow_client()  # the tracking URI must be configured before MLflow can resolve runs:/
+        return _download(text, "runs/" + text.removeprefix("runs:/").replace("/", "_"))
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise RegistryError(f"Model file not found: {path}")
+    return path
+
+
+def serving_model_reference(settings: Any = None) -> str:
+    """What serving should load: `MODEL_ALIAS` when set, else `MODEL_PATH`."""
+    if settings is None:
+        from settings import get_settings
+
+        settings = get_settings()
+    return settings.model_alias or str(settings.model_path)
+
+
+def resolve_serving_model(settings: Any = None) -> Path:
+    """Local checkpoint path serving should load. A set alias that cannot be resolved is an error, never a silent
+    fallback to another model."""
+    return resolve_model_reference(serving_model_reference(settings))
+
+
+# --- writing the registry ----------------------------------------------------------------------------------------
+
+
+def _history(client: Any, name: str, alias: str) -> list[int]:
+    raw = (_registered_model(client, name).tags or {}).get(HISTORY_TAG.format(alias=alias), "[]")
+    try:
+        return [int(v) for v in json.loads(raw)]
+    except (ValueError, TypeError):
+        return []
+
+
+def _write_history(client: Any, name: str, alias: str, history: list[int]) -> None:
+    client.set_registered_model_tag(name, HISTORY_TAG.format(alias=alias), json.dumps(history[-HISTORY_LIMIT:]))
+
+
+def set_alias(name: str, version: int, alias: str = DEFAULT_ALIAS) -> None:
+    """Point `alias` at `version` and remember the move (for rollback)."""
+    client = mlflow_client()
+    get_version(name, version)  # clear error for an unknown version
+    current = get_alias(name, alias)
+    if current == version:
+        return
+    history = _history(client, name, alias)
+    if current is not None and (not history or history[-1] != current):
+        history.append(current)  # the alias was set outside this module: keep it as a rollback target
+    client.set_registered_model_alias(name, alias, str(version))
+    _write_history(client, name, alias, [*history, version])
+
+
+def rollback(name: str, alias: str = DEFAULT_ALIAS, to_version: int | None = None) -> int:
+    """Move `alias` back to the version it pointed to before (or to `to_version`); returns the new version."""
+    client = mlflow_client()
+    current = get_alias(name, alias)
+    if current is None:
+        raise RegistryError(f"Model {name!r} has no {alias!r} alias to roll back.")
+    history = _history(client, name, alias)
+    if not history or history[-1] != current:
+        history.append(current)
+    existing = {v.version for v in list_versions(name)}
+    if to_version is not None:
+        if to_version not in existing:
+            raise RegistryError(f"Model {name!r} has no version {to_version}.")
+        target = to_version
+        history.append(target)
+    else:
+        history.pop()  # the current version
+        while history and (history[-1] not in existing or history[-1] == current):
+            history.pop()  # deleted versions are skipped
+        if not history:
+            raise RegistryError(f"No earlier {alias!r} of {name!r} is recorded; pass a version to roll back to.")
+        target = history[-1]
+    client.set_registered_model_alias(name, alias, str(target))
+    client.set_model_version_tag(name, str(target), "rolled_back_at", _now())
+    _write_history(client, name, alias, history)
+    return target
+
+
+def register_checkpoint_file(path: Path, name: str | None = None, run_name: str | None = None) -> int:
+    """Register an existing checkpoint file as a new version (logged in its own MLflow run); returns the version."""
+    import mlflow
+
+    from mlops.tracking import CHECKPOINT_ARTIFACT_DIR, register_checkpoint
+
+    checkpoint = _load(Path(path))
+    client = mlflow_client()
+    name = name or default_model_name(checkpoint.task)
+    with mlflow.start_run(run_name=run_name or f"register-{checkpoint.version}") as run:
+        mlflow.set_tags({"model_version": checkpoint.version, "task": checkpoint.task, "registered_from": str(path)})
+        mlflow.log_artifact(str(path), artifact_path=CHECKPOINT_ARTIFACT_DIR)
+        test = checkpoint.metrics.get("test", {}).get("metrics", {})
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in test.items() if _finite(v)})
+    version = int(register_checkpoint(client, name, run.info.run_id, Path(path).name, checkpoint))
+    _tag_test_metrics(client, name, version, checkpoint)
+    return version
+
+
+def sync_checkpoint(path: Path, checkpoint: ModelCheckpoint) -> list[RegisteredVersion]:
+    """After a checkpoint file was updated (e.g. test metrics added), copy it over the artifact of every registered
+    version made from it, and tag those versions with its test metrics. Returns the versions updated."""
+    client = mlflow_client()
+    updated = []
+    for registered in find_versions_of_checkpoint(checkpoint.version):
+        target = _local_file(registered.source)
+        if target is None or target.resolve() != Path(path).resolve():
+            _overwrite_artifact(client, registered, Path(path))
+        _tag_test_metrics(client, registered.name, registered.version, checkpoint)
+        updated.append(registered)
+    return updated
+
+
+def _overwrite_artifact(client: Any, registered: RegisteredVersion, path: Path) -> None:
+    marker = "/artifacts/"
+    if not registered.run_id or marker not in registered.source:
+        raise RegistryError(
+            f"{registered.name} v{registered.version} has a source outside its run: {registered.source}"
+        )
+    relative = registered.source.split(marker, 1)[1]
+    folder, _, file_name = relative.rpartition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / file_name  # the artifact keeps its registered file name
+        staged.write_bytes(path.read_bytes())
+        client.log_artifact(registered.run_id, str(staged), artifact_path=folder or None)
+
+
+def _tag_test_metrics(client: Any, name: str, version: int, checkpoint: ModelCheckpoint) -> None:
+    test = checkpoint.metrics.get("test") or {}
+    for key, value in (test.get("metrics") or {}).items():
+        if _finite(value):
+            client.set_model_version_tag(name, str(version), f"test_{key}", f"{float(value):.4f}")
+    if test.get("data_fingerprint"):
+        client.set_model_version_tag(name, str(version), "test_data_fingerprint", str(test["data_fingerprint"]))
+
+
+# --- promotion gate ----------------------------------------------------------------------------------------------
+
+
+def _load(path: Path) -> ModelCheckpoint:
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as exc:
+        raise RegistryError(str(exc)) from exc
+
+
+def stored_test_metrics(name: str, version: int, split: str = "test") -> dict[str, Any]:
+    """The `metrics[split]` block stored in the checkpoint of a version (empty when it was never evaluated)."""
+    return dict(_load(resolve_checkpoint(name, version)).metrics.get(split) or {})
+
+
+def _metric_value(block: dict[str, Any], metric: str) -> float | None:
+    value = (block.get("metrics") or {}).get(metric)
+    return float(value) if _finite(value) else None
+
+
+def promote_if_better(
+    name: str,
+    version: int,
+    metric: str = "auroc",
+    min_delta: float = 0.0,
+    alias: str = DEFAULT_ALIAS,
+    split: str = "test",
+    force: bool = False,
+) -> PromotionDecision:
+    """Point `alias` at `version` only if its stored test `metric` beats the current holder's by more than
+    `min_delta` (lower is better for brier/ece). Both must have been evaluated on the same test data (same
+    fingerprint). With no current holder, a candidate that has test metrics is promoted; `force` skips the gate."""
+    get_version(name, version)
+    champion = get_alias(name, alias)
+    candidate_block = stored_test_metrics(name, version, split)
+    candidate_value = _metric_value(candidate_block, metric)
+
+    def decide(promoted: bool, reason: str, champion_value: float | None = None) -> PromotionDecision:
+        if promoted:
+            set_alias(name, version, alias)
+            client = mlflow_client()
+            client.set_model_version_tag(name, str(version), "promoted_at", _now())
+            client.set_model_version_tag(name, str(version), "promotion_reason", reason[:500])
+        return PromotionDecision(promoted, name, version, champion, metric, candidate_value, champion_value, reason)
+
+    if champion == version:
+        return decide(False, f"v{version} already holds {alias!r}")
+    if force:
+        return decide(True, "forced promotion (gate skipped)")
+    if candidate_value is None:
+        return decide(False, f"v{version} has no stored {split} {metric}: run mlops.evaluate --update-checkpoint")
+    if champion is None:
+        return decide(True, f"no current {alias!r}; v{version} {metric} {candidate_value:.4f}")
+    champion_block = stored_test_metrics(name, champion, split)
+    champion_value = _metric_value(champion_block, metric)
+    if champion_value is None:
+        reason = f"current {alias!r} v{champion} has no stored {split} {metric}; evaluate it or use force"
+        return decide(False, reason)
+    fingerprints = {candidate_block.get("data_fingerprint"), champion_block.get("data_fingerprint")}
+    if len(fingerprints) > 1:
+        return decide(False, f"v{version} and v{champion} were evaluated on different {split} data", champion_value)
+    gain = champion_value - candidate_value if metric in LOWER_IS_BETTER else candidate_value - champion_value
+    comparison = f"{metric} {candidate_value:.4f} vs {champion_value:.4f} (v{champion}), min delta {min_delta}"
+    if gain > min_delta:
+        return decide(True, f"better: {comparison}", champion_value)
+    return decide(False, f"not better: {comparison}", champion_value)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- CLI ---------------------------------------------------------------------------------------------------------
+
+
+def _print_versions(name: str) -> None:
+    rows = list_versions(name)
+    print(f"{name}: {len(rows)} version(s)")
+    for v in rows:
+        test = {
+            k.removeprefix("test_"): val for k, val in v.tags.items() if k.startswith("test_") and "finger" not in k
+        }
+        shown = ", ".join(f"{k} {test[k]}" for k in ("auroc", "accuracy", "sensitivity", "specificity") if k in test)
+        aliases = f" [{', '.join(v.aliases)}]" if v.aliases else ""
+        print(f"  v{v.version}{aliases} {v.checkpoint_version} created {v.created} {shown or '(no test metrics)'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mlops.registry", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="list registered models or the versions of one")
+    listing.add_argument("--name", default="", help="registered model name (default: every model)")
+    register = commands.add_parser("register", help="register an existing checkpoint file as a new version")
+    register.add_argument("--checkpoint", type=Path, required=True)
+    register.add_argument("--name", default="", help="default cxr-<task of the checkpoint>")
+    promote = commands.add_parser("promote", help="promotion gate: move the alias only if the candidate is better")
+    promote.add_argument("--name", required=True)
+    promote.add_argument("--version", type=int, required=True)
+    promote.add_argument("--metric", default="auroc")
+    promote.add_argument("--min-delta", type=float, default=0.0)
+    promote.add_argument("--alias", default=DEFAULT_ALIAS)
+    promote.add_argument("--force", action="store_true", help="skip the gate")
+    set_cmd = commands.add_parser("set-alias", help="point an alias at a version (no gate)")
+    set_cmd.add_argument("--name", required=True)
+    set_cmd.add_argument("--version", type=int, required=True)
+    set_cmd.add_argument("--alias", default=DEFAULT_ALIAS)
+    back = commands.add_parser("rollback", help="move the alias back to its previous version")
+    back.add_argument("--name", required=True)
+    back.add_argument("--alias", default=DEFAULT_ALIAS)
+    back.add_argument("--to-version", type=int, default=None)
+    resolve = commands.add_parser("resolve", help="print the local checkpoint path of a reference")
+    resolve.add_argument("reference", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a file path")
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.command == "list":
+        for name in [args.name] if args.name else list_models():
+            _print_versions(name)
+    elif args.command == "register":
+        version = register_checkpoint_file(args.checkpoint, args.name or None)
+        print(f"registered {args.checkpoint} as version {version}")
+    elif args.command == "promote":
+        decision = promote_if_better(args.name, args.version, args.metric, args.min_delta, args.alias, force=args.force)
+        print(("PROMOTED: " if decision.promoted else "NOT PROMOTED: ") + decision.reason)
+        return 0 if decision.promoted else 1
+    elif args.command == "set-alias":
+        set_alias(args.name, args.version, args.alias)
+        print(f"{args.name}@{args.alias} -> v{args.version}")
+    elif args.command == "rollback":
+        version = rollback(args.name, args.alias, args.to_version)
+        print(f"{args.name}@{args.alias} rolled back to v{version}")
+    elif args.command == "resolve":
+        print(resolve_model_reference(args.reference))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""reports: PDF reports of one analysed case for three readers, as pure functions of a case record and its images.
+
+Public surface:
+- `render_report(kind, case, context) -> bytes` with kind in REPORT_KINDS ("radiologist", "clinical", "patient"),
+  and the three kinds directly: `render_radiologist_report`, `render_clinical_report`, `render_patient_report`
+- `report_filename(kind, case) -> str`: the download name (ASCII, no patient data)
+- input records: `ReportCase`, `PatientDetails`, `UncertaintyDetails`, `ModelCard`, `SimilarCase`, `ReportContext`
+- `DISCLAIMER`: the statement every page carries
+- errors: `ReportError` (base, a ValueError), `ReportInputError` (bad case data: 422), `UnknownReportKindError` (400)
+
+Fonts are bundled (reports/fonts/, see its README.md); any script in names and text renders.
+"""
+
+from reports.clinical import render_clinical_report
+from reports.errors import ReportError, ReportInputError, UnknownReportKindError
+from reports.patient import render_patient_report
+from reports.radiologist import render_radiologist_report
+from reports.records import (
+    REPORT_KINDS,
+    ModelCard,
+    PatientDetails,
+    ReportCase,
+    ReportContext,
+    ReportKind,
+    SimilarCase,
+    UncertaintyDetails,
+)
+from reports.render import render_report, report_filename
+from reports.wording import DISCLAIMER
+
+__all__ = [
+    "DISCLAIMER",
+    "REPORT_KINDS",
+    "ModelCard",
+    "PatientDetails",
+    "ReportCase",
+    "ReportContext",
+    "ReportError",
+    "ReportInputError",
+    "ReportKind",
+    "SimilarCase",
+    "UncertaintyDetails",
+    "UnknownReportKindError",
+    "render_clinical_report",
+    "render_patient_report",
+    "render_radiologist_report",
+    "render_report",
+    "report_filename",
+]

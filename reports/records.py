@@ -1,0 +1,232 @@
+"""The input of every report: one case record and the institution it is printed for.
+
+These types are the whole contract between the API (which builds them from its stored case, the model card and the
+retrieval results) and the report builders, which are pure functions of them. Every optional field may be None or
+empty; the reports then leave the line out rather than printing a gap or "None".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from reports.errors import ReportInputError
+
+ReportKind = Literal["radiologist", "clinical", "patient"]
+REPORT_KINDS: tuple[ReportKind, ...] = get_args(ReportKind)
+PageSize = Literal["A4", "letter"]
+
+# Generous bounds that keep one report well under a second and a few dozen pages.
+MAX_TEXT_CHARS = 50_000
+MAX_SIMILAR_CASES = 24
+MAX_QUALITY_WARNINGS = 50
+
+
+def _check_probability(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= 1:
+        raise ReportInputError(f"{name} must be a number between 0 and 1.")
+
+
+def _check_text(name: str, value: str | None, *, required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ReportInputError(f"{name} must be a non-empty string." if required else f"{name} must be a string.")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ReportInputError(f"{name} is longer than {MAX_TEXT_CHARS} characters.")
+
+
+def _check_image(name: str, value: bytes | None, *, required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, bytes | bytearray) or not value:
+        raise ReportInputError(f"{name} must be non-empty image bytes (PNG or JPEG).")
+
+
+@dataclass(frozen=True)
+class PatientDetails:
+    """Patient fields as entered on the workstation (DICOM Patient* tags fill in what is missing here)."""
+
+    patient_id: str | None = field(default=None, repr=False)
+    name: str | None = field(default=None, repr=False)
+    age: int | str | None = None  # years, or free text such as "6 months"
+    sex: str | None = None  # "M", "F", "O" or free text
+    birth_date: date | str | None = field(default=None, repr=False)
+    clinical_history: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("patient_id", "name", "sex", "clinical_history"):
+            _check_text(f"patient {name}", getattr(self, name))
+        if self.age is not None and (
+            isinstance(self.age, bool)
+            or not isinstance(self.age, int | str)
+            or (isinstance(self.age, int) and self.age < 0)
+        ):
+            raise ReportInputError("patient age must be a non-negative whole number of years or a text.")
+        if self.birth_date is not None and not isinstance(self.birth_date, date | str):
+            raise ReportInputError("patient birth_date must be a date or a text.")
+
+
+@dataclass(frozen=True)
+class UncertaintyDetails:
+    """How unsure the model is about this image (predictive entropy and/or spread over stochastic passes)."""
+
+    entropy: float | None = None
+    std: float | None = None
+    method: str | None = None  # e.g. "MC dropout, 20 passes"
+
+    def __post_init__(self) -> None:
+        for name in ("entropy", "std"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0
+            ):
+                raise ReportInputError(f"uncertainty {name} must be a non-negative number.")
+        _check_text("uncertainty method", self.method)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.entropy is None and self.std is None and not self.method
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The model that produced the result, from its checkpoint / registry entry."""
+
+    version: str
+    architecture: str | None = None
+    test_metrics: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"auroc": 0.955, "sensitivity": 0.93}
+    limitations: str | None = None
+    calibration: str | None = None  # e.g. "temperature scaling (T = 1.42)"
+
+    def __post_init__(self) -> None:
+        _check_text("model version", self.version, required=True)
+        _check_text("model architecture", self.architecture)
+        _check_text("model limitations", self.limitations)
+        _check_text("model calibration", self.calibration)
+        if not isinstance(self.test_metrics, Mapping):
+            raise ReportInputError("model test_metrics must be a mapping of metric name to value.")
+
+
+@dataclass(frozen=True)
+class SimilarCase:
+    """One reference case the retrieval index found close to this image."""
+
+    case_id: str
+    label: str
+    similarity: float  # cosine similarity of the embeddings, higher is closer
+    thumbnail_png: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_text("similar case id", self.case_id, required=True)
+        _check_text("similar case label", self.label, required=True)
+        if isinstance(self.similarity, bool) or not isinstance(self.similarity, int | float):
+            raise ReportInputError("similar case similarity must be a number.")
+        if not math.isfinite(self.similarity):
+            raise ReportInputError("similar case similarity must be finite.")
+        _check_image("similar case thumbnail_png", self.thumbnail_png)
+
+
+@dataclass(frozen=True)
+class ReportCase:
+    """Everything a report shows about one analysed study. Images are encoded PNG (or JPEG) bytes."""
+
+    report_id: str
+    case_id: str
+    created_at: datetime
+    finding: str  # the model's label for this image, e.g. "PNEUMONIA" or "NORMAL"
+    positive_class: str  # the abnormal class the model screens for, e.g. "PNEUMONIA"
+    probabilities: Mapping[str, float]  # calibrated, one per class
+    confidence: float  # calibrated probability of `finding`
+    model: ModelCard
+    image_png: bytes = field(repr=False)
+    threshold: float | None = None  # decision threshold on the probability of `positive_class`
+    patient: PatientDetails = field(default_factory=PatientDetails)
+    study: Mapping[str, Any] = field(default_factory=dict, repr=False)  # DICOM tags and image facts
+    uncertainty: UncertaintyDetails | None = None
+    uncertain: bool = False
+    ood: bool = False  # the image looks unlike the training data
+    ood_reason: str | None = None
+    quality_warnings: Sequence[str] = ()
+    similar_cases: Sequence[SimilarCase] = ()
+    heatmap_png: bytes | None = field(default=None, repr=False)  # Grad-CAM overlay of the same image
+    signed_by: str | None = None
+    signed_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("report_id", "case_id", "finding", "positive_class"):
+            _check_text(name, getattr(self, name), required=True)
+        if not isinstance(self.created_at, datetime):
+            raise ReportInputError("created_at must be a datetime.")
+        self._check_result()
+        _check_image("image_png", self.image_png, required=True)
+        _check_image("heatmap_png", self.heatmap_png)
+        _check_text("ood_reason", self.ood_reason)
+        self._check_lists()
+        self._check_signature()
+
+    def _check_result(self) -> None:
+        if not isinstance(self.probabilities, Mapping) or not self.probabilities:
+            raise ReportInputError("probabilities must name at least one class.")
+        for label, probability in self.probabilities.items():
+            _check_text("probability class name", label, required=True)
+            _check_probability(f"probability of {label}", probability)
+        _check_probability("confidence", self.confidence)
+        _check_probability("threshold", self.threshold)
+        if not isinstance(self.model, ModelCard):
+            raise ReportInputError("model must be a ModelCard.")
+        if self.uncertainty is not None and not isinstance(self.uncertainty, UncertaintyDetails):
+            raise ReportInputError("uncertainty must be an UncertaintyDetails or None.")
+        if not isinstance(self.patient, PatientDetails):
+            raise ReportInputError("patient must be a PatientDetails.")
+        if not isinstance(self.study, Mapping):
+            raise ReportInputError("study must be a mapping of tag name to value.")
+
+    def _check_lists(self) -> None:
+        if isinstance(self.quality_warnings, str) or len(self.quality_warnings) > MAX_QUALITY_WARNINGS:
+            raise ReportInputError(f"quality_warnings must be a list of at most {MAX_QUALITY_WARNINGS} texts.")
+        for warning in self.quality_warnings:
+            _check_text("quality warning", warning, required=True)
+        if len(self.similar_cases) > MAX_SIMILAR_CASES:
+            raise ReportInputError(f"at most {MAX_SIMILAR_CASES} similar cases fit in a report.")
+        if not all(isinstance(similar, SimilarCase) for similar in self.similar_cases):
+            raise ReportInputError("similar_cases must hold SimilarCase items.")
+
+    def _check_signature(self) -> None:
+        _check_text("signed_by", self.signed_by)
+        if (self.signed_by is None or not self.signed_by.strip()) != (self.signed_at is None):
+            raise ReportInputError("signed_by and signed_at must be given together.")
+        if self.signed_at is not None and not isinstance(self.signed_at, datetime):
+            raise ReportInputError("signed_at must be a datetime.")
+
+    @property
+    def is_positive(self) -> bool:
+        return self.finding == self.positive_class
+
+    @property
+    def is_signed(self) -> bool:
+        return self.signed_at is not None
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """Where the report is printed: the institution's name and logo (from settings) and the page format.
+
+    `extra_font_paths` are TrueType fonts (.ttf/.ttc) consulted, in order, for characters the bundled fonts lack.
+    """
+
+    institution_name: str = "CXR Workstation"
+    logo_path: Path | None = None
+    page_size: PageSize = "A4"
+    extra_font_paths: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_text("institution_name", self.institution_name, required=True)
+        if self.page_size not in get_args(PageSize):
+            raise ReportInputError("page_size must be 'A4' or 'letter'.")

@@ -1,0 +1,127 @@
+"""What the reports say in words: the disclaimer, confidence in plain terms, recommendations, patient language.
+
+Kept apart from layout so the clinical wording can be reviewed (and translated) in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reports.formatting import display_label, format_percent
+from reports.records import ReportCase
+
+DISCLAIMER = "AI decision support for review by a clinician. This is not a diagnosis."
+PATIENT_DISCLAIMER = (
+    "This report was made with the help of a computer program (artificial intelligence, AI). "
+    "A doctor checks the result. It is not a diagnosis on its own."
+)
+HIGH_CONFIDENCE = 0.90
+MODERATE_CONFIDENCE = 0.75
+
+# Plain-language names of the conditions the models screen for; other labels fall back to their display form.
+PLAIN_CONDITIONS = {
+    "PNEUMONIA": "pneumonia (an infection of the lungs)",
+    "NODULE": "a lung nodule (a small round spot in the lung)",
+}
+
+
+@dataclass(frozen=True)
+class ConfidenceStatement:
+    level: str  # "High", "Moderate", "Low" or "Uncertain"
+    explanation: str
+
+
+def confidence_statement(case: ReportCase) -> ConfidenceStatement:
+    """The calibrated confidence in words a referring clinician reads at a glance."""
+    percent = format_percent(case.confidence)
+    if case.uncertain:
+        return ConfidenceStatement(
+            "Uncertain",
+            f"The AI flagged this result as uncertain (estimated probability {percent}); "
+            "it should carry little weight until a radiologist has read the image.",
+        )
+    if case.confidence >= HIGH_CONFIDENCE:
+        level = "High"
+    elif case.confidence >= MODERATE_CONFIDENCE:
+        level = "Moderate"
+    else:
+        level = "Low"
+    return ConfidenceStatement(level, f"The AI's calibrated estimate that this result is correct is {percent}.")
+
+
+def clinical_finding_sentence(case: ReportCase) -> str:
+    condition = display_label(case.positive_class).lower()
+    if case.is_positive:
+        return f"Findings suggestive of {condition}."
+    return f"No radiographic signs of {condition} detected by the AI."
+
+
+def clinical_recommendations(case: ReportCase) -> list[str]:
+    """Recommendations for the referring clinician; clinical correlation always comes first."""
+    condition = display_label(case.positive_class).lower()
+    items = ["Correlate with the clinical picture (history, examination, laboratory results)."]
+    if case.is_positive:
+        items.append(
+            f"Consider follow-up imaging to confirm {condition} and document its resolution, as clinically indicated."
+        )
+    elif case.uncertain:
+        items.append("Consider follow-up imaging, or await the radiologist's report: the AI result is uncertain.")
+    else:
+        items.append("A negative AI result does not exclude disease; re-image if symptoms persist or worsen.")
+    if case.ood:
+        reason = f" ({case.ood_reason.strip()})" if case.ood_reason and case.ood_reason.strip() else ""
+        items.append(
+            f"The image differs from the AI's training images{reason}; rely on the radiologist's read instead."
+        )
+    if case.quality_warnings:
+        items.append("Image quality limits the assessment; consider repeating the radiograph if it is non-diagnostic.")
+    if not case.is_signed:
+        items.append("This result has not yet been reviewed by a radiologist.")
+    return items
+
+
+def patient_condition(case: ReportCase) -> str:
+    return PLAIN_CONDITIONS.get(case.positive_class.upper(), display_label(case.positive_class).lower())
+
+
+def patient_result_sentence(case: ReportCase) -> str:
+    condition = patient_condition(case)
+    if case.is_positive:
+        return f"The computer program found signs on your X-ray that can be seen with {condition}."
+    return f"The computer program did not find signs of {condition} on your X-ray."
+
+
+def patient_certainty_sentences(case: ReportCase) -> list[str]:
+    """How sure the program was, as a natural frequency ("about 9 times out of 10") rather than a probability."""
+    if case.uncertain or case.ood:
+        return [
+            "The computer program was not sure about your X-ray.",
+            "This happens sometimes. It means a doctor will look at your X-ray especially carefully.",
+        ]
+    out_of_ten = max(1, min(9, round(case.confidence * 10)))
+    sureness = "very sure" if case.confidence >= HIGH_CONFIDENCE else "fairly sure"
+    if case.confidence < MODERATE_CONFIDENCE:
+        sureness = "only a little sure"
+    return [
+        f"The program was {sureness} about this result.",
+        f"When it is this sure, it is right about {out_of_ten} times out of 10. "
+        "It can still be wrong, which is why a doctor checks every result.",
+    ]
+
+
+def patient_next_steps(case: ReportCase) -> list[str]:
+    steps = []
+    if case.is_signed:
+        steps.append("A doctor has checked this result. Your doctor will talk with you about what it means for you.")
+    else:
+        steps.append("A doctor will check this result and then talk with you about what it means for you.")
+    if case.is_positive or case.uncertain:
+        steps.append("Your doctor may ask for another X-ray or other tests to find out more.")
+    if case.quality_warnings:
+        steps.append("The picture was not perfectly clear, so you may be asked to have the X-ray taken again.")
+    steps.append("Write down any questions you have and bring them to your next appointment.")
+    steps.append(
+        "If you feel worse, find it hard to breathe, have chest pain or a high fever, "
+        "contact your doctor straight away or call emergency services."
+    )
+    return steps

@@ -1,0 +1,85 @@
+"""storage: the one database layer of the workstation and its content-addressed image store.
+
+Public surface:
+- `init_storage(settings=None) -> Storage` (PHI key, migrations to head, repositories, image store) and
+  `Storage(database, cases, images, cipher)`; `migrate(url)`, `migrate_database(database)`, `head_revision()`,
+  `schema_revision(database)`
+- `Database(url)`: `.session()` (reads), `.transaction()` (writes), `.write_connection()`, `.ping()`, `.dispose()`
+- `CaseRepository(database)`: `create_case(NewCase)`, `get_case(id)`, `list_cases(limit, offset, filters...)`,
+  `update_case(id, **changes)`, `sign_case(id, signed_by)`; plain records `CaseRecord`, `PatientInfo`, `NewCase`,
+  `CasePage`; `CaseStatus`
+- `ImageStore(root)`: `put(bytes) -> sha256`, `get(sha256)`, `path(sha256)`, `exists(sha256)`, `check_writable()`
+- PHI encryption: `PhiCipher`, `load_phi_cipher(settings)`, `configure_phi_cipher`, `active_phi_cipher`,
+  `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys)`
+- ORM: `Base` (other rooms add tables on it), `Case`; errors: `StorageError` and its subclasses
+- Command line: `python -m storage migrate | generate-phi-key | rotate-phi-key [--new-key KEY]`
+"""
+
+from storage.bootstrap import Storage, init_storage
+from storage.cases import MAX_PAGE_SIZE, UPDATABLE_FIELDS, CasePage, CaseRecord, CaseRepository, NewCase, PatientInfo
+from storage.crypto import (
+    PhiCipher,
+    active_phi_cipher,
+    configure_phi_cipher,
+    generate_phi_key,
+    load_phi_cipher,
+    normalize_patient_id,
+)
+from storage.database import Database, create_database_engine
+from storage.errors import (
+    CaseNotFoundError,
+    CaseStateError,
+    DecryptionError,
+    EncryptionKeyError,
+    ImageCorruptedError,
+    ImageNotFoundError,
+    InvalidCaseDataError,
+    InvalidImageDataError,
+    InvalidImageKeyError,
+    StorageError,
+    StorageUnavailableError,
+)
+from storage.images import ImageStore
+from storage.migrate import head_revision, migrate, migrate_database, schema_revision
+from storage.models import Base, Case, CaseStatus
+from storage.rotation import rotate_phi_key
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "UPDATABLE_FIELDS",
+    "Base",
+    "Case",
+    "CaseNotFoundError",
+    "CasePage",
+    "CaseRecord",
+    "CaseRepository",
+    "CaseStateError",
+    "CaseStatus",
+    "Database",
+    "DecryptionError",
+    "EncryptionKeyError",
+    "ImageCorruptedError",
+    "ImageNotFoundError",
+    "ImageStore",
+    "InvalidCaseDataError",
+    "InvalidImageDataError",
+    "InvalidImageKeyError",
+    "NewCase",
+    "PatientInfo",
+    "PhiCipher",
+    "Storage",
+    "StorageError",
+    "StorageUnavailableError",
+    "active_phi_cipher",
+    "configure_phi_cipher",
+    "create_database_engine",
+    "generate_phi_key",
+    "head_revision",
+    "init_storage",
+    "load_phi_cipher",
+    "migrate",
+    "migrate_database",
+    "normalize_patient_id",
+    "rotate_phi_key",
+    "schema_revision",
+]

@@ -1,0 +1,94 @@
+"""`python -m storage <command>`: migrate the database, generate a PHI key, rotate the PHI key."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from settings import Settings, get_settings
+from storage.crypto import (
+    PhiCipher,
+    configure_phi_cipher,
+    generate_phi_key,
+    key_file_path,
+    load_phi_cipher,
+    read_key_file,
+    write_key_file,
+)
+from storage.database import Database
+from storage.errors import EncryptionKeyError, StorageError
+from storage.migrate import migrate_database
+from storage.rotation import rotate_phi_key
+
+
+def _migrate(settings: Settings) -> str:
+    database = Database(settings.resolved_database_url)
+    try:
+        return f"Database at revision {migrate_database(database)}."
+    finally:
+        database.dispose()
+
+
+def _rotate_configured_key(settings: Settings, database: Database, requested_key: str | None) -> str:
+    """PHI_ENCRYPTION_KEY is set: re-encrypt under it, reading rows made under PHI_ENCRYPTION_OLD_KEYS."""
+    cipher = load_phi_cipher(settings)
+    if requested_key and requested_key.strip() != cipher.primary_key:
+        raise EncryptionKeyError(
+            "PHI_ENCRYPTION_KEY is set, so the new key comes from settings: set PHI_ENCRYPTION_KEY to the new key "
+            "and PHI_ENCRYPTION_OLD_KEYS to the old one, restart the backend, then run this command without --new-key."
+        )
+    count = rotate_phi_key(database, cipher.primary_key, cipher.keys[1:])
+    return f"Re-encrypted {count} case(s) under PHI_ENCRYPTION_KEY. Remove PHI_ENCRYPTION_OLD_KEYS and restart."
+
+
+def _rotate_key_file(settings: Settings, database: Database, requested_key: str | None) -> str:
+    """Development key file: add the new key in front (old rows stay readable), rotate, then drop the old keys."""
+    path = key_file_path(settings)  # exists: `_rotate` loaded the cipher, which creates it on a first run
+    old_keys = read_key_file(path)
+    new_key = (requested_key or generate_phi_key()).strip()
+    PhiCipher([new_key], source="--new-key")  # validate before touching anything
+    write_key_file(path, [new_key, *old_keys])
+    count = rotate_phi_key(database, new_key, old_keys)
+    write_key_file(path, [new_key])
+    configure_phi_cipher(PhiCipher([new_key]))
+    return f"Re-encrypted {count} case(s) under a new key, now the only key in {path}."
+
+
+def _rotate(settings: Settings, requested_key: str | None) -> str:
+    load_phi_cipher(settings)  # refuse (production without a key, malformed key) before touching the database
+    database = Database(settings.resolved_database_url)
+    try:
+        migrate_database(database)
+        if settings.phi_encryption_key.get_secret_value().strip():
+            return _rotate_configured_key(settings, database, requested_key)
+        return _rotate_key_file(settings, database, requested_key)
+    finally:
+        database.dispose()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m storage", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply the database migrations (the backend also does this on start)")
+    commands.add_parser("generate-phi-key", help="print a new random key for PHI_ENCRYPTION_KEY")
+    rotate = commands.add_parser("rotate-phi-key", help="re-encrypt all patient fields under a new key")
+    rotate.add_argument("--new-key", help="development key file only: the new key (default: a random one)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings or get_settings()
+    try:
+        if args.command == "migrate":
+            message = _migrate(settings)
+        elif args.command == "generate-phi-key":
+            message = generate_phi_key()
+        else:
+            message = _rotate(settings, args.new_key)
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(message)
+    return 0

@@ -1,0 +1,210 @@
+"""Encryption at rest of patient-identifying fields (Fernet) and the keyed index that keeps them searchable.
+
+One `PhiCipher` serves the whole process: the ORM column types in `storage.types` look it up through
+`active_phi_cipher()`. `init_storage()` installs the one built from settings (`load_phi_cipher`); scripts that skip
+it get the same cipher lazily on first use.
+
+Keys: the first key encrypts, every key decrypts (cryptography's MultiFernet), so a rotation can run while old rows
+still carry the previous key. The patient_id index is an HMAC-SHA256 under a sub-key derived (HKDF) from each Fernet
+key; a lookup tries every configured key, so filtering keeps working in the middle of a rotation too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from settings import Settings, get_settings
+from storage.errors import DecryptionError, EncryptionKeyError
+
+logger = logging.getLogger(__name__)
+
+KEY_FILE_NAME = "phi.key"
+_INDEX_KEY_INFO = b"cxr-workstation/patient-id-index/v1"
+
+
+def generate_phi_key() -> str:
+    """A fresh random Fernet key (url-safe base64 text), suitable for PHI_ENCRYPTION_KEY."""
+    return Fernet.generate_key().decode("ascii")
+
+
+def normalize_patient_id(patient_id: str) -> str:
+    """The form hashed for the index: Unicode NFKC, surrounding blanks removed, case folded ("mrn 1" == "MRN 1")."""
+    return unicodedata.normalize("NFKC", patient_id).strip().casefold()
+
+
+def _fernet(key: str, source: str) -> Fernet:
+    try:
+        return Fernet(key.strip().encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:  # the key itself is never put in the message
+        raise EncryptionKeyError(f"{source} is not a valid Fernet key (32 url-safe base64-encoded bytes).") from exc
+
+
+def _index_key(key: str) -> bytes:
+    raw_key = base64.urlsafe_b64decode(key.strip().encode("ascii"))
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INDEX_KEY_INFO).derive(raw_key)
+
+
+class PhiCipher:
+    """Encrypts and decrypts patient fields and computes the patient_id index under an ordered list of keys."""
+
+    def __init__(self, keys: Sequence[str], source: str = "PHI encryption key") -> None:
+        if not keys:
+            raise EncryptionKeyError(f"No {source} is configured.")
+        fernets = [_fernet(key, source) for key in keys]
+        self._keys = [key.strip() for key in keys]
+        self._multi = MultiFernet(fernets)
+        self._index_keys = [_index_key(key) for key in self._keys]
+
+    @property
+    def primary_key(self) -> str:
+        return self._keys[0]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self._keys)
+
+    def encrypt(self, plaintext: str) -> str:
+        return self._multi.encrypt(plaintext.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._multi.decrypt(token.encode("ascii")).decode("utf-8")
+        except (InvalidToken, UnicodeError) as exc:
+            raise DecryptionError(
+                "Stored patient data cannot be decrypted with the configured key(s); "
+                "check PHI_ENCRYPTION_KEY and PHI_ENCRYPTION_OLD_KEYS."
+            ) from exc
+
+    def rotate(self, token: str) -> str:
+        """Re-encrypt a token (made under any configured key) under the primary key."""
+        try:
+            return self._multi.rotate(token.encode("ascii")).decode("ascii")
+        except (InvalidToken, UnicodeError) as exc:
+            raise DecryptionError("A stored value cannot be decrypted with any of the given keys.") from exc
+
+    def patient_id_hash(self, patient_id: str) -> str:
+        """Index value stored with a case: HMAC-SHA256 (hex) of the normalised id under the primary key."""
+        return self.patient_id_hashes(patient_id)[0]
+
+    def patient_id_hashes(self, patient_id: str) -> list[str]:
+        """Index values under every configured key, primary first: what a lookup must match."""
+        message = normalize_patient_id(patient_id).encode("utf-8")
+        return [hmac.new(key, message, hashlib.sha256).hexdigest() for key in self._index_keys]
+
+
+def _split_keys(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_key_file(path: Path, keys: Sequence[str]) -> None:
+    """Atomically replace the development key file (one key per line, primary first), mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, ("\n".join(keys) + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_key_file(path: Path) -> list[str]:
+    """Keys from the development key file; tightens its mode to 0600 if it was readable by others."""
+    if path.stat().st_mode & 0o077:
+        logger.warning("Key file %s was readable by other users; restricting it to mode 0600.", path)
+        path.chmod(0o600)
+    keys = _split_keys(path.read_text(encoding="ascii").replace("\n", ","))
+    if not keys:
+        raise EncryptionKeyError(f"The key file {path} is empty; delete it only if no patient data was stored yet.")
+    return keys
+
+
+def _create_key_file_once(path: Path) -> None:
+    """Create the key file if absent; when two processes race, exactly one key wins and both use it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (generate_phi_key() + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if another process published its key first: never overwrite a key
+        _fsync_dir(path.parent)
+        logger.warning("Generated a development PHI encryption key in %s (keep it: the data needs it).", path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def key_file_path(settings: Settings) -> Path:
+    return Path(settings.var_dir) / KEY_FILE_NAME
+
+
+def load_phi_cipher(settings: Settings | None = None) -> PhiCipher:
+    """The cipher the settings describe.
+
+    PHI_ENCRYPTION_KEY (plus PHI_ENCRYPTION_OLD_KEYS) when set; otherwise, in development only, the key file
+    var_dir/phi.key, created on first use. Production without PHI_ENCRYPTION_KEY raises `EncryptionKeyError`.
+    """
+    settings = settings or get_settings()
+    old_keys = _split_keys(settings.phi_encryption_old_keys.get_secret_value())
+    configured = settings.phi_encryption_key.get_secret_value().strip()
+    if configured:
+        _fernet(configured, "PHI_ENCRYPTION_KEY")
+        for position, old_key in enumerate(old_keys, start=1):
+            _fernet(old_key, f"PHI_ENCRYPTION_OLD_KEYS entry {position}")
+        return PhiCipher([configured, *old_keys])
+    if settings.environment == "production":
+        raise EncryptionKeyError(
+            "PHI_ENCRYPTION_KEY is not set: in production the workstation refuses to store patient data "
+            "without an encryption key. Create one with `python -m storage generate-phi-key` and set it."
+        )
+    path = key_file_path(settings)
+    if not path.exists():
+        _create_key_file_once(path)
+    return PhiCipher([*read_key_file(path), *old_keys], source=f"key in {path}")
+
+
+_active_cipher: PhiCipher | None = None
+_active_lock = threading.Lock()
+
+
+def configure_phi_cipher(cipher: PhiCipher | None) -> None:
+    """Install the process-wide cipher used by the encrypted column types (None: load from settings on next use)."""
+    global _active_cipher
+    with _active_lock:
+        _active_cipher = cipher
+
+
+def active_phi_cipher() -> PhiCipher:
+    """The process-wide cipher, loaded from `get_settings()` on first use if none was configured."""
+    global _active_cipher
+    with _active_lock:
+        if _active_cipher is None:
+            _active_cipher = load_phi_cipher()
+        return _active_cipher

@@ -1,0 +1,86 @@
+"""Column types shared by every table: UTC timestamps, portable JSON, and encrypted patient fields.
+
+Encrypted columns hold Fernet tokens (ASCII text) in the database; the ORM sees plain Python values. They cannot be
+compared in SQL (each encryption is randomised): filter on a keyed index column instead (see `storage.crypto`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Dialect, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from storage.crypto import active_phi_cipher
+
+# JSONB on PostgreSQL (compact, indexable), JSON text elsewhere.
+JSONType: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; a naive value is taken to be UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive, always in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        utc_value = as_utc(value)
+        return utc_value.replace(tzinfo=None) if dialect.name == "sqlite" else utc_value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+class EncryptedText(TypeDecorator[str]):
+    """A string stored as a Fernet token under the process-wide PHI key."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else active_phi_cipher().encrypt(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else active_phi_cipher().decrypt(value)
+
+
+class EncryptedDate(TypeDecorator[date]):
+    """A date stored encrypted (ISO 8601 inside the token)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: date | None, dialect: Dialect) -> str | None:
+        return None if value is None else active_phi_cipher().encrypt(value.isoformat())
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> date | None:
+        return None if value is None else date.fromisoformat(active_phi_cipher().decrypt(value))
+
+
+class EncryptedJSON(TypeDecorator[Any]):
+    """A JSON document stored encrypted: used where free-form metadata may carry patient tags (DICOM)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return active_phi_cipher().encrypt(json.dumps(value, separators=(",", ":"), allow_nan=False))
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(active_phi_cipher().decrypt(value))

@@ -1,0 +1,134 @@
+"""Everything one case view needs from the backend, fetched in parallel once and kept in the session.
+
+Each artifact is optional: a backend that lacks an endpoint (404) or refuses one (4xx) leaves a readable note
+for that part of the page instead of failing the whole view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ui.client import BackendClient, BackendError
+from ui.imagery import ImageDataError, decode_heatmap, grayscale_display
+
+T = TypeVar("T")
+SIMILAR_K = 5
+CACHE_KEY = "case_artifacts"
+MAX_CACHED_CASES = 8  # a reading session revisits a handful of cases; images are not kept beyond that
+
+FEATURE_NAMES: dict[str, str] = {"image": "Stored image", "heatmap": "Grad-CAM heatmap", "similar": "Similar cases"}
+
+
+@dataclass
+class Neighbour:
+    similarity: float
+    label: str
+    reference: str  # "case <id>" or "reference <id>"
+    thumbnail: bytes | None = None
+
+
+@dataclass
+class CaseArtifacts:
+    case: dict[str, Any]
+    image: np.ndarray | None = None  # uint8 grayscale, display-sized
+    heatmap: np.ndarray | None = None  # float32 [0, 1] raw Grad-CAM map, re-blended in the browser view
+    overlays: dict[float, bytes] = field(default_factory=dict)  # backend-blended PNGs when no raw map exists
+    neighbours: list[Neighbour] | None = None
+    notes: dict[str, str] = field(default_factory=dict)  # artifact -> why it is missing, in words
+
+    @property
+    def case_id(self) -> str:
+        return str(self.case["case_id"])
+
+
+def explain_failure(feature: str, error: BackendError) -> str:
+    name = FEATURE_NAMES.get(feature, feature)
+    if error.route_missing:
+        return f"{name}: not available on this backend yet (its endpoint answered {error.status_code})."
+    return f"{name}: {error.message}"
+
+
+def _attempt(feature: str, fetch: Callable[[], T], notes: dict[str, str]) -> T | None:
+    try:
+        return fetch()
+    except BackendError as error:
+        if error.unauthorized:
+            raise
+        notes[feature] = explain_failure(feature, error)
+    except ImageDataError as error:
+        notes[feature] = f"{FEATURE_NAMES.get(feature, feature)}: {error}"
+    return None
+
+
+def _neighbours(client: BackendClient, answer: dict[str, Any], pool: ThreadPoolExecutor) -> list[Neighbour]:
+    rows = [row for row in answer.get("neighbours") or [] if isinstance(row, dict)]
+
+    def thumbnail(row: dict[str, Any]) -> bytes | None:
+        url = row.get("thumbnail_url")
+        try:
+            return client.get_bytes(str(url)) if url else None
+        except BackendError:
+            return None  # a gallery tile without a picture still carries label and similarity
+
+    pictures = list(pool.map(thumbnail, rows))
+    return [
+        Neighbour(
+            similarity=float(row.get("similarity", 0.0)),
+            label=str(row.get("label") or "unlabelled"),
+            reference=f"case {row['case_id']}" if row.get("case_id") else f"reference {row.get('ref_id', '?')}",
+            thumbnail=picture,
+        )
+        for row, picture in zip(rows, pictures, strict=True)
+    ]
+
+
+def load_artifacts(client: BackendClient, case: dict[str, Any], k: int = SIMILAR_K) -> CaseArtifacts:
+    """Image, raw heatmap and neighbours (with thumbnails) of one case, requested concurrently."""
+    case_id = str(case["case_id"])
+    artifacts = CaseArtifacts(case=case)
+    notes = artifacts.notes
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        image = pool.submit(_attempt, "image", lambda: grayscale_display(client.case_image(case_id)), notes)
+        heatmap = pool.submit(_attempt, "heatmap", lambda: decode_heatmap(client.heatmap_raw(case_id)), notes)
+        similar = pool.submit(_attempt, "similar", lambda: client.similar(case_id, k), notes)
+        artifacts.image, artifacts.heatmap = image.result(), heatmap.result()
+        answer = similar.result()
+        if answer is not None:
+            artifacts.neighbours = _neighbours(client, answer, pool)
+    return artifacts
+
+
+def overlay_at(client: BackendClient, artifacts: CaseArtifacts, opacity: float) -> bytes | None:
+    """A backend-blended overlay PNG for backends without `?format=raw`; cached per opacity step."""
+    step = round(opacity, 1)
+    if step not in artifacts.overlays:
+        picture = _attempt("heatmap", lambda: client.heatmap_overlay(artifacts.case_id, step), artifacts.notes)
+        if picture is None:
+            return None
+        artifacts.overlays[step] = picture
+    return artifacts.overlays[step]
+
+
+def cached_artifacts(
+    store: MutableMapping[str, Any], client: BackendClient, case: dict[str, Any], refresh: bool = False
+) -> CaseArtifacts:
+    """Artifacts of `case` from the session store, fetched on first use; later case JSON comes via `remember_case`."""
+    cache: dict[str, CaseArtifacts] = store.setdefault(CACHE_KEY, {})
+    case_id = str(case["case_id"])
+    if refresh or case_id not in cache:
+        cache[case_id] = load_artifacts(client, case)
+        while len(cache) > MAX_CACHED_CASES:
+            cache.pop(next(iter(cache)))
+    return cache[case_id]
+
+
+def remember_case(store: MutableMapping[str, Any], case: dict[str, Any]) -> None:
+    """Replace the case JSON of a cached view (after sign or review) without refetching its images."""
+    cache: dict[str, CaseArtifacts] = store.setdefault(CACHE_KEY, {})
+    if str(case.get("case_id")) in cache:
+        cache[str(case["case_id"])].case = case

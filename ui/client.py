@@ -1,0 +1,217 @@
+"""The one HTTP client between the workstation UI and the backend (httpx; JSON and bytes, never backend imports).
+
+Every failure becomes a `BackendError` carrying the backend's own readable `detail` message (or a plain sentence
+for transport failures), so pages can show it next to what caused it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+REPORT_KINDS: tuple[str, ...] = ("radiologist", "clinical", "patient")
+DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
+# FastAPI's answers for a route the backend does not have (yet), as opposed to e.g. "Case abc not found".
+ROUTE_MISSING_DETAILS: frozenset[str] = frozenset({"Not Found", "Method Not Allowed"})
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=3.0)
+
+
+class BackendError(Exception):
+    """A request the backend refused or could not answer; `message` is fit to show to the user."""
+
+    def __init__(self, message: str, status_code: int | None = None, path: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.path = path
+
+    @property
+    def route_missing(self) -> bool:
+        """The backend has no such endpoint (it is older than this UI), not a missing record."""
+        return self.status_code in (404, 405) and self.message in ROUTE_MISSING_DETAILS
+
+    @property
+    def unauthorized(self) -> bool:
+        return self.status_code == 401
+
+    @property
+    def forbidden(self) -> bool:
+        return self.status_code == 403
+
+    @property
+    def unreachable(self) -> bool:
+        return self.status_code is None
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    access_token: str
+    token_type: str
+    expires_in: float
+    role: str
+
+    @property
+    def expires_at(self) -> float:
+        return time.time() + self.expires_in
+
+
+def detail_of(response: httpx.Response) -> str:
+    """The readable message of an error answer: `{"detail": ...}` when present, else a short status line."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str) and detail.strip():
+        return detail.strip()
+    if isinstance(detail, list):  # FastAPI's default validation shape: [{"loc": [...], "msg": "..."}]
+        parts = [str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in detail]
+        return "; ".join(parts)
+    return f"The backend answered {response.status_code} {response.reason_phrase}."
+
+
+def upload_mime_type(filename: str) -> str:
+    if filename.lower().endswith(DICOM_SUFFIXES):
+        return "application/dicom"
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+class BackendClient:
+    """Typed calls to the backend contract; sends `Authorization: Bearer` whenever it holds a token."""
+
+    def __init__(self, base_url: str, token: str | None = None, http: httpx.Client | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
+
+    # --- plumbing ---------------------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def request(self, method: str, path: str, *, accept: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response:
+        """Send one request; any status outside 2xx (and `accept`) raises `BackendError` with the detail."""
+        try:
+            response = self._http.request(method, self._url(path), headers=self._headers(), **kwargs)
+        except httpx.TimeoutException:
+            raise BackendError(f"The backend at {self.base_url} did not answer in time.", None, path) from None
+        except httpx.TransportError as exc:
+            reason = type(exc).__name__
+            raise BackendError(f"Cannot reach the backend at {self.base_url} ({reason}).", None, path) from None
+        if response.is_success or response.status_code in accept:
+            return response
+        raise BackendError(detail_of(response), response.status_code, path)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self.request(method, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            raise BackendError(
+                f"The backend sent an unreadable answer for {path}.", response.status_code, path
+            ) from None
+        if not isinstance(body, dict):
+            raise BackendError(f"The backend sent an unexpected answer for {path}.", response.status_code, path)
+        return body
+
+    def get_bytes(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> bytes:
+        """GET binary content by backend path (e.g. a `thumbnail_url`); refuses other hosts (the token stays home)."""
+        return self.request("GET", self.backend_path(path_or_url), params=params).content
+
+    def backend_path(self, path_or_url: str) -> str:
+        absolute = urljoin(self.base_url + "/", path_or_url)
+        base, target = urlsplit(self.base_url), urlsplit(absolute)
+        if (target.scheme, target.netloc) != (base.scheme, base.netloc):
+            raise BackendError(f"Refusing to fetch {path_or_url}: it is not on the backend at {self.base_url}.")
+        return absolute[len(f"{base.scheme}://{base.netloc}") :] or "/"
+
+    def routes(self) -> dict[str, set[str]]:
+        """Path template -> HTTP methods the backend serves, from its OpenAPI document."""
+        spec = self._json("GET", "/openapi.json")
+        paths = spec.get("paths") if isinstance(spec.get("paths"), dict) else {}
+        return {path: {method.upper() for method in ops} for path, ops in paths.items() if isinstance(ops, dict)}
+
+    # --- authentication ---------------------------------------------------------------------------------------
+    def auth_enabled(self) -> bool:
+        """Whether the backend has user accounts: its login route exists (a GET answers 405, not 404)."""
+        try:
+            self.request("GET", "/v1/auth/login")
+        except BackendError as exc:
+            if exc.unreachable:
+                raise
+            return not exc.route_missing
+        return True
+
+    def login(self, username: str, password: str) -> LoginResult:
+        body = self._json("POST", "/v1/auth/login", json={"username": username, "password": password})
+        try:
+            return LoginResult(
+                access_token=str(body["access_token"]),
+                token_type=str(body.get("token_type", "bearer")),
+                expires_in=float(body.get("expires_in", 0)),
+                role=str(body["role"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise BackendError("The backend's login answer lacks a token or role.", 200, "/v1/auth/login") from None
+
+    # --- health -----------------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/health")
+
+    def ready(self) -> dict[str, Any]:
+        return self._json("GET", "/ready", accept=(503,))  # 503 carries the failing checks: a result, not an error
+
+    def model_info(self) -> dict[str, Any]:
+        return self._json("GET", "/model/info")
+
+    def system_stats(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/system/stats")
+
+    # --- studies and cases ------------------------------------------------------------------------------------
+    def inspect(self, filename: str, data: bytes) -> dict[str, Any]:
+        files = {"file": (filename, data, upload_mime_type(filename))}
+        return self._json("POST", "/v1/dicom/inspect", files=files)
+
+    def create_study(self, filename: str, data: bytes, patient: Mapping[str, Any]) -> dict[str, Any]:
+        files = {"file": (filename, data, upload_mime_type(filename))}
+        return self._json("POST", "/v1/studies", files=files, data={"patient": json.dumps(dict(patient))})
+
+    def list_cases(self, *, limit: int = 20, offset: int = 0, **filters: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        params.update({name: value for name, value in filters.items() if value not in (None, "")})
+        return self._json("GET", "/v1/cases", params=params)
+
+    def get_case(self, case_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/cases/{case_id}")
+
+    def case_image(self, case_id: str) -> bytes:
+        return self.get_bytes(f"/v1/cases/{case_id}/image")
+
+    def heatmap_overlay(self, case_id: str, alpha: float) -> bytes:
+        return self.get_bytes(f"/v1/cases/{case_id}/heatmap", params={"alpha": round(alpha, 2)})
+
+    def heatmap_raw(self, case_id: str) -> bytes:
+        return self.get_bytes(f"/v1/cases/{case_id}/heatmap", params={"format": "raw"})
+
+    def similar(self, case_id: str, k: int = 5) -> dict[str, Any]:
+        return self._json("GET", f"/v1/cases/{case_id}/similar", params={"k": k})
+
+    def report(self, case_id: str, kind: str) -> bytes:
+        if kind not in REPORT_KINDS:
+            raise BackendError(f"Unknown report kind {kind!r}; choose one of {', '.join(REPORT_KINDS)}.")
+        return self.get_bytes(f"/v1/cases/{case_id}/report", params={"kind": kind})
+
+    def send_for_review(self, case_id: str, reason: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/cases/{case_id}/review", json={"reason": reason})
+
+    def sign(self, case_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/cases/{case_id}/sign")

@@ -1,0 +1,172 @@
+"""Pure helpers that turn backend JSON into words and form values (no Streamlit, so they are easy to test)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+Severity = Literal["error", "warning", "info"]
+
+SEX_LABELS: dict[str, str] = {"F": "Female", "M": "Male", "O": "Other"}
+PATIENT_FIELDS: tuple[str, ...] = ("patient_id", "name", "age", "sex", "clinical_history")
+_DICOM_AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY]?)\s*$", re.IGNORECASE)
+_DAYS_PER_UNIT: dict[str, float] = {"D": 1, "W": 7, "M": 30.4375, "Y": 365.25}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One plain-language statement about a result, with how loudly to show it."""
+
+    severity: Severity
+    title: str
+    text: str
+
+
+def percent(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def dicom_person_name(value: Any) -> str:
+    """DICOM PN `Family^Given^Middle^Prefix^Suffix` -> `Family, Given Middle` (plain text passes through)."""
+    text = str(value or "").strip()
+    if "^" not in text:
+        return text
+    family, given, middle, *_ = [*text.split("^"), "", "", ""]
+    rest = " ".join(part for part in (given, middle) if part)
+    return f"{family}, {rest}" if family and rest else family or rest
+
+
+def dicom_age_years(value: Any) -> int | None:
+    """DICOM AS (`045Y`, `006M`, `012W`, `030D`) or a bare number -> whole years; None when unreadable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return int(value) if 0 <= value < 150 else None
+    match = _DICOM_AGE.match(str(value))
+    if not match:
+        return None
+    days = int(match.group(1)) * _DAYS_PER_UNIT[(match.group(2) or "Y").upper()]
+    years = int(days // 365.25)
+    return years if years < 150 else None
+
+
+def dicom_date(value: Any) -> date | None:
+    """DICOM DA (`YYYYMMDD`) or ISO `YYYY-MM-DD` -> date; None when absent or malformed."""
+    text = str(value or "").strip().replace("-", "")
+    try:
+        return datetime.strptime(text[:8], "%Y%m%d").date() if len(text) >= 8 else None
+    except ValueError:
+        return None
+
+
+def age_from_dates(birth: date | None, on: date | None) -> int | None:
+    if birth is None or on is None or on < birth:
+        return None
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def patient_from_tags(tags: dict[str, Any]) -> dict[str, Any]:
+    """Patient form values from DICOM tags: only fields the tags actually provide."""
+    values: dict[str, Any] = {}
+    if str(tags.get("PatientID") or "").strip():
+        values["patient_id"] = str(tags["PatientID"]).strip()
+    if name := dicom_person_name(tags.get("PatientName")):
+        values["name"] = name
+    age = dicom_age_years(tags.get("PatientAge"))
+    if age is None:
+        study_day = dicom_date(tags.get("StudyDate")) or date.today()
+        age = age_from_dates(dicom_date(tags.get("PatientBirthDate")), study_day)
+    if age is not None:
+        values["age"] = age
+    sex = str(tags.get("PatientSex") or "").strip().upper()[:1]
+    if sex in SEX_LABELS:
+        values["sex"] = sex
+    return values
+
+
+def patient_payload(form: dict[str, Any]) -> dict[str, Any]:
+    """The `patient` JSON of `POST /v1/studies`: stripped strings, no empty fields (the backend stores no blanks)."""
+    payload: dict[str, Any] = {}
+    for field in PATIENT_FIELDS:
+        value = form.get(field)
+        if isinstance(value, str):
+            value = value.strip()
+        if value is None or value == "":
+            continue
+        payload[field] = int(value) if field == "age" else value
+    return payload
+
+
+def finding_text(case: dict[str, Any]) -> str:
+    """The headline: the model's finding, or why no finding is offered."""
+    if case.get("ood"):
+        return "No reliable finding"
+    return str(case.get("prediction") or "No finding returned")
+
+
+def result_notices(case: dict[str, Any]) -> list[Notice]:
+    """Out-of-distribution, uncertainty and image-quality flags explained in words, loudest first."""
+    notices: list[Notice] = []
+    if case.get("ood"):
+        reason = str(case.get("ood_reason") or "it differs from the training images").rstrip(".")
+        notices.append(
+            Notice(
+                "error",
+                "Image outside what the model knows",
+                "This image does not look like the frontal chest radiographs the model was trained on "
+                f"({reason}). The model's output is not a usable finding; read the image yourself. "
+                "The case has been sent for expert review.",
+            )
+        )
+    if case.get("uncertain") and not case.get("ood"):
+        notices.append(
+            Notice(
+                "warning",
+                "The model is unsure",
+                f"Calibrated confidence is {percent(case.get('confidence'))} and the spread between repeated "
+                "predictions is high, so this finding could easily go either way. Treat it as a weak hint; "
+                "the case is queued for expert annotation.",
+            )
+        )
+    for warning in case.get("quality_warnings") or []:
+        message = warning.get("message") if isinstance(warning, dict) else str(warning)
+        notices.append(Notice("info", "Image quality", str(message)))
+    return notices
+
+
+def uncertainty_summary(uncertainty: dict[str, Any] | None) -> str:
+    if not uncertainty:
+        return "The backend did not report an uncertainty estimate for this case."
+    method = str(uncertainty.get("method") or "repeated passes").replace("_", " ")
+    return (
+        f"Estimated from {method}: predictive entropy {float(uncertainty.get('entropy', 0)):.3f} "
+        f"(0 = certain), standard deviation of the probability {float(uncertainty.get('std', 0)):.3f}."
+    )
+
+
+def short_datetime(value: Any) -> str:
+    """ISO timestamps as `2026-11-29 22:45` (local reading time); other values unchanged."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return str(value or "")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def scalar_items(data: dict[str, Any]) -> dict[str, Any]:
+    """The scalar (str/number/bool) entries of a dict, for compact key-value tables."""
+    return {key: value for key, value in data.items() if isinstance(value, str | int | float | bool)}

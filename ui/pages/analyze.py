@@ -1,0 +1,210 @@
+"""Analyze: upload a radiograph, check the patient data (prefilled from DICOM tags), run the AI, read the result."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+from settings import get_settings
+from ui.case_data import CACHE_KEY, cached_artifacts
+from ui.case_view import render_case
+from ui.client import BackendClient, BackendError
+from ui.formatting import SEX_LABELS, dicom_date, patient_from_tags, patient_payload
+from ui.imagery import ImageDataError, png_from_base64
+from ui.session import client as backend_client
+from ui.session import handle_auth_error
+
+UPLOAD_TYPES: list[str] = ["dcm", "dicom", "png", "jpg", "jpeg", "tif", "tiff"]
+BROWSER_PREVIEWABLE: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+FORM_KEYS: dict[str, str] = {
+    "patient_id": "analyze-patient_id",
+    "name": "analyze-name",
+    "age": "analyze-age",
+    "sex": "analyze-sex",
+    "clinical_history": "analyze-clinical_history",
+}
+FORM_DEFAULTS: dict[str, Any] = {"patient_id": "", "name": "", "age": None, "sex": "", "clinical_history": ""}
+UPLOAD_STATE_KEY = "analyze-upload-state"
+CURRENT_CASE_KEY = "analyze-case-id"
+TIMING_KEY = "analyze-timing"
+PREVIEW_WIDTH = 380
+SHOWN_TAGS: tuple[tuple[str, str], ...] = (
+    ("Modality", "Modality"),
+    ("ViewPosition", "View"),
+    ("BodyPartExamined", "Body part"),
+    ("StudyDate", "Study date"),
+    ("Manufacturer", "Manufacturer"),
+)
+
+
+@dataclass
+class UploadState:
+    """What the workstation learned about the current upload (once per file, not once per rerun)."""
+
+    file_id: str
+    name: str
+    preview: bytes | None = None
+    description: str = ""
+    tags: dict[str, Any] = field(default_factory=dict)
+    prefilled: list[str] = field(default_factory=list)
+    note: str | None = None  # why there is no preview or no prefill
+    error: str | None = None  # the backend refused the file: shown next to the upload
+
+
+def inspect_upload(client: BackendClient, uploaded: UploadedFile) -> UploadState:
+    state = UploadState(file_id=uploaded.file_id, name=uploaded.name)
+    try:
+        answer = client.inspect(uploaded.name, uploaded.getvalue())
+    except BackendError as error:
+        handle_auth_error(error)
+        if not error.route_missing:
+            state.error = error.message
+        elif uploaded.name.lower().endswith(BROWSER_PREVIEWABLE):
+            state.preview = uploaded.getvalue()
+            state.note = "DICOM tag prefill needs the backend's inspect endpoint, which this backend lacks."
+        else:
+            state.note = "No preview: this backend cannot render DICOM/TIFF previews yet. The analysis still works."
+        return state
+    try:
+        state.preview = png_from_base64(str(answer.get("preview_png_base64") or "")) or None
+    except ImageDataError as error:
+        state.note = str(error)
+    state.tags = {str(k): v for k, v in (answer.get("metadata") or {}).items()}
+    state.description = f"{str(answer.get('format', '')).upper()} · {answer.get('width')} × {answer.get('height')} px"
+    return state
+
+
+def reset_form(prefill: dict[str, Any]) -> None:
+    """A new file means a new patient: clear every field, then fill what the DICOM tags say."""
+    for name, widget_key in FORM_KEYS.items():
+        st.session_state[widget_key] = prefill.get(name, FORM_DEFAULTS[name])
+
+
+def track_upload(client: BackendClient, uploaded: UploadedFile | None) -> UploadState | None:
+    state: UploadState | None = st.session_state.get(UPLOAD_STATE_KEY)
+    if uploaded is None:
+        st.session_state.pop(UPLOAD_STATE_KEY, None)
+        return None
+    if state is None or state.file_id != uploaded.file_id:
+        with st.spinner("Reading the file…"):
+            state = inspect_upload(client, uploaded)
+        prefill = patient_from_tags(state.tags)
+        state.prefilled = list(prefill)
+        reset_form(prefill)
+        st.session_state.pop(CURRENT_CASE_KEY, None)  # the old result belongs to the old file
+        st.session_state[UPLOAD_STATE_KEY] = state
+    return state
+
+
+def tag_line(tags: dict[str, Any]) -> str:
+    parts = []
+    for tag, label in SHOWN_TAGS:
+        value = tags.get(tag)
+        if value in (None, ""):
+            continue
+        if tag == "StudyDate" and (day := dicom_date(value)):
+            value = day.isoformat()
+        parts.append(f"{label}: {value}")
+    return " · ".join(parts)
+
+
+def render_upload_panel(client: BackendClient) -> tuple[UploadedFile | None, UploadState | None]:
+    uploaded = st.file_uploader(
+        "Radiograph (DICOM, PNG, JPEG or TIFF)",
+        type=UPLOAD_TYPES,
+        key="analyze-upload",
+        max_upload_size=max(1, math.ceil(get_settings().max_upload_mb)),
+    )
+    state = track_upload(client, uploaded)
+    if state is None:
+        st.caption("Drop a file to see a preview; DICOM files also fill in the patient form.")
+        return uploaded, None
+    if state.error:
+        st.error(f"The backend cannot use this file: {state.error}", icon=":material/error:")
+    if state.preview:
+        st.image(state.preview, caption=state.description or state.name, width=PREVIEW_WIDTH)
+    if line := tag_line(state.tags):
+        st.caption(line)
+    if state.note:
+        st.caption(state.note)
+    return uploaded, state
+
+
+def render_patient_form(state: UploadState | None, can_run: bool) -> bool:
+    for name, widget_key in FORM_KEYS.items():
+        st.session_state.setdefault(widget_key, FORM_DEFAULTS[name])
+    with st.form("analyze-patient", border=True):
+        st.markdown("**Patient**")
+        if state and state.prefilled:
+            st.caption(f"Filled in from the DICOM tags ({', '.join(state.prefilled)}): check before running.")
+        id_col, name_col = st.columns(2)
+        id_col.text_input("Patient ID", key=FORM_KEYS["patient_id"], max_chars=64)
+        name_col.text_input("Name", key=FORM_KEYS["name"], max_chars=200)
+        age_col, sex_col = st.columns(2)
+        age_col.number_input("Age (years)", min_value=0, max_value=130, step=1, key=FORM_KEYS["age"])
+        sex_col.selectbox(
+            "Sex",
+            options=["", *SEX_LABELS],
+            format_func=lambda code: SEX_LABELS.get(code, "Not given"),
+            key=FORM_KEYS["sex"],
+        )
+        st.text_area(
+            "Clinical history",
+            key=FORM_KEYS["clinical_history"],
+            height=90,
+            placeholder="e.g. fever and cough for 3 days",
+        )
+        return st.form_submit_button(
+            "Run AI analysis", type="primary", icon=":material/neurology:", disabled=not can_run, width="stretch"
+        )
+
+
+def run_analysis(client: BackendClient, uploaded: UploadedFile) -> str | None:
+    """POST the study and fetch everything the result view shows; returns an error message or None."""
+    form = {name: st.session_state.get(widget_key) for name, widget_key in FORM_KEYS.items()}
+    started = time.perf_counter()
+    with st.spinner("Running AI analysis…"):
+        try:
+            case = client.create_study(uploaded.name, uploaded.getvalue(), patient_payload(form))
+            cached_artifacts(st.session_state, client, case, refresh=True)
+        except BackendError as error:
+            handle_auth_error(error)
+            return error.message
+    st.session_state[CURRENT_CASE_KEY] = str(case["case_id"])
+    st.session_state[TIMING_KEY] = time.perf_counter() - started
+    return None
+
+
+def current_case() -> dict[str, Any] | None:
+    case_id = st.session_state.get(CURRENT_CASE_KEY)
+    artifacts = st.session_state.get(CACHE_KEY, {}).get(case_id) if case_id else None
+    return artifacts.case if artifacts else None
+
+
+def render() -> None:
+    st.title("Analyze a chest radiograph")
+    client = backend_client()
+    upload_col, form_col = st.columns([1, 1.2], gap="large")
+    with upload_col:
+        uploaded, state = render_upload_panel(client)
+    with form_col:
+        run_clicked = render_patient_form(state, can_run=uploaded is not None and not (state and state.error))
+        if run_clicked and uploaded is not None and (error := run_analysis(client, uploaded)):
+            st.error(f"Analysis failed: {error}", icon=":material/error:")
+    case = current_case()
+    if case is None:
+        return
+    st.divider()
+    elapsed = st.session_state.get(TIMING_KEY)
+    if elapsed is not None and run_clicked:
+        st.caption(f"Result ready {elapsed:.2f} s after the click (case {case['case_id']}).")
+    render_case(client, case, key="analyze")
+
+
+if __name__ == "__main__":
+    render()

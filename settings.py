@@ -87,6 +87,22 @@ class Settings(BaseSettings):
     ui_port: int = 8501
     backend_url: str = "http://127.0.0.1:8000"
 
+    # --- security (api/auth.py, api/security.py, api/permissions.py) ---------------------------------------------
+    # First admin, created at start when no account has this username (only then: later changes need the CLI,
+    # `python -m api.admin reset-password`). Without both, `scripts/run.sh` creates one and prints its password once.
+    admin_username: str = ""
+    admin_password: SecretStr = SecretStr("")
+    # HMAC key of the login tokens (HS256, >= 32 characters). Empty in development: generated once into
+    # var_dir/jwt.secret (0600). Production refuses to start without it.
+    jwt_secret: SecretStr = SecretStr("")
+    token_ttl_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    cors_origins: str = ""  # comma-separated exact origins allowed to call the API from a browser; empty: none
+    rate_limit: str = "300/minute"  # per user or API key (anonymous callers: per client address), e.g. "20/second"
+    login_rate_limit: str = "10/15 minutes"  # failed logins per client address and username before 429
+    rate_limit_storage_uri: str = "memory://"  # `limits` storage; e.g. redis://host:6379 shared by several replicas
+    request_timeout_s: float = Field(default=60.0, ge=0)  # 0 disables; a request still running then gets 504
+    metrics_public: bool = True  # false: GET /metrics needs an admin token or key
+
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header
     institution_logo_path: Path | None = None  # PNG/JPEG; unset or unreadable: reports print without a logo

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from api.auth import Principal
+from api.permissions import Role, redact_for
 from api.schemas import CaseOut, PatientIn, PatientOut
 from api.services import Services
 from imaging import DecodedImage, assess_quality, decode_image
@@ -44,7 +46,7 @@ def study_metadata(decoded: DecodedImage) -> dict[str, Any]:
     return {"format": decoded.format, "width": decoded.width, "height": decoded.height, **decoded.metadata}
 
 
-def analyze_study(services: Services, data: bytes, patient: PatientIn, user_id: str | None) -> CaseOut:
+def analyze_study(services: Services, data: bytes, patient: PatientIn, user: Principal) -> CaseOut:
     predictor = services.predictor()
     decoded = decode_image(data)
     warnings = [w.as_dict() for w in assess_quality(decoded)]
@@ -64,17 +66,18 @@ def analyze_study(services: Services, data: bytes, patient: PatientIn, user_id: 
             patient=merge_patient(patient, decoded.metadata),
             study_metadata=study_metadata(decoded),
             quality_warnings=warnings,
-            created_by=user_id,
+            created_by=user.id,
         )
     )
-    out = case_out(record)
+    out = case_out(record, user.role)
     out.processing_time_ms, out.cached = prediction.processing_time_ms, prediction.cached
     return out
 
 
-def case_out(record: CaseRecord) -> CaseOut:
+def case_out(record: CaseRecord, role: Role | str) -> CaseOut:
+    """The case as `role` may see it (api/permissions.py `redact_for`: annotators never get patient identity)."""
     patient = record.patient
-    return CaseOut(
+    out = CaseOut(
         case_id=record.id,
         created_at=record.created_at,
         updated_at=record.updated_at,
@@ -92,8 +95,12 @@ def case_out(record: CaseRecord) -> CaseOut:
         ood_reason=record.ood_reason,
         quality_warnings=record.quality_warnings,
         patient=PatientOut(
-            patient_id=patient.patient_id, name=patient.name, age=patient.age, sex=patient.sex,
-            birth_date=patient.birth_date, clinical_history=patient.clinical_history,
+            patient_id=patient.patient_id,
+            name=patient.name,
+            age=patient.age,
+            sex=patient.sex,
+            birth_date=patient.birth_date,
+            clinical_history=patient.clinical_history,
         ),
         study=record.study_metadata,
         image_sha256=record.image_sha256,
@@ -102,3 +109,4 @@ def case_out(record: CaseRecord) -> CaseOut:
         signed_by=record.signed_by,
         signed_at=record.signed_at,
     )
+    return redact_for(role, out)

@@ -8,7 +8,9 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from case_retrieval import EntryNotFoundError, InvalidInputError, ModelMismatchError, RetrievalError
 from imaging import CorruptImageError, EmptyImageError, ImagingError, UnsupportedFormatError, UnusableImageError
+from inference import ExplainError
 from storage import (
     CaseNotFoundError,
     CaseStateError,
@@ -37,6 +39,12 @@ STORAGE_STATUS: dict[type[StorageError], int] = {
     InvalidImageDataError: status.HTTP_422_UNPROCESSABLE_CONTENT,
     CaseStateError: status.HTTP_409_CONFLICT,
     StorageUnavailableError: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+RETRIEVAL_STATUS: dict[type[RetrievalError], int] = {
+    EntryNotFoundError: status.HTTP_404_NOT_FOUND,
+    InvalidInputError: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    ModelMismatchError: status.HTTP_409_CONFLICT,
 }
 
 
@@ -73,6 +81,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _imaging_error(_: Request, exc: ImagingError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=imaging_status(exc))
 
+    @app.exception_handler(ExplainError)
+    async def _explain_error(_: Request, exc: ExplainError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(RetrievalError)
+    async def _retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:
+        code = _status_for(exc, RETRIEVAL_STATUS, status.HTTP_503_SERVICE_UNAVAILABLE)
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
     @app.exception_handler(StorageError)
     async def _storage_error(request: Request, exc: StorageError) -> JSONResponse:
         code = _status_for(exc, STORAGE_STATUS, status.HTTP_500_INTERNAL_SERVER_ERROR)
@@ -83,9 +100,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": _describe_validation(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
-        )
+        return JSONResponse({"detail": _describe_validation(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

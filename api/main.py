@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.auth import AuthService, check_security_settings
 from api.errors import install_error_handlers
-from api.routers import health, media, predict, studies
+from api.routers import auth, explain, health, media, predict, similar, studies, users
+from api.security import install_security
 from api.services import Services
 from settings import Settings, get_settings
 
@@ -21,19 +23,23 @@ a calibrated probability. Every answer is AI decision support for a clinician, n
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_security_settings(settings)  # production without JWT_SECRET, a weak ADMIN_PASSWORD: refuse to start
     logging.basicConfig(level=settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services.start(settings)
         app.state.services = services
+        app.state.auth = AuthService.start(settings, services.storage.database)
         yield
         services.close()
 
     app = FastAPI(title="CXR Workstation API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    for router in (health.router, predict.router, studies.router, media.router):
-        app.include_router(router)
+    routers = (health, predict, studies, media, explain, similar, auth, users)
+    for module in routers:
+        app.include_router(module.router)
+    install_security(app, settings)  # last: authorisation from api/permissions.py covers every route above
     return app
 
 

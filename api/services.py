@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import Request, status
 
 from api.errors import ApiError
+from case_retrieval import (
+    CaseLibrary,
+    LibraryEntry,
+    LibraryNotFoundError,
+    ModelMismatchError,
+    RetrievalError,
+    pixel_reader,
+    rebuild_library,
+)
 from inference import CheckpointError, Predictor
 from settings import Settings
 from storage import CaseRecord, Storage, init_storage
@@ -22,16 +33,62 @@ class Services:
     storage: Storage
     predictors: dict[str, Predictor] = field(default_factory=dict)
     model_errors: dict[str, str] = field(default_factory=dict)  # task -> why its model is not loaded
+    similar_library: CaseLibrary | None = None
+    library_status: str = "not loaded"  # why similar cases are unavailable, shown to the user
     started_at: float = field(default_factory=time.time)
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
         services = cls(settings=settings, storage=init_storage(settings))
         services.load_models()
+        services.load_library()
         return services
 
     def close(self) -> None:
         self.storage.close()
+
+    def load_library(self) -> None:
+        """Open the similar-case library of the serving model; rebuild it in the background after a model change."""
+        predictor = self.predictors.get("pneumonia")
+        if predictor is None:
+            self.library_status = "no model is loaded"
+            return
+        directory = self.settings.resolved_retrieval_index_dir
+        try:
+            self.similar_library = CaseLibrary.load(directory, model_version=predictor.version)
+            self.library_status = "ready"
+        except LibraryNotFoundError:
+            self.library_status = (
+                "no similar-case library has been built yet (run `python -m case_retrieval build --data "
+                "DATASETS/kermany-pneumonia --split train`)"
+            )
+        except ModelMismatchError as exc:
+            self.library_status = f"the similar-case library is being rebuilt for model {predictor.version}"
+            logger.warning("%s", exc)
+            threading.Thread(target=self._rebuild_library, args=(directory,), daemon=True).start()
+        except RetrievalError as exc:
+            self.library_status = str(exc)
+
+    def _rebuild_library(self, directory: Path) -> None:
+        predictor = self.predictors["pneumonia"]
+        try:
+            stale = CaseLibrary.load(directory)
+            read = pixel_reader(self.settings.cxr_data_dir, self._case_image_of)
+            library = rebuild_library(stale, predictor, read)
+            library.save()
+            self.similar_library, self.library_status = library, "ready"
+            logger.info("similar-case library rebuilt for %s (%d entries)", predictor.version, len(library))
+        except (RetrievalError, OSError) as exc:
+            self.library_status = f"the similar-case library could not be rebuilt: {exc}"
+            logger.error("library rebuild failed: %s", exc)
+
+    def _case_image_of(self, entry: LibraryEntry) -> bytes:
+        return self.storage.images.get(entry.image_sha256 or "")
+
+    def library(self) -> CaseLibrary:
+        if self.similar_library is None:
+            raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, f"Similar cases unavailable: {self.library_status}.")
+        return self.similar_library
 
     def get_case(self, case_id: str) -> CaseRecord:
         return self.storage.cases.get_case(case_id)  # CaseNotFoundError -> 404 by the error handlers
@@ -48,6 +105,7 @@ class Services:
             checks["image_store"] = {"ok": True, "detail": "writable"}
         except Exception as exc:  # read-only or missing folder
             checks["image_store"] = {"ok": False, "detail": type(exc).__name__}
+        checks["similar_cases"] = {"ok": True, "detail": self.library_status}  # optional: never blocks readiness
         predictor = self.predictors.get("pneumonia")
         checks["model"] = (
             {"ok": True, "detail": predictor.version}

@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.live_server import running_api  # noqa: E402
-from imaging import decode_image, preprocess  # noqa: E402
-from inference import load_checkpoint  # noqa: E402
-from settings import get_settings  # noqa: E402
+from imaging import decode_image, preprocess
+from inference import load_checkpoint
+from settings import get_settings
+from tests.live_server import running_api
 
 
 def percentiles(samples_ms: list[float]) -> tuple[float, float]:

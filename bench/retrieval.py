@@ -31,9 +31,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from case_retrieval import CaseLibrary, EntrySource, IndexKind, IndexPolicy, LibraryEntry, new_entry  # noqa: E402
-from case_retrieval.index import new_index, search_parameters, stored_vectors  # noqa: E402
-from settings import get_settings  # noqa: E402
+from case_retrieval import CaseLibrary, EntrySource, IndexKind, IndexPolicy, LibraryEntry, new_entry
+from case_retrieval.index import new_index, search_parameters, stored_vectors
+from settings import get_settings
 
 K = 10
 CHUNK = 100_000

@@ -1,18 +1,18 @@
 """case_retrieval: similar-case retrieval over a FAISS index of model embeddings, tied to one model version.
 
 Public surface:
-- `CaseLibrary`: `create`, `load`, `ensure_compatible`, `is_stale`, `add`, `add_many`, `add_case`, `confirm`,
-  `remove`, `search`, `get`, `entries`, `thumbnail_path`, `summary`, `save`
+- `CaseLibrary`: `create`, `load`, `ensure_compatible`, `is_stale`, `add`, `add_many`, `add_case`, `confirm_case`,
+  `confirm`, `remove`, `search`, `get`, `entries`, `thumbnail_path`, `summary`, `save`
 - `LibraryEntry`, `EntrySource`, `Neighbour`, `new_entry`, `case_entry_id`, `reference_entry_id`
 - `IndexPolicy`, `IndexKind`: index type by library size (Flat up to a threshold, HNSW beyond)
-- `build_reference_library`, `rebuild_library`, `embedding_size`, `make_thumbnail`
+- `build_reference_library`, `rebuild_library` (+ `pixel_reader` for it), `embedding_size`, `make_thumbnail`
 - `evaluate_library`, `RetrievalQuality`
 - errors: `RetrievalError` and its subclasses (`LibraryNotFoundError`, `LibraryCorruptError`,
   `LibraryConflictError`, `ModelMismatchError`, `EntryNotFoundError`, `DuplicateEntryError`, `InvalidInputError`)
 CLI: `python -m case_retrieval build|evaluate|info` (see `case_retrieval.cli`).
 """
 
-from case_retrieval.builder import BuildReport, build_reference_library, embedding_size, rebuild_library
+from case_retrieval.builder import BuildReport, build_reference_library, embedding_size, pixel_reader, rebuild_library
 from case_retrieval.entries import (
     EntrySource,
     LibraryEntry,
@@ -60,6 +60,7 @@ __all__ = [
     "evaluate_library",
     "make_thumbnail",
     "new_entry",
+    "pixel_reader",
     "rebuild_library",
     "reference_entry_id",
 ]

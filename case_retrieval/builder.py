@@ -194,6 +194,24 @@ def rebuild_library(
     return rebuilt
 
 
+def pixel_reader(
+    datasets_dir: Path, read_case_image: Callable[[LibraryEntry], bytes] | None = None
+) -> Callable[[LibraryEntry], np.ndarray]:
+    """A `read_pixels` for `rebuild_library`: reference entries from `datasets_dir/<dataset>/<reference_file>`,
+    case entries through `read_case_image(entry)` (e.g. the image store, by `entry.image_sha256`)."""
+
+    def read(entry: LibraryEntry) -> np.ndarray:
+        if entry.source is EntrySource.REFERENCE and entry.dataset and entry.reference_file:
+            data = (Path(datasets_dir) / entry.dataset / entry.reference_file).read_bytes()
+        elif entry.source is EntrySource.CONFIRMED_CASE and read_case_image is not None:
+            data = read_case_image(entry)
+        else:
+            raise InvalidInputError(f"No image source for library entry {entry.entry_id}.")
+        return decode_image(data).pixels
+
+    return read
+
+
 def _decode_new(library: CaseLibrary, batch: Sequence[Sample], report: BuildReport) -> list[_Decoded]:
     decoded: list[_Decoded] = []
     seen: set[str] = set()

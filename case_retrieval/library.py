@@ -350,6 +350,37 @@ class CaseLibrary:
         )
         return self.add(entry, embedding, model_version=model_version, thumbnail_png=thumbnail_png)
 
+    def confirm_case(
+        self,
+        case_id: str,
+        label: str,
+        embedding: np.ndarray | None = None,
+        *,
+        model_version: str,
+        thumbnail_png: bytes | None = None,
+        image_sha256: str | None = None,
+    ) -> LibraryEntry:
+        """What the annotation workflow calls when an expert confirms (or corrects) a case's diagnosis.
+
+        Confirms the case's entry with this label if it is already stored, otherwise adds it (then `embedding`,
+        from `model_version`, is required). Call `save()` afterwards to make it permanent.
+        """
+        self.ensure_compatible(model_version)
+        with self._lock:
+            entry_id = case_entry_id(case_id)
+            if entry_id in self._row_of:
+                return self.confirm(entry_id, label)
+            if embedding is None:
+                raise InvalidInputError(f"Case {case_id} is not in the similar-case library yet: pass its embedding.")
+            return self.add_case(
+                case_id,
+                label,
+                embedding,
+                model_version=model_version,
+                thumbnail_png=thumbnail_png,
+                image_sha256=image_sha256,
+            )
+
     def confirm(self, entry_id: str, label: str) -> LibraryEntry:
         """Mark an entry as expert-confirmed with this (possibly corrected) label; from now on it can be returned."""
         with self._lock:

@@ -10,9 +10,12 @@ Public surface:
 - `ImagingError` and its subclasses (`EmptyImageError` 400, `UnsupportedFormatError` 415, `CorruptImageError` 422,
   `UnusableImageError` 422 in the API), each with a user-facing message and a stable `code`.
 - `dicom_metadata(dataset)`, `patient_age_years(age, birth_date, study_date)`, `DICOM_TAGS`.
+- De-identification (PS3.15 basic profile, dates shifted, UIDs remapped consistently): `Deidentifier(secret)`,
+  `deidentify_dataset(ds, key)`, `deidentify_dicom(data, key)`, `DeidentificationError`.
 """
 
 from imaging.decode import MAX_PIXELS, MIN_SIDE_PX, SUPPORTED_FORMATS, DecodedImage, decode_image, sniff_format
+from imaging.deidentify import DeidentificationError, Deidentifier, deidentify_dataset, deidentify_dicom
 from imaging.dicom import DICOM_TAGS, dicom_metadata, patient_age_years
 from imaging.display import to_display_png
 from imaging.errors import (
@@ -32,6 +35,8 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "CorruptImageError",
     "DecodedImage",
+    "DeidentificationError",
+    "Deidentifier",
     "EmptyImageError",
     "ImagingError",
     "PreprocessSpec",
@@ -41,6 +46,8 @@ __all__ = [
     "UnusableImageError",
     "assess_quality",
     "decode_image",
+    "deidentify_dataset",
+    "deidentify_dicom",
     "dicom_metadata",
     "patient_age_years",
     "polarity_score",

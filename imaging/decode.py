@@ -19,7 +19,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imaging.dicom import DICOM_TAGS, decode_dicom, dicom_metadata, looks_like_dicom
-from imaging.errors import CorruptImageError, EmptyImageError, ImagingError, UnsupportedFormatError
+from imaging.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    ImagingError,
+    UnsupportedFormatError,
+    UnusableImageError,
+)
 from imaging.image import (
     MAX_PIXELS,
     MIN_SIDE_PX,
@@ -123,7 +129,10 @@ def _open_raster(data: bytes, fmt: str) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[fmt])
     except Image.DecompressionBombError:
-        raise CorruptImageError(f"The {fmt} file declares an implausibly large image.") from None
+        raise UnusableImageError(
+            f"The {fmt} file declares an image of more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP; at most"
+            f" {MAX_PIXELS / 1e6:.0f} MP can be analysed."
+        ) from None
     except UnidentifiedImageError:
         raise CorruptImageError(f"The {fmt} file is truncated or its header is damaged.") from None
     except Exception as exc:

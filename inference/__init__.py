@@ -1,19 +1,70 @@
-"""inference: model checkpoints (the model contract) and the warm, thread-safe Predictor.
+"""inference: model checkpoints (the model contract), the warm, thread-safe Predictor, uncertainty, Grad-CAM
+heatmaps and the input (OOD) gate.
 
 Public surface:
 - `ModelCheckpoint`, `load_checkpoint`, `save_checkpoint`, `create_model`, `CheckpointError`
-- `Predictor`, `Prediction`
+- `Predictor`, `Prediction` (with `uncertainty`, `uncertain`, `uncertain_reasons`, `ood`, `ood_reason`,
+  `ood_distance`); `Predictor.heatmap(pixels, method, target_class) -> Heatmap`
+- heatmaps (inference.explain): `Explainer`, `Heatmap`, `ExplainError`, `find_target_layer`, `overlay_png`,
+  `overlay_rgb`, `heatmap_to_png16`, `heatmap_from_png16`, `CAM_METHODS`, `COLORMAPS`
+- uncertainty (inference.uncertainty): `Uncertainty`, `UncertaintyPolicy`, `UncertaintyError`
+- input gate (inference.ood): `InputGate`, `GateResult`, `ImageChecks`, `MahalanobisReference`, `OODError`,
+  `fit_reference`, `reference_from_checkpoint`, `with_reference`; CLI `python -m inference.ood fit`
 """
 
 from inference.checkpoint import CheckpointError, ModelCheckpoint, create_model, load_checkpoint, save_checkpoint
+from inference.explain import (
+    CAM_METHODS,
+    COLORMAPS,
+    Explainer,
+    ExplainError,
+    Heatmap,
+    find_target_layer,
+    heatmap_from_png16,
+    heatmap_to_png16,
+    overlay_png,
+    overlay_rgb,
+)
+from inference.ood import (
+    GateResult,
+    ImageChecks,
+    InputGate,
+    MahalanobisReference,
+    OODError,
+    fit_reference,
+    reference_from_checkpoint,
+    with_reference,
+)
 from inference.predictor import Prediction, Predictor
+from inference.uncertainty import Uncertainty, UncertaintyError, UncertaintyPolicy
 
 __all__ = [
+    "CAM_METHODS",
+    "COLORMAPS",
     "CheckpointError",
+    "ExplainError",
+    "Explainer",
+    "GateResult",
+    "Heatmap",
+    "ImageChecks",
+    "InputGate",
+    "MahalanobisReference",
     "ModelCheckpoint",
+    "OODError",
     "Prediction",
     "Predictor",
+    "Uncertainty",
+    "UncertaintyError",
+    "UncertaintyPolicy",
     "create_model",
+    "find_target_layer",
+    "fit_reference",
+    "heatmap_from_png16",
+    "heatmap_to_png16",
     "load_checkpoint",
+    "overlay_png",
+    "overlay_rgb",
+    "reference_from_checkpoint",
     "save_checkpoint",
+    "with_reference",
 ]

@@ -40,6 +40,7 @@ from inference.checkpoint import CheckpointError, ModelCheckpoint
 OOD_EXTRA_KEY = "ood"
 REFERENCE_KIND = "mahalanobis-class-conditional-ledoit-wolf"
 PROBE_SIZE = 64  # the layout checks look at a 64 x 64 thumbnail: coarse anatomy only
+RANGE_PROBE_SIZE = 256  # the intensity spread is read on a thumbnail too: percentiles of 9 MP films are slow
 # Bands of the layout check, as fractions of the (stretched, square) image: rows and columns of the mediastinum,
 # of the two lung fields, and the same bands transposed for the horizontal comparison.
 _MIDDLE = (0.42, 0.58)
@@ -75,7 +76,7 @@ class ImageChecks:
         aspect = max(height, width) / max(1, min(height, width))
         if aspect > self.max_aspect_ratio:
             return f"aspect ratio {aspect:.1f}:1 is not that of a chest radiograph (at most {self.max_aspect_ratio}:1)"
-        low, high = np.percentile(pixels, [1, 99])
+        low, high = np.percentile(_thumbnail(pixels, RANGE_PROBE_SIZE), [1, 99])
         if high - low < self.min_dynamic_range:
             return f"image is nearly uniform (intensity spread {high - low:.3f} < {self.min_dynamic_range})"
         layout = chest_layout(pixels)
@@ -99,6 +100,15 @@ def chest_layout(pixels: np.ndarray) -> ChestLayout:
     vertical = _band_contrast(thumb)
     horizontal = _band_contrast(thumb.T)
     return ChestLayout(vertical, horizontal, vertical - horizontal)
+
+
+def _thumbnail(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    image = np.asarray(pixels, dtype=np.float32)
+    scale = max_side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def _band_contrast(image: np.ndarray) -> float:
@@ -312,8 +322,12 @@ def fit_command(args: argparse.Namespace) -> dict[str, Any]:
     holdout_pixels = [_decode(s.path) for s in holdout_part]
     checks = ImageChecks.from_settings()
     refused_by_checks = sum(checks.reason(p) is not None for p in holdout_pixels)
+    # Re-read just before writing: another command (e.g. mlops.evaluate) may have rewritten the file meanwhile.
+    latest = load_checkpoint(args.checkpoint)
+    if latest.version != checkpoint.version:
+        raise OODError(f"{args.checkpoint} changed to model {latest.version} during the fit; run the fit again.")
     output = args.output or args.checkpoint
-    sha256 = save_checkpoint(with_reference(checkpoint, reference), output)
+    sha256 = save_checkpoint(with_reference(latest, reference), output)
     return {
         "checkpoint": str(output),
         "sha256": sha256,

@@ -96,8 +96,12 @@ class Predictor:
         gate: InputGate | bool = True,
     ) -> Predictor:
         return cls(
-            load_checkpoint(path), threads=threads, cache_size=cache_size, cache_ttl=cache_ttl,
-            uncertainty=uncertainty, gate=gate,
+            load_checkpoint(path),
+            threads=threads,
+            cache_size=cache_size,
+            cache_ttl=cache_ttl,
+            uncertainty=uncertainty,
+            gate=gate,
         )
 
     @property
@@ -123,12 +127,16 @@ class Predictor:
             embeddings = self.model.forward_head(features, pre_logits=True)
             self._head_ok = head_is_linear_on_embedding(self.model, embeddings, self.model.forward_head(features))
         if self.policy.method == "mc_dropout" and not self._head_ok:
-            log.warning("%s has no linear head on its embedding: uncertainty falls back to TTA", self.checkpoint.version)
+            log.warning(
+                "%s has no linear head on its embedding: uncertainty falls back to TTA", self.checkpoint.version
+            )
             self.policy = UncertaintyPolicy(**{**self.policy.__dict__, "method": "tta"})
         self._forward(batch.numpy())
         if self.gate.enabled and self.gate.reference is None:
-            log.warning("checkpoint %s has no OOD reference (run `python -m inference.ood fit`): image checks only",
-                        self.checkpoint.version)
+            log.warning(
+                "checkpoint %s has no OOD reference (run `python -m inference.ood fit`): image checks only",
+                self.checkpoint.version,
+            )
 
     def predict(self, pixels: np.ndarray, content_hash: str | None = None) -> Prediction:
         return self.predict_batch([pixels], [content_hash])[0]

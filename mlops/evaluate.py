@@ -158,6 +158,8 @@ def evaluation_samples(
     restored = []
     if restore_duplicates is not False and own_split:
         restored = restore_dropped_duplicates(chosen, data_dir, split)
+    if restore_duplicates and not restored:
+        raise EvaluationError(f"{DUPLICATES_FILE} lists no dropped duplicates for split {split!r}")
     if restored:
         description = (
             f"official list: {len(chosen)} stored images + {len(restored)} byte-identical duplicates restored from "
@@ -388,7 +390,8 @@ def write_outputs(report: EvaluationReport, scored: ScoredImages, out_dir: Path)
     files = {
         name: out_dir / name for name in ("metrics.json", "report.md", "predictions.csv", "roc.png", "reliability.png")
     }
-    files["metrics.json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    payload = json.dumps(_json_safe(report.to_dict()), indent=2, allow_nan=False)
+    files["metrics.json"].write_text(payload + "\n", encoding="utf-8")
     files["report.md"].write_text(render_markdown(report), encoding="utf-8")
     threshold = report.decision["threshold"]
     with files["predictions.csv"].open("w", newline="", encoding="utf-8") as handle:
@@ -399,6 +402,17 @@ def write_outputs(report: EvaluationReport, scored: ScoredImages, out_dir: Path)
     plot_roc(scored.labels, scored.probs, threshold, files["roc.png"])
     plot_reliability(scored.labels, scored.probs, files["reliability.png"])
     return files
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: undefined metrics (NaN) become null."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def store_in_checkpoint(checkpoint_path: Path, report: EvaluationReport) -> ModelCheckpoint:

@@ -291,7 +291,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> tuple[Mode
     return checkpoint, {"history": history, "tracking": tracker.summary()}
 
 
-def _check_split_usable(train_samples: Sequence, val_samples: Sequence, class_names: Sequence[str]) -> None:
+def _check_split_usable(
+    train_samples: Sequence[datasets.Sample], val_samples: Sequence[datasets.Sample], class_names: Sequence[str]
+) -> None:
     missing = sorted(set(class_names) - {s.label for s in train_samples})
     if missing:
         raise datasets.DatasetError(f"the training split has no images of class(es) {', '.join(missing)}")

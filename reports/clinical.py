@@ -66,12 +66,9 @@ def _assessment(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
             )
         )
     if case.quality_warnings:
-        joined = "; ".join(warning.strip().rstrip(".") for warning in case.quality_warnings)
-        content.append(
-            writer.rich(
-                f'<font color="{CAUTION.hexval()}"><b>Image quality:</b></font> {writer.m(joined)}.', styles.body
-            )
-        )
+        joined = " ".join(f"{warning.strip().rstrip('.')}." for warning in case.quality_warnings)
+        label = f'<font color="{CAUTION.hexval()}"><b>Image quality:</b></font>'
+        content.append(writer.rich(f"{label} {writer.m(joined)}", styles.body))
     background = CAUTION_PANEL if case.uncertain or case.ood else PANEL
     return [KeepTogether([writer.section("Assessment"), writer.callout(content, color, background)])]
 

@@ -53,7 +53,7 @@ PAGE_SIZES = {"A4": A4, "letter": LETTER}
 MARGIN_X = 17 * mm
 HEADER_HEIGHT = 20 * mm
 FOOTER_HEIGHT = 14 * mm
-MAX_IMAGE_PIXELS = 1100  # longest side kept for a printed image (~300 dpi at the widest size used)
+MAX_IMAGE_PIXELS = 1000  # longest side kept for a printed image (~300 dpi at the 80 mm used)
 MAX_THUMBNAIL_PIXELS = 240
 JPEG_QUALITY = 92
 
@@ -175,7 +175,7 @@ class ReportWriter:
             rows.append(row)
         label_width = 30 * mm if columns > 1 else 42 * mm
         value_width = self.frame_width / columns - label_width
-        table = Table(rows, colWidths=[label_width, value_width] * columns, hAlign="LEFT")
+        table = Table(rows, colWidths=[label_width, value_width] * columns, hAlign="LEFT", splitInRow=1)
         table.setStyle(
             TableStyle(
                 [
@@ -193,7 +193,8 @@ class ReportWriter:
         self, content: Sequence[Flowable], color: colors.Color, background: colors.Color, width: float | None = None
     ) -> Table:
         """A tinted panel with a coloured bar on the left, for the result and for warnings (full width by default)."""
-        table = Table([[list(content)]], colWidths=[width or self.frame_width], hAlign="LEFT")
+        # splitInRow: a panel holding long text (many warnings, a long reason) continues on the next page
+        table = Table([[list(content)]], colWidths=[width or self.frame_width], hAlign="LEFT", splitInRow=1)
         table.setStyle(
             TableStyle(
                 [
@@ -210,7 +211,7 @@ class ReportWriter:
 
     def grid_table(self, rows: list[list[Any]], col_widths: Sequence[float], header: bool = True) -> Table:
         """A light data table: a header row in bold on a tinted band, thin rules between rows."""
-        table = Table(rows, colWidths=list(col_widths), hAlign="LEFT", repeatRows=1 if header else 0)
+        table = Table(rows, colWidths=list(col_widths), hAlign="LEFT", repeatRows=1 if header else 0, splitInRow=1)
         commands: list[tuple[Any, ...]] = [
             ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
             ("LINEBELOW", (0, 0), (-1, -1), 0.4, RULE),
@@ -260,7 +261,8 @@ def decode_picture(data: bytes, what: str, max_pixels: int) -> PILImage.Image:
         raise ReportInputError(f"{what} is not a readable PNG or JPEG image.") from error
     image = _to_display_mode(image)
     if max(image.size) > max_pixels:
-        image.thumbnail((max_pixels, max_pixels), PILImage.Resampling.LANCZOS, reducing_gap=3.0)
+        # Integer box reduction first, then Lanczos for the rest: twice as fast as pure Lanczos, same look in print.
+        image.thumbnail((max_pixels, max_pixels), PILImage.Resampling.LANCZOS, reducing_gap=1.0)
     return image
 
 
@@ -339,20 +341,20 @@ class PageDecor:
         _draw_paragraphs(
             canvas,
             [
-                writer.rich(writer.m(writer.context.institution_name), name_style),
-                writer.rich(writer.m(self.title), title_style),
+                fitted_paragraph(writer, writer.context.institution_name, name_style, left_width, max_lines=2),
+                fitted_paragraph(writer, self.title, title_style, left_width, max_lines=1),
             ],
             left,
             top,
             left_width,
         )
         meta_style = ParagraphStyle("meta", fontName=SANS, fontSize=7.8, leading=10, textColor=MUTED, alignment=2)
-        meta = [f"Report ID: {self.report_id}", f"Created: {self.created}"]
+        meta = [(f"Report ID: {self.report_id}", 2), (f"Created: {self.created}", 1)]
         if self.signed_note:
-            meta.append(self.signed_note)
+            meta.append((self.signed_note, 1))
         _draw_paragraphs(
             canvas,
-            [writer.rich(writer.m(line), meta_style) for line in meta],
+            [fitted_paragraph(writer, line, meta_style, right_width, lines) for line, lines in meta],
             writer.page_width - MARGIN_X - right_width,
             top,
             right_width,
@@ -378,6 +380,20 @@ class PageDecor:
             line_y - 2.5 * mm,
             writer.frame_width - 30 * mm,
         )
+
+
+def fitted_paragraph(writer: ReportWriter, text: str, style: ParagraphStyle, width: float, max_lines: int) -> Paragraph:
+    """`text` as a paragraph of at most `max_lines` lines, shortened with an ellipsis when it would run over (the
+    page header has a fixed height; a very long institution name or id must not spill into the body)."""
+    keep = len(text)
+    candidate = text
+    while True:
+        paragraph = writer.rich(writer.m(candidate), style)
+        _, height = paragraph.wrap(width, 10_000)
+        if height <= style.leading * max_lines + 0.5 or keep <= 1:
+            return paragraph
+        keep = int(keep * 0.85)
+        candidate = text[:keep].rstrip() + "…"
 
 
 def _draw_paragraphs(canvas: Canvas, paragraphs: Sequence[Paragraph], x: float, top: float, width: float) -> None:

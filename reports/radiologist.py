@@ -68,7 +68,9 @@ def _clinical_history(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
 
 def _result(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
     styles = writer.styles
-    color = POSITIVE if case.is_positive else NEGATIVE
+    flags = _flags(case)
+    # A flagged result is shown in the caution colour: a green "Normal" must not reassure when the AI is unsure.
+    color = CAUTION if flags else POSITIVE if case.is_positive else NEGATIVE
     finding = writer.rich(
         f'AI finding: <font color="{color.hexval()}">{writer.m(display_label(case.finding))}</font>', styles.finding
     )
@@ -77,12 +79,11 @@ def _result(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
         positive = writer.m(display_label(case.positive_class))
         details.append(f"<b>Decision threshold</b> {case.threshold:.2f} on the probability of {positive}")
     content: list[Flowable] = [finding, writer.rich(" · ".join(details), styles.small)]
-    flags = _flags(case)
     if flags:
         content.append(
             writer.rich(f'<font color="{CAUTION.hexval()}"><b>{writer.m(" · ".join(flags))}</b></font>', styles.small)
         )
-    return [writer.section("AI result"), writer.callout(content, color if not flags else CAUTION, PANEL)]
+    return [writer.section("AI result"), writer.callout(content, color, PANEL)]
 
 
 def _flags(case: ReportCase) -> list[str]:

@@ -20,10 +20,14 @@ ReportKind = Literal["radiologist", "clinical", "patient"]
 REPORT_KINDS: tuple[ReportKind, ...] = get_args(ReportKind)
 PageSize = Literal["A4", "letter"]
 
-# Generous bounds that keep one report well under a second and a few dozen pages.
-MAX_TEXT_CHARS = 50_000
+# Generous bounds that keep one report well under a second and a few dozen pages, and keep one-line fields (ids,
+# labels, names in the page header) from overrunning their boxes.
+MAX_TEXT_CHARS = 50_000  # clinical history, model limitations
+MAX_NOTE_CHARS = 1_000  # OOD reason, each quality warning, uncertainty method, model calibration
+MAX_NAME_CHARS = 512  # patient and signer names, institution
+MAX_ID_CHARS = 128  # report, case, patient and similar-case ids, model version and architecture, labels
 MAX_SIMILAR_CASES = 24
-MAX_QUALITY_WARNINGS = 50
+MAX_QUALITY_WARNINGS = 20
 
 
 def _check_probability(name: str, value: float | None) -> None:
@@ -33,13 +37,13 @@ def _check_probability(name: str, value: float | None) -> None:
         raise ReportInputError(f"{name} must be a number between 0 and 1.")
 
 
-def _check_text(name: str, value: str | None, *, required: bool = False) -> None:
+def _check_text(name: str, value: str | None, max_chars: int, *, required: bool = False) -> None:
     if value is None and not required:
         return
     if not isinstance(value, str) or (required and not value.strip()):
         raise ReportInputError(f"{name} must be a non-empty string." if required else f"{name} must be a string.")
-    if len(value) > MAX_TEXT_CHARS:
-        raise ReportInputError(f"{name} is longer than {MAX_TEXT_CHARS} characters.")
+    if len(value) > max_chars:
+        raise ReportInputError(f"{name} is longer than {max_chars} characters.")
 
 
 def _check_image(name: str, value: bytes | None, *, required: bool = False) -> None:
@@ -61,8 +65,14 @@ class PatientDetails:
     clinical_history: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("patient_id", "name", "sex", "clinical_history"):
-            _check_text(f"patient {name}", getattr(self, name))
+        _check_text("patient patient_id", self.patient_id, MAX_ID_CHARS)
+        _check_text("patient name", self.name, MAX_NAME_CHARS)
+        _check_text("patient sex", self.sex, MAX_ID_CHARS)
+        _check_text("patient clinical_history", self.clinical_history, MAX_TEXT_CHARS)
+        if isinstance(self.age, str):
+            _check_text("patient age", self.age, MAX_ID_CHARS)
+        if isinstance(self.birth_date, str):
+            _check_text("patient birth_date", self.birth_date, MAX_ID_CHARS)
         if self.age is not None and (
             isinstance(self.age, bool)
             or not isinstance(self.age, int | str)
@@ -88,7 +98,7 @@ class UncertaintyDetails:
                 isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0
             ):
                 raise ReportInputError(f"uncertainty {name} must be a non-negative number.")
-        _check_text("uncertainty method", self.method)
+        _check_text("uncertainty method", self.method, MAX_NOTE_CHARS)
 
     @property
     def is_empty(self) -> bool:
@@ -106,10 +116,10 @@ class ModelCard:
     calibration: str | None = None  # e.g. "temperature scaling (T = 1.42)"
 
     def __post_init__(self) -> None:
-        _check_text("model version", self.version, required=True)
-        _check_text("model architecture", self.architecture)
-        _check_text("model limitations", self.limitations)
-        _check_text("model calibration", self.calibration)
+        _check_text("model version", self.version, MAX_ID_CHARS, required=True)
+        _check_text("model architecture", self.architecture, MAX_ID_CHARS)
+        _check_text("model limitations", self.limitations, MAX_TEXT_CHARS)
+        _check_text("model calibration", self.calibration, MAX_NOTE_CHARS)
         if not isinstance(self.test_metrics, Mapping):
             raise ReportInputError("model test_metrics must be a mapping of metric name to value.")
 
@@ -124,8 +134,8 @@ class SimilarCase:
     thumbnail_png: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        _check_text("similar case id", self.case_id, required=True)
-        _check_text("similar case label", self.label, required=True)
+        _check_text("similar case id", self.case_id, MAX_ID_CHARS, required=True)
+        _check_text("similar case label", self.label, MAX_ID_CHARS, required=True)
         if isinstance(self.similarity, bool) or not isinstance(self.similarity, int | float):
             raise ReportInputError("similar case similarity must be a number.")
         if not math.isfinite(self.similarity):
@@ -161,13 +171,13 @@ class ReportCase:
 
     def __post_init__(self) -> None:
         for name in ("report_id", "case_id", "finding", "positive_class"):
-            _check_text(name, getattr(self, name), required=True)
+            _check_text(name, getattr(self, name), MAX_ID_CHARS, required=True)
         if not isinstance(self.created_at, datetime):
             raise ReportInputError("created_at must be a datetime.")
         self._check_result()
         _check_image("image_png", self.image_png, required=True)
         _check_image("heatmap_png", self.heatmap_png)
-        _check_text("ood_reason", self.ood_reason)
+        _check_text("ood_reason", self.ood_reason, MAX_NOTE_CHARS)
         self._check_lists()
         self._check_signature()
 
@@ -175,7 +185,7 @@ class ReportCase:
         if not isinstance(self.probabilities, Mapping) or not self.probabilities:
             raise ReportInputError("probabilities must name at least one class.")
         for label, probability in self.probabilities.items():
-            _check_text("probability class name", label, required=True)
+            _check_text("probability class name", label, MAX_ID_CHARS, required=True)
             _check_probability(f"probability of {label}", probability)
         _check_probability("confidence", self.confidence)
         _check_probability("threshold", self.threshold)
@@ -192,14 +202,14 @@ class ReportCase:
         if isinstance(self.quality_warnings, str) or len(self.quality_warnings) > MAX_QUALITY_WARNINGS:
             raise ReportInputError(f"quality_warnings must be a list of at most {MAX_QUALITY_WARNINGS} texts.")
         for warning in self.quality_warnings:
-            _check_text("quality warning", warning, required=True)
+            _check_text("quality warning", warning, MAX_NOTE_CHARS, required=True)
         if len(self.similar_cases) > MAX_SIMILAR_CASES:
             raise ReportInputError(f"at most {MAX_SIMILAR_CASES} similar cases fit in a report.")
         if not all(isinstance(similar, SimilarCase) for similar in self.similar_cases):
             raise ReportInputError("similar_cases must hold SimilarCase items.")
 
     def _check_signature(self) -> None:
-        _check_text("signed_by", self.signed_by)
+        _check_text("signed_by", self.signed_by, MAX_NAME_CHARS)
         if (self.signed_by is None or not self.signed_by.strip()) != (self.signed_at is None):
             raise ReportInputError("signed_by and signed_at must be given together.")
         if self.signed_at is not None and not isinstance(self.signed_at, datetime):
@@ -227,6 +237,6 @@ class ReportContext:
     extra_font_paths: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_text("institution_name", self.institution_name, required=True)
+        _check_text("institution_name", self.institution_name, MAX_NAME_CHARS, required=True)
         if self.page_size not in get_args(PageSize):
             raise ReportInputError("page_size must be 'A4' or 'letter'.")

@@ -63,7 +63,7 @@ class FontChain:
 
     def __init__(self, primary: Sequence[_LoadedFont], fallback_paths: Sequence[Path]) -> None:
         self._fonts = list(primary)
-        self._pending = [path for path in fallback_paths if path.is_file()]
+        self._pending = [Path(path) for path in fallback_paths if Path(path).is_file()]
         self._missing_logged = False
 
     def markup(self, text: str) -> str:

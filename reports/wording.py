@@ -69,10 +69,7 @@ def clinical_recommendations(case: ReportCase) -> list[str]:
     else:
         items.append("A negative AI result does not exclude disease; re-image if symptoms persist or worsen.")
     if case.ood:
-        reason = f" ({case.ood_reason.strip()})" if case.ood_reason and case.ood_reason.strip() else ""
-        items.append(
-            f"The image differs from the AI's training images{reason}; rely on the radiologist's read instead."
-        )
+        items.append("Rely on the radiologist's read rather than the AI: the image is unlike the AI's training images.")
     if case.quality_warnings:
         items.append("Image quality limits the assessment; consider repeating the radiograph if it is non-diagnostic.")
     if not case.is_signed:

@@ -11,6 +11,8 @@ export BACKEND_URL="${BACKEND_URL:-http://$HOST:$API_PORT}"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 
+# First start: make sure an admin exists (ADMIN_USERNAME/ADMIN_PASSWORD, else a random password printed once).
+.venv/bin/python -m api.admin ensure-admin
 .venv/bin/python -m uvicorn api.main:app --host "$HOST" --port "$API_PORT" &
 pids+=($!)
 for _ in $(seq 1 120); do

@@ -2,19 +2,24 @@
 
 Public surface:
 - `init_storage(settings=None) -> Storage` (PHI key, migrations to head, repositories, image store) and
-  `Storage(database, cases, images, cipher)`; `migrate(url)`, `migrate_database(database)`, `head_revision()`,
-  `schema_revision(database)`
+  `Storage(database, cases, images, cipher, artifacts)`; `migrate(url)`, `migrate_database(database)`,
+  `head_revision()`, `schema_revision(database)`
 - `Database(url)`: `.session()` (reads), `.transaction()` (writes), `.write_connection()`, `.ping()`, `.dispose()`
 - `CaseRepository(database)`: `create_case(NewCase)`, `get_case(id)`, `list_cases(limit, offset, filters...)`,
   `update_case(id, **changes)`, `sign_case(id, signed_by)`; plain records `CaseRecord`, `PatientInfo`, `NewCase`,
   `CasePage`; `CaseStatus`
+- `ArtifactStore(root)`: derived files per case (heatmaps), `safe_artifact_name(*parts)`
 - `ImageStore(root)`: `put(bytes) -> sha256`, `get(sha256)`, `path(sha256)`, `exists(sha256)`, `check_writable()`
 - PHI encryption: `PhiCipher`, `load_phi_cipher(settings)`, `configure_phi_cipher`, `active_phi_cipher`,
   `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys)`
 - ORM: `Base` (other rooms add tables on it), `Case`; errors: `StorageError` and its subclasses
+- Accounts (storage/users.py): `UserRepository(database)` (users and hashed API keys), `User`, `ApiKey`,
+  `UserRecord`, `ApiKeyRecord`, `normalize_username`, `ADMIN_ROLE`; errors `UserNotFoundError`,
+  `UsernameTakenError`, `LastAdminError`, `ApiKeyNotFoundError`, `InvalidUserDataError`
 - Command line: `python -m storage migrate | generate-phi-key | rotate-phi-key [--new-key KEY]`
 """
 
+from storage.artifacts import ArtifactStore, safe_artifact_name
 from storage.bootstrap import Storage, init_storage
 from storage.cases import MAX_PAGE_SIZE, UPDATABLE_FIELDS, CasePage, CaseRecord, CaseRepository, NewCase, PatientInfo
 from storage.crypto import (
@@ -43,10 +48,29 @@ from storage.images import ImageStore
 from storage.migrate import head_revision, migrate, migrate_database, schema_revision
 from storage.models import Base, Case, CaseStatus
 from storage.rotation import rotate_phi_key
+from storage.users import (
+    ADMIN_ROLE,
+    ApiKey,
+    ApiKeyNotFoundError,
+    ApiKeyRecord,
+    InvalidUserDataError,
+    LastAdminError,
+    User,
+    UsernameTakenError,
+    UserNotFoundError,
+    UserRecord,
+    UserRepository,
+    normalize_username,
+)
 
 __all__ = [
+    "ADMIN_ROLE",
     "MAX_PAGE_SIZE",
     "UPDATABLE_FIELDS",
+    "ApiKey",
+    "ApiKeyNotFoundError",
+    "ApiKeyRecord",
+    "ArtifactStore",
     "Base",
     "Case",
     "CaseNotFoundError",
@@ -64,12 +88,19 @@ __all__ = [
     "InvalidCaseDataError",
     "InvalidImageDataError",
     "InvalidImageKeyError",
+    "InvalidUserDataError",
+    "LastAdminError",
     "NewCase",
     "PatientInfo",
     "PhiCipher",
     "Storage",
     "StorageError",
     "StorageUnavailableError",
+    "User",
+    "UserNotFoundError",
+    "UserRecord",
+    "UserRepository",
+    "UsernameTakenError",
     "active_phi_cipher",
     "configure_phi_cipher",
     "create_database_engine",
@@ -80,6 +111,8 @@ __all__ = [
     "migrate",
     "migrate_database",
     "normalize_patient_id",
+    "normalize_username",
     "rotate_phi_key",
+    "safe_artifact_name",
     "schema_revision",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from settings import Settings, get_settings
+from storage.artifacts import ArtifactStore
 from storage.cases import CaseRepository
 from storage.crypto import PhiCipher, configure_phi_cipher, load_phi_cipher
 from storage.database import Database
@@ -20,6 +21,7 @@ class Storage:
     cases: CaseRepository
     images: ImageStore
     cipher: PhiCipher
+    artifacts: ArtifactStore
 
     def close(self) -> None:
         self.database.dispose()
@@ -42,4 +44,5 @@ def init_storage(settings: Settings | None = None) -> Storage:
     except BaseException:
         database.dispose()
         raise
-    return Storage(database=database, cases=CaseRepository(database), images=images, cipher=cipher)
+    artifacts = ArtifactStore(settings.var_dir / "artifacts")
+    return Storage(database=database, cases=CaseRepository(database), images=images, cipher=cipher, artifacts=artifacts)

@@ -100,16 +100,21 @@ class ImageStore:
 
     @staticmethod
     def _write_atomically(target: Path, data: bytes | bytearray | memoryview) -> None:
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-", suffix=".tmp")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o640)
-            os.replace(tmp, target)  # atomic; identical content if another writer got there first
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        write_atomically(target, data)
+
+
+def write_atomically(target: Path, data: bytes | bytearray | memoryview) -> None:
+    """Temp file in the same folder, fsync, rename over `target`, fsync the folder: all or nothing."""
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, target)  # atomic; identical content if another writer got there first
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)

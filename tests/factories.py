@@ -32,9 +32,12 @@ from PIL import Image
 from pydicom import config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import (
     JPEG2000,
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -81,7 +84,11 @@ SOP_CLASS_BY_MODALITY: dict[str, str] = {
     "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
 }
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-NATIVE_TRANSFER_SYNTAXES: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+NATIVE_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,  # uncompressed pixels, the whole dataset zlib-deflated
+)
 # Every compressed transfer syntax `dicom_bytes` can write (grayscale; JPEG baseline also RGB).
 COMPRESSED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
     JPEGBaseline8Bit,
@@ -155,12 +162,16 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def jpeg_bytes(array: np.ndarray, quality: int = 95) -> bytes:
-    """Baseline JPEG of a uint8 array, (H, W) or (H, W, 3)."""
+def jpeg_bytes(array: np.ndarray, quality: int = 95, *, exif_orientation: int | None = None) -> bytes:
+    """Baseline JPEG of a uint8 array, (H, W) or (H, W, 3); `exif_orientation` (1-8) adds that EXIF tag, e.g. 6:
+    a viewer must rotate the stored pixels 90 degrees clockwise."""
     if array.dtype != np.uint8:
         raise ValueError("baseline JPEG holds 8-bit samples only")
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, "JPEG", quality=quality)
+    exif = Image.Exif()
+    if exif_orientation is not None:
+        exif[0x0112] = exif_orientation
+    Image.fromarray(array).save(buffer, "JPEG", quality=quality, exif=exif.tobytes())
     return buffer.getvalue()
 
 
@@ -269,7 +280,8 @@ def dicom_bytes(
     voi_lut_first_mapped: int = 0,
     patient: Mapping[str, str] | None = None,
     extra_tags: Mapping[str, Any] | None = None,
-    raw_tags: Mapping[str, tuple[str, Any]] | None = None,
+    raw_tags: Mapping[str | int, tuple[str, Any]] | None = None,
+    declared_transfer_syntax: str | None = None,
     preamble: bool = True,
     jpeg_quality: int = 95,
 ) -> bytes:
@@ -284,8 +296,11 @@ def dicom_bytes(
     to `voi_lut[i]`.
     patient: patient/study tags (default `DEFAULT_PATIENT_TAGS`); extra_tags: any keyword -> value, set last
     (overriding everything, so tests can write hostile headers such as Rows=60000).
-    raw_tags: keyword -> (VR, value) written with that VR, for values the tag's own VR cannot hold (e.g.
-    {"NumberOfFrames": ("LO", "abc")}: a reader then finds text where a number belongs).
+    raw_tags: keyword or integer tag -> (VR, value) written with that VR, for values the tag's own VR cannot
+    hold (e.g. {"NumberOfFrames": ("LO", "abc")}: a reader then finds text where a number belongs) and for
+    private tags (e.g. {0x00091010: ("OB", bytes(10**7))}).
+    declared_transfer_syntax: write the dataset as `transfer_syntax` but name this one in the file meta (an
+    exotic or mislabelled file); needs a preamble.
     preamble: False writes a bare dataset (no 128-byte preamble, no file meta), native transfer syntaxes only.
     """
     uid = UID(str(transfer_syntax))
@@ -307,6 +322,8 @@ def dicom_bytes(
             setattr(ds, keyword, value)
         for keyword, (vr, value) in (raw_tags or {}).items():
             ds.add_new(keyword, vr, value)
+        if declared_transfer_syntax is not None:
+            return _write_mislabelled(ds, uid, UID(declared_transfer_syntax), sop_class)
         return _write(ds, uid, sop_class, preamble)
 
 
@@ -373,7 +390,7 @@ def _set_pixel_data(ds: Dataset, stored: np.ndarray, uid: UID, jpeg_quality: int
         return
     if uid in (JPEG2000Lossless, JPEG2000, RLELossless):
         ds.PixelData = b""  # compress() needs the element present; `arr` supplies the values
-        options: dict[str, Any] = {"j2k_cr": [20]} if uid == JPEG2000 else {}
+        options: dict[str, Any] = {"j2k_cr": [8]} if uid == JPEG2000 else {}  # lossy: 8:1, visually faithful
         ds.compress(uid, stored, generate_instance_uid=False, **options)
         return
     raise ValueError(f"the factory cannot write transfer syntax {uid}")
@@ -383,6 +400,25 @@ def _frames_of(ds: Dataset, stored: np.ndarray) -> Sequence[np.ndarray]:
     return list(stored) if int(ds.get("NumberOfFrames", 1)) > 1 else [stored]
 
 
+def _file_meta(ds: Dataset, uid: UID, sop_class: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", sop_class)
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = uid
+    meta.ImplementationClassUID = generate_uid()
+    return meta
+
+
+def _write_mislabelled(ds: Dataset, uid: UID, declared: UID, sop_class: str) -> bytes:
+    """File meta naming `declared`, dataset encoded as `uid` (explicit VR little endian family)."""
+    buffer = DicomBytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, _file_meta(ds, declared, sop_class), enforce_standard=True)
+    buffer.is_little_endian, buffer.is_implicit_VR = True, uid == ImplicitVRLittleEndian
+    write_dataset(buffer, ds)
+    return buffer.getvalue()
+
+
 def _write(ds: Dataset, uid: UID, sop_class: str, preamble: bool) -> bytes:
     buffer = io.BytesIO()
     if not preamble:
@@ -390,11 +426,6 @@ def _write(ds: Dataset, uid: UID, sop_class: str, preamble: bool) -> bytes:
             raise ValueError("a bare dataset (no file meta) can only be native")
         ds.save_as(buffer, implicit_vr=uid == ImplicitVRLittleEndian, little_endian=True)
         return buffer.getvalue()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", sop_class)
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = uid
-    meta.ImplementationClassUID = generate_uid()
-    ds.file_meta = meta
+    ds.file_meta = _file_meta(ds, uid, sop_class)
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

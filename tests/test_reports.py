@@ -35,6 +35,7 @@ from reports import (
     report_filename,
 )
 from reports.layout import decode_picture
+from reports.records import MAX_ID_CHARS, MAX_NAME_CHARS, MAX_NOTE_CHARS, MAX_QUALITY_WARNINGS
 from reports.samples import sample_case, synthetic_radiograph, to_png
 from reports.typography import CJK, font_chain
 
@@ -286,6 +287,38 @@ def test_very_long_history_flows_onto_further_pages(kind: str, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("kind", REPORT_KINDS)
+@pytest.mark.parametrize("kind", REPORT_KINDS)
+def test_every_field_at_its_maximum_length_still_lays_out(kind: str, tmp_path: Path) -> None:
+    """Tables and panels holding long text split across pages instead of failing; the fixed-height header shortens
+    what does not fit."""
+
+    def text(length: int, end: str = "") -> str:
+        words = "Überlänge 中文字 Ωμέγα Длинный "
+        return (words * (length // len(words) + 1))[: length - len(end)] + end
+
+    warnings = [text(MAX_NOTE_CHARS, end=f"WARNING-{index}-END") for index in range(MAX_QUALITY_WARNINGS)]
+    case = replace(
+        sample_case(),
+        report_id="R" * MAX_ID_CHARS,
+        case_id="C" * MAX_ID_CHARS,
+        patient=PatientDetails(patient_id="P" * MAX_ID_CHARS, name=text(MAX_NAME_CHARS), clinical_history=text(3000)),
+        ood=True,
+        ood_reason=text(MAX_NOTE_CHARS),
+        quality_warnings=warnings,
+        similar_cases=[SimilarCase("S" * MAX_ID_CHARS, "L" * MAX_ID_CHARS, 0.5)],
+        signed_by=text(MAX_NAME_CHARS),
+        signed_at=SIGNED_AT,
+    )
+    context = ReportContext(institution_name=text(MAX_NAME_CHARS))
+    pdf = render_report(kind, case, context)
+    pages = page_texts(pdf)
+    assert "…" in pages[0]  # the institution name and report id were shortened in the header
+    assert f"Page {len(pages)} of {len(pages)}" in pages[-1]
+    if kind != "patient":
+        assert "WARNING-19-END" in squashed("".join(pages))
+    assert_pages_not_blank(pdf, tmp_path)
+
+
 def test_signed_and_unsigned_reports_differ_in_the_sign_off(kind: str) -> None:
     unsigned = sample_case()
     signed = replace(unsigned, signed_by="Dr. Ana Radiologist", signed_at=SIGNED_AT)

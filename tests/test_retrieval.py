@@ -24,11 +24,13 @@ from case_retrieval import (
     LibraryEntry,
     LibraryNotFoundError,
     ModelMismatchError,
+    RetrievalError,
     build_reference_library,
     embedding_size,
     evaluate_library,
     make_thumbnail,
     new_entry,
+    pixel_reader,
     rebuild_library,
 )
 from case_retrieval.builder import dataset_samples
@@ -139,10 +141,14 @@ def test_unconfirmed_entries_are_never_returned_until_confirmed(tmp_path: Path) 
     reloaded = CaseLibrary.load(tmp_path / "lib", model_version=VERSION)
     assert "case-pending" not in ids(reloaded.search(query, k=21, model_version=VERSION))
 
-    confirmed = reloaded.confirm("case-pending", "PNEUMONIA")  # the expert corrected the label
+    confirmed = reloaded.confirm_case("pending", "PNEUMONIA", model_version=VERSION)  # the expert corrected the label
     top = reloaded.search(query, k=1, model_version=VERSION)[0]
     assert confirmed.confirmed and top.entry.entry_id == "case-pending" and top.entry.label == "PNEUMONIA"
     assert ids(reloaded.search(query, k=3, model_version=VERSION, exclude_case_id="pending"))[0] != "case-pending"
+    with pytest.raises(InvalidInputError, match="pass its embedding"):
+        reloaded.confirm_case("never-seen", "NORMAL", model_version=VERSION)
+    added = reloaded.confirm_case("new", "NORMAL", unit_vectors(1, 11)[0], model_version=VERSION)
+    assert added.confirmed and added.case_id == "new" and reloaded.searchable_count == 22
     with pytest.raises(InvalidInputError, match="confirmed=True"):
         new_entry("ref-x", "NORMAL", EntrySource.REFERENCE, confirmed=False)
 
@@ -302,7 +308,7 @@ def test_build_evaluate_and_rebuild_from_dataset(tmp_path: Path, kermany_dir: Pa
     with pytest.raises(ModelMismatchError):
         CaseLibrary.load(tmp_path / "lib", model_version="tiny-v2")
     old = CaseLibrary.load(tmp_path / "lib")
-    rebuilt = rebuild_library(old, newer, lambda e: decode_image((kermany_dir / e.reference_file).read_bytes()).pixels)
+    rebuilt = rebuild_library(old, newer, pixel_reader(kermany_dir.parent))
     rebuilt.save()
     reloaded = CaseLibrary.load(tmp_path / "lib", model_version="tiny-v2", embedding_dim=512)
     assert sorted(e.entry_id for e in reloaded.entries()) == sorted(e.entry_id for e in old.entries())
@@ -316,3 +322,12 @@ def test_cli_reports_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     library.save()
     assert cli_main(["info", "--library", str(tmp_path / "lib")]) == 0
     assert '"entries": 3' in capsys.readouterr().out
+
+
+def test_rebuild_refuses_to_drop_entries_it_cannot_reread(tmp_path: Path) -> None:
+    library, _ = library_with(tmp_path, 3)
+    library.save()
+    with pytest.raises(RetrievalError, match="3 library entries could not be re-read"):
+        rebuild_library(library, tiny_predictor("tiny-v2"), pixel_reader(tmp_path))  # no such dataset files
+    kept = CaseLibrary.load(tmp_path / "lib", model_version=VERSION)
+    assert kept.generation == 1 and len(kept) == 3

@@ -30,7 +30,12 @@ REPORT_LABELS: dict[str, str] = {
 }
 NOTICE_ICONS: dict[str, str] = {"error": ":material/block:", "warning": ":material/help:", "info": ":material/info:"}
 DEFAULT_OPACITY = 0.4
-STATUS_COLORS: dict[str, str] = {"signed": "green", "review": "orange", "in_review": "orange", "uncertain": "orange"}
+STATUS_COLORS: dict[str, str] = {
+    "analyzed": "blue",
+    "queued_for_review": "orange",
+    "reviewed": "violet",
+    "signed": "green",
+}
 
 
 def render_case(client: BackendClient, case: dict[str, Any], *, key: str) -> None:
@@ -68,7 +73,8 @@ def render_summary(case: dict[str, Any]) -> None:
                 f"std {float(uncertainty.get('std', 0)):.3f}",
                 help=uncertainty_summary(uncertainty),
             )
-        st.caption(f"Model {case.get('model_version', '?')} · {float(case.get('processing_time_ms') or 0):.0f} ms")
+        timing = f" · {float(case['processing_time_ms']):.0f} ms" if case.get("processing_time_ms") is not None else ""
+        st.caption(f"Model {case.get('model_version', '?')}{timing}")
     if case.get("confidence") is not None:
         gauge_col.plotly_chart(
             confidence_gauge(float(case["confidence"]), reliable=reliable), config={"displayModeBar": False}

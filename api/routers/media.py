@@ -51,8 +51,12 @@ def _case_png(services: Services, case_id: str, max_side: int) -> bytes:
     return to_display_png(decode_image(services.storage.images.get(record.image_sha256)).pixels, max_side)
 
 
-@router.get("/cases/{case_id}/image", response_class=Response, responses=PNG_RESPONSE,
-            summary="The case's radiograph as displayed (PNG)")
+@router.get(
+    "/cases/{case_id}/image",
+    response_class=Response,
+    responses=PNG_RESPONSE,
+    summary="The case's radiograph as displayed (PNG)",
+)
 async def case_image(
     case_id: str, max_side: int = Query(1024, ge=64, le=4096), services: Services = Depends(get_services)
 ) -> Response:

@@ -43,11 +43,17 @@ def _decode_and_predict(services: Services, data: bytes) -> PredictionOut:
     "/predict",
     response_model=PredictionOut,
     summary="Classify one radiograph (multipart `file`)",
-    responses={400: {"description": "Empty file"}, 413: {"description": "Too large"},
-               415: {"description": "Unsupported format"}, 422: {"description": "Corrupt or unusable image"}},
+    responses={
+        400: {"description": "Empty file"},
+        413: {"description": "Too large"},
+        415: {"description": "Unsupported format"},
+        422: {"description": "Corrupt or unusable image"},
+    },
 )
-async def predict(file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM radiograph"),
-                  services: Services = Depends(get_services)) -> PredictionOut:
+async def predict(
+    file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM radiograph"),
+    services: Services = Depends(get_services),
+) -> PredictionOut:
     data = await read_upload(file, services.settings.max_upload_bytes)
     return await run_in_threadpool(_decode_and_predict, services, data)
 
@@ -77,8 +83,10 @@ def _predict_batch(services: Services, payloads: list[bytes | ApiError]) -> list
 async def predict_batch(body: BatchIn, services: Services = Depends(get_services)) -> BatchOut:
     limit = services.settings.batch_max
     if len(body.images) > limit:
-        raise ApiError(status.HTTP_413_CONTENT_TOO_LARGE,
-                       f"The batch holds {len(body.images)} images; at most {limit} are allowed (BATCH_MAX).")
+        raise ApiError(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"The batch holds {len(body.images)} images; at most {limit} are allowed (BATCH_MAX).",
+        )
     services.predictor()  # answer 503 for the whole batch when no model is loaded
     payloads: list[bytes | ApiError] = []
     for text in body.images:

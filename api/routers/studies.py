@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from api.analysis import analyze_study, case_out
+from api.auth import Principal, current_user
 from api.errors import ApiError
 from api.schemas import CaseOut, CasePageOut, PatientIn
 from api.services import Services, get_services
@@ -36,21 +37,26 @@ def parse_patient(raw: str | None) -> PatientIn:
     response_model=CaseOut,
     status_code=status.HTTP_201_CREATED,
     summary="Analyse a radiograph and store it as a case",
-    responses={400: {"description": "Empty file"}, 413: {"description": "Too large"},
-               415: {"description": "Unsupported format"}, 422: {"description": "Corrupt/unusable image or bad patient"}},
+    responses={
+        400: {"description": "Empty file"},
+        413: {"description": "Too large"},
+        415: {"description": "Unsupported format"},
+        422: {"description": "Corrupt/unusable image or bad patient"},
+    },
 )
 async def create_study(
     file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM chest radiograph"),
     patient: str | None = Form(
         default=None,
-        description='JSON: {"patient_id", "name", "age", "sex", "birth_date", "clinical_history"}; DICOM tags fill gaps',
+        description='JSON {"patient_id", "name", "age", "sex", "birth_date", "clinical_history"}; DICOM tags fill gaps',
         examples=['{"patient_id": "MRN-0042", "name": "Jane Doe", "age": 4, "sex": "F"}'],
     ),
     services: Services = Depends(get_services),
+    user: Principal = Depends(current_user),
 ) -> CaseOut:
     patient_in = parse_patient(patient)
     data = await read_upload(file, services.settings.max_upload_bytes)
-    return await run_in_threadpool(analyze_study, services, data, patient_in, None)
+    return await run_in_threadpool(analyze_study, services, data, patient_in, user)
 
 
 @router.get("/cases", response_model=CasePageOut, summary="List cases, newest first, with filters")
@@ -63,16 +69,25 @@ def list_cases(
     date_to: date | None = Query(None, description="Last day included (UTC)"),
     case_status: str | None = Query(None, alias="status"),
     services: Services = Depends(get_services),
+    user: Principal = Depends(current_user),
 ) -> CasePageOut:
     if date_from and date_to and date_from > date_to:
         raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "date_from is after date_to.")
     page = services.storage.cases.list_cases(
-        limit=limit, offset=offset, patient_id=patient_id, prediction=prediction,
-        date_from=date_from, date_to=date_to, status=case_status,
+        limit=limit,
+        offset=offset,
+        patient_id=patient_id,
+        prediction=prediction,
+        date_from=date_from,
+        date_to=date_to,
+        status=case_status,
     )
-    return CasePageOut(items=[case_out(r) for r in page.items], total=page.total, limit=page.limit, offset=page.offset)
+    items = [case_out(r, user.role) for r in page.items]
+    return CasePageOut(items=items, total=page.total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/cases/{case_id}", response_model=CaseOut, summary="One case with its stored result")
-def get_case(case_id: str, services: Services = Depends(get_services)) -> CaseOut:
-    return case_out(services.get_case(case_id))
+def get_case(
+    case_id: str, services: Services = Depends(get_services), user: Principal = Depends(current_user)
+) -> CaseOut:
+    return case_out(services.get_case(case_id), user.role)

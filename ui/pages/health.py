@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -24,7 +25,7 @@ MODEL_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
-def fetch(call: Any) -> tuple[dict[str, Any] | None, BackendError | None]:
+def fetch(call: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any] | None, BackendError | None]:
     try:
         return call(), None
     except BackendError as error:

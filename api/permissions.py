@@ -1,0 +1,141 @@
+"""THE role/permission table of the API, and what each role may see of a case.
+
+Every route the app serves is looked up here by (HTTP method, route path template) before its handler runs
+(api/security.py `AccessControlMiddleware`): public routes need nothing; every other route needs a valid token or
+API key whose role is listed, else 401 (who are you?) or 403 (not for your role). A route missing from the table is
+denied to everyone, admins included, so a new endpoint is closed until someone adds its line here
+(tests/test_authz_matrix.py fails until then).
+
+Roles
+- radiologist: analyses studies, reads cases with their patient fields, reports, signs, sends for expert review.
+- annotator: works the annotation queue on images; never sees who the patient is (`redact_for`).
+- admin: everything, including users, API keys, model operations and the audit trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from api.schemas import CaseOut
+from settings import Settings
+
+
+class Role(StrEnum):
+    RADIOLOGIST = "radiologist"
+    ANNOTATOR = "annotator"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call one route: anyone (`public`), or a signed-in caller whose role is in `roles`.
+
+    `public_setting` names a boolean setting that, when true, makes the route public (e.g. METRICS_PUBLIC).
+    """
+
+    roles: frozenset[Role] = frozenset()
+    public: bool = False
+    public_setting: str | None = None
+
+    def is_public(self, settings: Settings) -> bool:
+        return self.public or (self.public_setting is not None and bool(getattr(settings, self.public_setting)))
+
+    def allows(self, role: Role | str) -> bool:
+        return role in self.roles
+
+
+PUBLIC = Access(public=True)
+EVERY_ROLE = Access(frozenset(Role))
+CLINICAL = Access(frozenset({Role.RADIOLOGIST, Role.ADMIN}))
+IMAGE_READERS = Access(frozenset({Role.RADIOLOGIST, Role.ANNOTATOR, Role.ADMIN}))  # case JSON redacted per role
+ADMIN_ONLY = Access(frozenset({Role.ADMIN}))
+
+# (method, route path template) -> who may call it. HEAD is looked up as GET.
+ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
+    # Probes, docs and the login itself: open.
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/ready"): PUBLIC,
+    ("GET", "/metrics"): Access(frozenset({Role.ADMIN}), public_setting="metrics_public"),
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("POST", "/v1/auth/login"): PUBLIC,
+    # Any signed-in caller: who am I, own password, which model, how is the machine.
+    ("GET", "/v1/auth/me"): EVERY_ROLE,
+    ("POST", "/v1/auth/password"): EVERY_ROLE,
+    ("GET", "/model/info"): EVERY_ROLE,
+    ("GET", "/v1/system/stats"): EVERY_ROLE,
+    # Clinical work: analysis, patient-identifying data, reports, sign-off.
+    ("POST", "/predict"): CLINICAL,
+    ("POST", "/predict/batch"): CLINICAL,
+    ("POST", "/v1/studies"): CLINICAL,
+    ("POST", "/v1/dicom/inspect"): CLINICAL,  # answers the DICOM patient tags
+    ("GET", "/v1/cases"): CLINICAL,  # filterable by patient id
+    ("GET", "/v1/cases/{case_id}/heatmap"): CLINICAL,
+    ("GET", "/v1/cases/{case_id}/similar"): CLINICAL,
+    ("GET", "/v1/cases/{case_id}/report"): CLINICAL,  # PDFs print the patient's name
+    ("POST", "/v1/cases/{case_id}/review"): CLINICAL,
+    ("POST", "/v1/cases/{case_id}/sign"): CLINICAL,
+    # Images and one case at a time: annotators too (the case comes back without patient identity).
+    ("GET", "/v1/cases/{case_id}"): IMAGE_READERS,
+    ("GET", "/v1/cases/{case_id}/image"): IMAGE_READERS,
+    # Administration.
+    ("GET", "/v1/users"): ADMIN_ONLY,
+    ("POST", "/v1/users"): ADMIN_ONLY,
+    ("GET", "/v1/users/{user_id}"): ADMIN_ONLY,
+    ("PATCH", "/v1/users/{user_id}"): ADMIN_ONLY,
+    ("DELETE", "/v1/users/{user_id}"): ADMIN_ONLY,
+    ("GET", "/v1/api-keys"): ADMIN_ONLY,
+    ("POST", "/v1/api-keys"): ADMIN_ONLY,
+    ("DELETE", "/v1/api-keys/{key_id}"): ADMIN_ONLY,
+}
+
+
+def access_for(method: str, path: str) -> Access | None:
+    """The table's entry for a route (None: not listed, so denied)."""
+    method = "GET" if method.upper() == "HEAD" else method.upper()
+    return ROUTE_PERMISSIONS.get((method, path))
+
+
+# --- what a role sees of a case ---------------------------------------------------------------------------------------
+
+ROLES_SEEING_PATIENT_IDENTITY: frozenset[Role] = frozenset({Role.RADIOLOGIST, Role.ADMIN})
+# PatientOut fields that identify a person (clinical history is free text and may name them too).
+IDENTIFYING_PATIENT_FIELDS: tuple[str, ...] = ("patient_id", "name", "birth_date", "clinical_history")
+# Study metadata keys other roles keep. An allowlist, so a DICOM tag added to the metadata later stays hidden.
+NON_IDENTIFYING_STUDY_KEYS: frozenset[str] = frozenset(
+    {
+        "format",
+        "width",
+        "height",
+        "Modality",
+        "ViewPosition",
+        "BodyPartExamined",
+        "PhotometricInterpretation",
+        "TransferSyntaxUID",
+        "PatientSex",
+        "PatientAge",
+        "patient_age_years",
+    }
+)
+
+
+def sees_patient_identity(role: Role | str) -> bool:
+    return role in ROLES_SEEING_PATIENT_IDENTITY
+
+
+def redact_study(study: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in study.items() if key in NON_IDENTIFYING_STUDY_KEYS}
+
+
+def redact_for(role: Role | str, case: CaseOut) -> CaseOut:
+    """The case as `role` may see it: unchanged for roles that need the patient's identity, otherwise without the
+    identifying patient fields and with only non-identifying study metadata. Unknown roles get the redacted form."""
+    if sees_patient_identity(role):
+        return case
+    patient = case.patient.model_copy(update=dict.fromkeys(IDENTIFYING_PATIENT_FIELDS))
+    return case.model_copy(update={"patient": patient, "study": redact_study(case.study)})

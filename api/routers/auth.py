@@ -1,0 +1,94 @@
+"""Login and the caller's own account: `POST /v1/auth/login`, `GET /v1/auth/me`, `POST /v1/auth/password`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from api.auth import MAX_PASSWORD_LENGTH, AuthDep, AuthenticationError, CurrentUser, Utf8Text
+from api.errors import ApiError
+from api.permissions import Role
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+class LoginIn(BaseModel):
+    username: Utf8Text = Field(min_length=1, max_length=64, examples=["dr.house"])
+    password: Utf8Text = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = Field(examples=["bearer"])
+    expires_in: int = Field(description="Seconds until the token expires (TOKEN_TTL_MINUTES).")
+    role: Role
+
+
+class MeOut(BaseModel):
+    id: str
+    username: str
+    role: Role
+    kind: str = Field(description="`user` (logged in with a token) or `api_key` (service account).")
+
+
+class PasswordChangeIn(BaseModel):
+    current_password: Utf8Text = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+    new_password: Utf8Text = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.post(
+    "/login",
+    response_model=TokenOut,
+    summary="Exchange a username and password for a bearer token",
+    responses={401: {"description": "Incorrect username or password"}, 429: {"description": "Too many failures"}},
+)
+def login(body: LoginIn, request: Request, auth: AuthDep) -> TokenOut | JSONResponse:
+    throttle = request.app.state.login_throttle
+    client = _client_address(request)
+    retry_after = throttle.retry_after_s(client, body.username)
+    if retry_after is not None:
+        return JSONResponse(
+            {"detail": f"Too many failed logins for this account from here; try again in {retry_after} s."},
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(retry_after)},
+        )
+    try:
+        issued = auth.login(body.username, body.password)
+    except AuthenticationError as exc:
+        throttle.failed(client, body.username)
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            headers={"WWW-Authenticate": 'Bearer realm="cxr-workstation"'},
+        )
+    throttle.succeeded(client, body.username)
+    return TokenOut(
+        access_token=issued.access_token, token_type=issued.token_type, expires_in=issued.expires_in, role=issued.role
+    )
+
+
+@router.get("/me", response_model=MeOut, summary="Who the credentials belong to")
+def me(user: CurrentUser) -> MeOut:
+    return MeOut(id=user.id, username=user.username, role=user.role, kind=user.kind)
+
+
+@router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Change your own password (ends your other sessions)",
+    responses={400: {"description": "Wrong current password"}, 422: {"description": "New password too weak"}},
+)
+def change_password(body: PasswordChangeIn, user: CurrentUser, auth: AuthDep) -> Response:
+    try:
+        auth.change_own_password(user, body.current_password, body.new_password)
+    except AuthenticationError as exc:  # not 401: the session itself is fine, only the old password is wrong
+        raise ApiError(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    except ValueError as exc:  # WeakPasswordError
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

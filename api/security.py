@@ -1,0 +1,349 @@
+"""The API's protective layers, installed around the routers by `install_security(app, settings)`.
+
+From the outside in:
+1. `SecurityHeadersMiddleware`: nosniff, no framing, no referrer, a strict CSP (relaxed for the docs pages),
+   no-store caching unless a handler chose otherwise, HSTS on HTTPS.
+2. CORS (Starlette's), only for the exact origins in CORS_ORIGINS; none by default.
+3. `RequestTimeoutMiddleware`: a request still running after REQUEST_TIMEOUT_S gets 504.
+4. `AccessControlMiddleware`: matches the route, looks it up in api/permissions.py, authenticates (api/auth.py)
+   and answers 401/403 before the request body is even read; stores the `Principal` for `current_user`.
+5. slowapi's rate limiter: RATE_LIMIT per user or API key (anonymous callers: per client address), 429 with
+   Retry-After; the probes (/health, /ready, /metrics) are exempt.
+Also: query strings are removed from uvicorn's access log (they can carry patient ids), and the OpenAPI document
+states each operation's security and roles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from slowapi import Limiter
+from slowapi.errors import RateLimitExceeded
+from slowapi.middleware import SlowAPIASGIMiddleware
+from slowapi.util import get_remote_address
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import (
+    API_KEY_HEADER,
+    AuthenticationError,
+    ConfigurationError,
+    LoginThrottle,
+    Principal,
+    bearer_credential,
+    check_security_settings,
+)
+from api.permissions import Access, access_for
+from settings import Settings
+from storage import StorageError
+
+logger = logging.getLogger("cxr.security")
+
+PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})  # exempt from rate limiting: monitors poll them
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+SECURITY_HEADERS: dict[str, str] = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# The Swagger/ReDoc pages FastAPI serves load their scripts from jsDelivr and run one inline script.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; font-src https://fonts.gstatic.com; "
+    "worker-src blob:; frame-ancestors 'none'"
+)
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def _json(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+# --- 1. security headers ----------------------------------------------------------------------------------------------
+
+
+class SecurityHeadersMiddleware:
+    """Adds the headers above to every HTTP answer (a handler's own Cache-Control or CSP wins)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_docs = scope.get("path", "") in DOCS_PATHS
+        https = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("content-security-policy", DOCS_CSP if is_docs else API_CSP)
+                headers.setdefault("cache-control", "no-store")
+                if https:
+                    headers.setdefault("strict-transport-security", HSTS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# --- 2. CORS ----------------------------------------------------------------------------------------------------------
+
+
+def parse_cors_origins(text: str) -> list[str]:
+    """CORS_ORIGINS -> exact origins; '*' and malformed entries are refused (this API serves patient data)."""
+    origins = [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise ConfigurationError(
+                f"CORS_ORIGINS entry {origin!r} is not an origin like https://workstation.example.org ('*' is refused)."
+            )
+    return origins
+
+
+# --- 3. request timeout -----------------------------------------------------------------------------------------------
+
+
+class RequestTimeoutMiddleware:
+    """Answers 504 when the app has not started its answer within `timeout_s` seconds.
+
+    The app runs in its own task so the 504 goes out on time even while a worker thread is busy (threads cannot be
+    interrupted: the task is cancelled and whatever it sends afterwards is dropped). An answer that has already
+    started streaming is left to finish.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.timeout_s <= 0:
+            await self.app(scope, receive, send)
+            return
+        started, abandoned = asyncio.Event(), False
+
+        async def guarded_send(message: Message) -> None:
+            if abandoned:
+                return
+            if message["type"] == "http.response.start":
+                started.set()
+            await send(message)
+
+        task = asyncio.create_task(self.app(scope, receive, guarded_send))
+        done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
+        if task in done or started.is_set():
+            await task  # finished, or streaming its answer: let it complete (and raise what it raises)
+            return
+        abandoned = True
+        task.cancel()
+        task.add_done_callback(_consume_result)
+        logger.warning("request timed out after %.1f s: %s %s", self.timeout_s, scope["method"], scope["path"])
+        detail = f"The request took longer than {self.timeout_s:g} s (REQUEST_TIMEOUT_S) and was stopped."
+        await _json(status.HTTP_504_GATEWAY_TIMEOUT, detail)(scope, receive, send)
+
+
+def _consume_result(task: asyncio.Task[Any]) -> None:
+    """Retrieve an abandoned task's outcome so asyncio does not report it as never retrieved."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("abandoned request ended with %s", type(task.exception()).__name__)
+
+
+# --- 4. authentication and authorisation ------------------------------------------------------------------------------
+
+
+def matched_route(routes: list[BaseRoute], scope: Scope) -> BaseRoute | None:
+    """The route Starlette's router will run for this request (its first full match), or None."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return route
+    return None
+
+
+class AccessControlMiddleware:
+    """Enforces api/permissions.py on every routed request; unlisted routes are denied to everyone."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = matched_route(scope["app"].router.routes, scope)
+        if route is None:  # no such path (404), wrong method (405) or a slash redirect: the router answers
+            await self.app(scope, receive, send)
+            return
+        route_path = getattr(route, "path", "")
+        access = access_for(scope["method"], route_path)
+        if access is None:
+            logger.error("denied %s %s: the route is not in api/permissions.py", scope["method"], route_path)
+            detail = "This endpoint is not in the permission table, so it is closed to everyone."
+            await _json(status.HTTP_403_FORBIDDEN, detail)(scope, receive, send)
+            return
+        if access.is_public(self.settings):
+            await self.app(scope, receive, send)
+            return
+        answer = await self._authenticate(scope)
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
+            return
+        if not access.allows(answer.role):
+            detail = f"Your role ({answer.role.value}) may not call {scope['method']} {route_path}."
+            await _json(status.HTTP_403_FORBIDDEN, detail)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = answer
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _authenticate(scope: Scope) -> Principal | Response:
+        auth = getattr(scope["app"].state, "auth", None)
+        if auth is None:
+            return _json(status.HTTP_503_SERVICE_UNAVAILABLE, "The API is starting; try again in a moment.")
+        headers = Headers(scope=scope)
+        challenge = {"WWW-Authenticate": 'Bearer realm="cxr-workstation"'}
+        try:
+            credential = bearer_credential(headers.get("authorization"), headers.get(API_KEY_HEADER))
+            if credential is None:
+                raise AuthenticationError(
+                    f"Authentication required: send `Authorization: Bearer <token>` (POST /v1/auth/login) "
+                    f"or `{API_KEY_HEADER}: <key>`."
+                )
+            return await run_in_threadpool(auth.authenticate, credential)
+        except AuthenticationError as exc:
+            return _json(status.HTTP_401_UNAUTHORIZED, str(exc), challenge)
+        except StorageError as exc:
+            logger.error("authentication failed on storage: %s", type(exc).__name__)
+            return _json(status.HTTP_503_SERVICE_UNAVAILABLE, "Accounts cannot be checked right now; try again.")
+
+
+# --- 5. rate limiting -------------------------------------------------------------------------------------------------
+
+
+def rate_limit_key(request: Request) -> str:
+    """One bucket per user or API key; anonymous callers (login, docs) share one per client address."""
+    principal = getattr(request.state, "principal", None)
+    if isinstance(principal, Principal):
+        return f"{principal.kind}:{principal.id}"
+    return f"ip:{get_remote_address(request)}"
+
+
+async def rate_limit_exceeded(request: Request, exc: RateLimitExceeded) -> Response:
+    detail = f"Too many requests: the limit is {exc.detail} (RATE_LIMIT). Retry after the time in Retry-After."
+    response = _json(status.HTTP_429_TOO_MANY_REQUESTS, detail)
+    return request.app.state.limiter._inject_headers(response, request.state.view_rate_limit)
+
+
+def build_limiter(settings: Settings) -> Limiter:
+    return Limiter(
+        key_func=rate_limit_key,
+        application_limits=[settings.rate_limit],  # one budget across all endpoints, per key
+        strategy="moving-window",  # no burst of twice the limit around a window boundary
+        headers_enabled=True,
+        storage_uri=settings.rate_limit_storage_uri,
+    )
+
+
+def exempt_probes(app: FastAPI, limiter: Limiter) -> None:
+    for route in app.routes:
+        if getattr(route, "path", None) in PROBE_PATHS and hasattr(route, "endpoint"):
+            limiter.exempt(route.endpoint)
+
+
+# --- logs and docs ----------------------------------------------------------------------------------------------------
+
+
+class AccessLogQueryRedaction(logging.Filter):
+    """uvicorn's access log line carries the full path; drop the query string (e.g. ?patient_id=...)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[redacted]", *args[3:])
+        return True
+
+
+def redact_access_log_queries() -> None:
+    access_logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessLogQueryRedaction) for f in access_logger.filters):
+        access_logger.addFilter(AccessLogQueryRedaction())
+
+
+def document_security(app: FastAPI, settings: Settings) -> None:
+    """Make the OpenAPI document state how to authenticate and which roles may call each operation."""
+    build_schema: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build_schema()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes["bearerAuth"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key"}
+        schemes["apiKeyAuth"] = {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                _document_operation(operation, access_for(method, path), settings)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_operation(operation: dict[str, Any], access: Access | None, settings: Settings) -> None:
+    if access is not None and access.is_public(settings):
+        operation["security"] = []
+        return
+    operation["security"] = [{"bearerAuth": []}, {"apiKeyAuth": []}]
+    roles = ", ".join(sorted(role.value for role in access.roles)) if access else "nobody (not in the table)"
+    operation["description"] = f"{operation.get('description', '')}\n\nRoles: {roles}.".strip()
+    responses = operation.setdefault("responses", {})
+    responses.setdefault("401", {"description": "Missing, invalid, expired or revoked credentials"})
+    responses.setdefault("403", {"description": "The caller's role may not use this endpoint"})
+    responses.setdefault("429", {"description": "Rate limit (RATE_LIMIT) exceeded; see Retry-After"})
+
+
+# --- wiring -----------------------------------------------------------------------------------------------------------
+
+
+def install_security(app: FastAPI, settings: Settings) -> None:
+    """Install every layer above. Call after all routers are included (probe exemptions read the routes)."""
+    check_security_settings(settings)
+    origins = parse_cors_origins(settings.cors_origins)
+    limiter = build_limiter(settings)
+    app.state.limiter = limiter
+    app.state.login_throttle = LoginThrottle(settings.login_rate_limit, settings.rate_limit_storage_uri)
+    exempt_probes(app, limiter)
+    app.add_exception_handler(RateLimitExceeded, rate_limit_exceeded)  # type: ignore[arg-type]
+    # add_middleware puts each new layer outside the previous ones: innermost first.
+    app.add_middleware(SlowAPIASGIMiddleware)
+    app.add_middleware(AccessControlMiddleware, settings=settings)
+    app.add_middleware(RequestTimeoutMiddleware, timeout_s=settings.request_timeout_s)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", API_KEY_HEADER],
+            expose_headers=["Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
+    document_security(app, settings)
+    redact_access_log_queries()

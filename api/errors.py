@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from case_retrieval import EntryNotFoundError, InvalidInputError, ModelMismatchError, RetrievalError
 from imaging import CorruptImageError, EmptyImageError, ImagingError, UnsupportedFormatError, UnusableImageError
 from inference import ExplainError
+from reports import ReportError, UnknownReportKindError
 from storage import (
     CaseNotFoundError,
     CaseStateError,
@@ -88,6 +89,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RetrievalError)
     async def _retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:
         code = _status_for(exc, RETRIEVAL_STATUS, status.HTTP_503_SERVICE_UNAVAILABLE)
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(ReportError)
+    async def _report_error(_: Request, exc: ReportError) -> JSONResponse:
+        code = 400 if isinstance(exc, UnknownReportKindError) else status.HTTP_422_UNPROCESSABLE_CONTENT
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     @app.exception_handler(StorageError)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.auth import AuthService, check_security_settings
 from api.errors import install_error_handlers
-from api.routers import auth, explain, health, media, predict, similar, studies, users
+from api.routers import auth, explain, health, media, predict, reports, similar, studies, users
 from api.security import install_security
 from api.services import Services
 from settings import Settings, get_settings
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="CXR Workstation API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    routers = (health, predict, studies, media, explain, similar, auth, users)
+    routers = (health, predict, studies, media, explain, similar, reports, auth, users)
     for module in routers:
         app.include_router(module.router)
     install_security(app, settings)  # last: authorisation from api/permissions.py covers every route above

@@ -161,16 +161,20 @@ def head_is_linear_on_embedding(model: nn.Module, embeddings: torch.Tensor, logi
 def mc_dropout_logits(
     classifier: nn.Module, embeddings: torch.Tensor, passes: int, drop_rate: float, seed: int = 0
 ) -> torch.Tensor:
-    """(passes, B, K) logits from dropout masks on the (B, D) embeddings; inverted dropout like F.dropout."""
+    """(passes, B, K) logits from dropout masks on the (B, D) embeddings; inverted dropout like F.dropout.
+
+    Every image of the batch gets the same N masks, so an image's numbers never depend on what it was batched with.
+    """
     generator = torch.Generator().manual_seed(seed)
     keep = 1.0 - drop_rate
-    masks = torch.bernoulli(torch.full((passes, *embeddings.shape), keep), generator=generator) / keep
+    masks = torch.bernoulli(torch.full((passes, 1, embeddings.shape[-1]), keep), generator=generator) / keep
     dropped = embeddings.unsqueeze(0) * masks.to(embeddings.dtype)
     return classifier(dropped.reshape(-1, embeddings.shape[-1])).reshape(passes, embeddings.shape[0], -1)
 
 
 def tta_logits(model: nn.Module, batch: torch.Tensor, passes: int, seed: int = 0) -> torch.Tensor:
-    """(passes, B, K) logits over random small shifts and zooms (the first pass is the unchanged input)."""
+    """(passes, B, K) logits over random small shifts and zooms (the first pass is the unchanged input). Each pass
+    moves every image of the batch the same way, so an image's numbers never depend on its batch."""
     generator = torch.Generator().manual_seed(seed)
     outputs = [model(batch)]
     for _ in range(passes - 1):
@@ -179,10 +183,9 @@ def tta_logits(model: nn.Module, batch: torch.Tensor, passes: int, seed: int = 0
 
 
 def _random_affine(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    n = batch.shape[0]
-    zoom = 1.0 + (torch.rand(n, generator=generator) * 2 - 1) * TTA_MAX_ZOOM
-    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * TTA_MAX_SHIFT * 2  # grid units span [-1, 1]
-    theta = torch.zeros(n, 2, 3)
+    zoom = 1.0 + (float(torch.rand(1, generator=generator)) * 2 - 1) * TTA_MAX_ZOOM
+    shift = (torch.rand(2, generator=generator) * 2 - 1) * TTA_MAX_SHIFT * 2  # grid units span [-1, 1]
+    theta = torch.zeros(batch.shape[0], 2, 3)
     theta[:, 0, 0] = 1.0 / zoom
     theta[:, 1, 1] = 1.0 / zoom
     theta[:, :, 2] = shift

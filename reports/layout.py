@@ -148,7 +148,17 @@ class ReportWriter:
         return [self.para(block, style) for block in blocks if block]
 
     def bullets(self, items: Sequence[str], style: ParagraphStyle | None = None) -> list[Flowable]:
-        chosen = style or self.styles.bullet
+        """A bulleted list; wrapped lines hang under the text, not under the bullet."""
+        chosen = self.styles.bullet
+        if style is not None:
+            size = style.fontSize
+            chosen = ParagraphStyle(
+                f"{style.name}-bullet",
+                parent=style,
+                leftIndent=size * 1.3,
+                bulletIndent=size * 0.2,
+                spaceAfter=size * 0.3,
+            )
         return [self.rich(self.m(item), chosen, bulletText="•") for item in items]
 
     def section(self, title: str) -> Paragraph:

@@ -287,7 +287,6 @@ def test_very_long_history_flows_onto_further_pages(kind: str, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("kind", REPORT_KINDS)
-@pytest.mark.parametrize("kind", REPORT_KINDS)
 def test_every_field_at_its_maximum_length_still_lays_out(kind: str, tmp_path: Path) -> None:
     """Tables and panels holding long text split across pages instead of failing; the fixed-height header shortens
     what does not fit."""
@@ -319,6 +318,7 @@ def test_every_field_at_its_maximum_length_still_lays_out(kind: str, tmp_path: P
     assert_pages_not_blank(pdf, tmp_path)
 
 
+@pytest.mark.parametrize("kind", REPORT_KINDS)
 def test_signed_and_unsigned_reports_differ_in_the_sign_off(kind: str) -> None:
     unsigned = sample_case()
     signed = replace(unsigned, signed_by="Dr. Ana Radiologist", signed_at=SIGNED_AT)

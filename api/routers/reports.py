@@ -1,0 +1,170 @@
+"""Documents and sign-off: `GET /v1/cases/{case_id}/report?kind=...` (PDF), `POST /v1/cases/{case_id}/sign`,
+`POST /v1/cases/{case_id}/review` (send for expert review)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from api.analysis import case_out
+from api.auth import Principal, current_user
+from api.routers.explain import stored_heatmap
+from api.schemas import CaseOut
+from api.services import Services, get_services
+from case_retrieval import MAX_K
+from imaging import decode_image, to_display_png
+from inference import heatmap_from_png16, overlay_png
+from reports import (
+    ModelCard,
+    PatientDetails,
+    ReportCase,
+    ReportContext,
+    ReportKind,
+    SimilarCase,
+    UncertaintyDetails,
+    render_report,
+    report_filename,
+)
+from storage import CaseRecord, CaseStatus
+
+router = APIRouter(prefix="/v1", tags=["reports"])
+REPORT_IMAGE_SIDE = 768
+REPORT_SIMILAR_CASES = 5
+MODEL_LIMITATIONS = (
+    "Trained on pediatric (age 1-5) frontal chest radiographs from one hospital (Kermany et al. 2018); not validated "
+    "on adults, lateral views or other institutions. Decision support only: a clinician reviews every result."
+)
+
+
+def model_card(services: Services, task: str) -> ModelCard:
+    checkpoint = services.predictor(task).checkpoint
+    test = checkpoint.metrics.get("test", {})
+    values = test.get("metrics", test) if isinstance(test, dict) else {}
+    return ModelCard(
+        version=checkpoint.version,
+        architecture=checkpoint.architecture,
+        test_metrics={k: v for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+        limitations=str(checkpoint.extra.get("limitations") or MODEL_LIMITATIONS),
+        calibration=f"temperature scaling (T = {checkpoint.temperature:.2f}), threshold {checkpoint.threshold:.3f}",
+    )
+
+
+def similar_for_report(services: Services, record: CaseRecord, pixels) -> list[SimilarCase]:
+    library = services.similar_library
+    if library is None:
+        return []
+    predictor = services.predictor(record.task)
+    embedding = predictor.predict(pixels, record.image_sha256).embedding
+    neighbours = library.search(
+        embedding, min(REPORT_SIMILAR_CASES, MAX_K), model_version=predictor.version, exclude_case_id=record.id
+    )
+    return [
+        SimilarCase(
+            case_id=n.entry.case_id or n.entry.entry_id,
+            label=n.entry.label,
+            similarity=n.similarity,
+            thumbnail_png=library.thumbnail_path(n.entry.entry_id).read_bytes(),
+        )
+        for n in neighbours
+    ]
+
+
+def report_case(services: Services, record: CaseRecord) -> ReportCase:
+    pixels = decode_image(services.storage.images.get(record.image_sha256)).pixels
+    raw_heatmap, _ = stored_heatmap(services, record, pixels, services.settings.heatmap_method)
+    heatmap = overlay_png(
+        pixels, heatmap_from_png16(raw_heatmap), services.settings.heatmap_opacity, max_side=REPORT_IMAGE_SIDE
+    )
+    checkpoint = services.predictor(record.task).checkpoint
+    patient = record.patient
+    uncertainty = record.uncertainty or {}
+    return ReportCase(
+        report_id=f"R-{uuid.uuid4().hex[:12].upper()}",
+        case_id=record.id,
+        created_at=datetime.now(UTC),
+        finding=record.prediction,
+        positive_class=checkpoint.positive_class,
+        probabilities=record.probabilities,
+        confidence=record.confidence,
+        model=model_card(services, record.task),
+        image_png=to_display_png(pixels, REPORT_IMAGE_SIDE),
+        threshold=record.threshold,
+        patient=PatientDetails(
+            patient_id=patient.patient_id,
+            name=patient.name,
+            age=patient.age,
+            sex=patient.sex,
+            birth_date=patient.birth_date,
+            clinical_history=patient.clinical_history,
+        ),
+        study=record.study_metadata,
+        uncertainty=UncertaintyDetails(
+            entropy=uncertainty.get("entropy"), std=uncertainty.get("std"), method=uncertainty.get("method")
+        )
+        if uncertainty
+        else None,
+        uncertain=record.uncertain,
+        ood=bool(record.ood),
+        ood_reason=record.ood_reason,
+        quality_warnings=[str(w.get("message", w)) if isinstance(w, dict) else str(w) for w in record.quality_warnings],
+        similar_cases=similar_for_report(services, record, pixels),
+        heatmap_png=heatmap,
+        signed_by=record.signed_by,
+        signed_at=record.signed_at,
+    )
+
+
+def _render(services: Services, case_id: str, kind: ReportKind) -> Response:
+    case = report_case(services, services.get_case(case_id))
+    context = ReportContext(
+        institution_name=services.settings.institution_name, logo_path=services.settings.institution_logo_path
+    )
+    pdf = render_report(kind, case, context)
+    headers = {
+        "Content-Disposition": f'attachment; filename="{report_filename(kind, case)}"',
+        "X-Report-Id": case.report_id,
+        "Cache-Control": "no-store",
+    }
+    return Response(pdf, media_type="application/pdf", headers=headers)
+
+
+@router.get(
+    "/cases/{case_id}/report",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "The PDF report"}},
+    summary="PDF report for the radiologist, the referring clinician or the patient",
+)
+async def case_report(
+    case_id: str,
+    kind: ReportKind = Query("radiologist", description="radiologist | clinical | patient"),
+    services: Services = Depends(get_services),
+) -> Response:
+    return await run_in_threadpool(_render, services, case_id, kind)
+
+
+@router.post("/cases/{case_id}/sign", response_model=CaseOut, summary="Radiologist sign-off; the case is then final")
+def sign_case(
+    case_id: str, services: Services = Depends(get_services), user: Principal = Depends(current_user)
+) -> CaseOut:
+    record = services.storage.cases.sign_case(case_id, user.username)
+    return case_out(record, user.role)
+
+
+class ReviewIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=2000, examples=["Subtle opacity, please double-read."])
+
+
+@router.post("/cases/{case_id}/review", response_model=CaseOut, summary="Send the case for expert review")
+def send_for_review(
+    case_id: str, body: ReviewIn, services: Services = Depends(get_services), user: Principal = Depends(current_user)
+) -> CaseOut:
+    record = services.get_case(case_id)
+    notes = list(record.quality_warnings)
+    notes.append({"code": "review_requested", "message": f"Sent for expert review by {user.username}: {body.reason}"})
+    updated = services.storage.cases.update_case(case_id, status=CaseStatus.QUEUED_FOR_REVIEW, quality_warnings=notes)
+    return case_out(updated, user.role)

@@ -33,6 +33,7 @@ from imaging.image import (
     check_min_side,
     check_pixel_count,
     colored_pixel_fraction,
+    is_decoder_panic,
     scale_to_unit,
 )
 
@@ -79,7 +80,9 @@ def decode_image(data: bytes, min_side: int = MIN_SIDE_PX, max_pixels: int = MAX
         decoded = decode_dicom(data, max_pixels) if fmt == "DICOM" else _decode_raster(data, fmt, max_pixels)
     except ImagingError:
         raise
-    except Exception as exc:  # last resort: a decoder bug on hostile input must still be a 4xx, not a 500
+    except BaseException as exc:  # last resort: a decoder bug on hostile input must still be a 4xx, not a 500
+        if not isinstance(exc, Exception) and not is_decoder_panic(exc):
+            raise  # KeyboardInterrupt, SystemExit, ...
         logger.warning("unexpected %s while decoding a %s upload", type(exc).__name__, fmt, exc_info=True)
         raise CorruptImageError(f"The {fmt} file could not be decoded ({type(exc).__name__}).") from None
     check_min_side(decoded, min_side)

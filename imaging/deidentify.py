@@ -40,9 +40,10 @@ from pydicom.uid import UID_dictionary
 from imaging.dicom import read_dataset
 from imaging.errors import CorruptImageError, UnusableImageError
 
-METHOD = (
-    "DICOM PS3.15 Basic Application Level Confidentiality Profile; "
-    "Retain Longitudinal Temporal Information with Modified Dates Option"
+# DeidentificationMethod is LO (at most 64 characters per value), so the description takes one value per part.
+METHOD: tuple[str, ...] = (
+    "DICOM PS3.15 Basic Application Confidentiality Profile",
+    "Retain Longitudinal Temporal Information Modified Dates",
 )
 MAX_DATE_SHIFT_DAYS = 3650
 OLDEST_REPORTED_AGE = "090Y"  # ages above 89 years are reported as 90 (they identify few people)
@@ -318,7 +319,7 @@ def deidentify_dataset(ds: Dataset, key: Deidentifier) -> Dataset:
     if file_meta is not None and "MediaStorageSOPInstanceUID" in file_meta:
         file_meta.MediaStorageSOPInstanceUID = key.uid(str(file_meta.MediaStorageSOPInstanceUID))
     out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = METHOD
+    out.DeidentificationMethod = list(METHOD)
     out.DeidentificationMethodCodeSequence = _method_codes(key)
     out.LongitudinalTemporalInformationModified = "MODIFIED"
     return out

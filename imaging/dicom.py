@@ -26,7 +26,14 @@ from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRBigEndian
 
 from imaging.errors import CorruptImageError, UnsupportedFormatError, UnusableImageError
-from imaging.image import DecodedImage, check_pixel_count, colored_pixel_fraction, rgb_to_gray, scale_to_unit
+from imaging.image import (
+    DecodedImage,
+    check_pixel_count,
+    colored_pixel_fraction,
+    is_decoder_panic,
+    rgb_to_gray,
+    scale_to_unit,
+)
 
 DICOM_TAGS = (
     "PatientID",
@@ -340,7 +347,9 @@ def _pixel_array(ds: Dataset, transfer_syntax: UID) -> np.ndarray:
     try:
         ds.pixel_array_options(decoding_plugin=plugin)
         return ds.pixel_array
-    except Exception as exc:  # pydicom and its plugins raise many types for broken or truncated pixel data
+    except BaseException as exc:  # pydicom and its plugins raise many types for broken or truncated pixel data
+        if not isinstance(exc, Exception) and not is_decoder_panic(exc):
+            raise  # KeyboardInterrupt, SystemExit, ...
         name = transfer_syntax.name if transfer_syntax.is_valid else str(transfer_syntax)
         raise CorruptImageError(
             f"The DICOM pixel data could not be decoded ({name}: {type(exc).__name__}); the file is truncated or"

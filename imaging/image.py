@@ -44,6 +44,12 @@ class DecodedImage:
         return int(self.pixels.shape[1])
 
 
+def is_decoder_panic(error: BaseException) -> bool:
+    """A Rust decoder (pylibjpeg-rle, via pyo3) that panics on hostile data raises `PanicException`, which derives
+    from BaseException, not Exception: it must be caught explicitly, and nothing else of that kind may be."""
+    return type(error).__name__ == "PanicException"
+
+
 def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
     """Refuse images too large to decode safely, before any pixel memory is allocated."""
     if width <= 0 or height <= 0:

@@ -68,8 +68,8 @@ class CamAlignment:
     """Where feature-map cell i is centred on the model input, per axis: input coordinate = scale * i + offset.
 
     Plain upsampling assumes the centre of cell i is at stride * i + (stride - 1) / 2; padded strided convolutions
-    shift the real receptive-field centres by up to a cell (measured: 3.5 px of 8 for a stride-8 ResNet), which
-    would put every heatmap peak off the finding by that much. `probe_alignment` measures the real mapping."""
+    shift the real receptive-field centres by up to a cell (about half a cell for timm ResNets), which would put
+    every heatmap peak off the finding by that much. `probe_alignment` measures the real mapping."""
 
     stride: float
     scale_y: float
@@ -158,48 +158,50 @@ def _nhwc_to_nchw(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def probe_alignment(model: nn.Module, target: TargetLayer, input_size: int, in_chans: int = 1) -> CamAlignment:
-    """Measure where each feature cell looks: bright bars at known rows/columns, centroid of the feature change.
+    """Measure where each feature cell looks: the centroid of its effective receptive field (the gradient of the
+    cell's activations with respect to a fixed noise input), for the cells of the middle row and column.
 
-    Falls back to the plain upsampling geometry when the probe is inconclusive (dead features, odd mapping)."""
-    positions = np.linspace(0.3, 0.7, 6) * input_size
-    batch = torch.zeros(1 + 2 * len(positions), in_chans, input_size, input_size)
-    for k, position in enumerate(positions.round().astype(int)):
-        batch[1 + k, :, :, position - 1 : position + 2] = 3.0  # vertical bar -> column mapping
-        batch[1 + len(positions) + k, :, position - 1 : position + 2, :] = 3.0  # horizontal bar -> row mapping
-    with torch.no_grad():
-        features = model.forward_features(batch)
-    if target.reshape_transform is not None:
-        features = target.reshape_transform(features)
-    change = (features[1:] - features[:1]).abs().sum(dim=1).double()  # (2n, h, w)
-    cells_y, cells_x = change.shape[1:]
-    stride = input_size / cells_x
-    naive = CamAlignment(stride, stride, (stride - 1) / 2, stride, (stride - 1) / 2)
-    if cells_x < 2 or cells_x != cells_y:
-        return naive
-    n = len(positions)
-    columns = _centroids(change[:n].sum(dim=1))  # profile over feature columns
-    rows = _centroids(change[n:].sum(dim=2))  # profile over feature rows
-    fitted = [_fit_axis(centroids, positions, stride) for centroids in (rows, columns)]
+    Falls back to the plain upsampling geometry when the probe is inconclusive (dead cells, odd mapping)."""
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(1, in_chans, input_size, input_size, generator=generator).requires_grad_(True)
+    with torch.enable_grad():
+        features = model.forward_features(image)
+        if target.reshape_transform is not None:
+            features = target.reshape_transform(features)
+        cells_y, cells_x = int(features.shape[2]), int(features.shape[3])
+        stride = input_size / cells_x
+        naive = CamAlignment(stride, stride, (stride - 1) / 2, stride, (stride - 1) / 2)
+        if min(cells_y, cells_x) < 2 or cells_x != cells_y:
+            return naive
+        rows = [_receptive_centre(features[0, :, i, cells_x // 2], image)[0] for i in range(cells_y)]
+        columns = [_receptive_centre(features[0, :, cells_y // 2, j], image)[1] for j in range(cells_x)]
+    fitted = [_fit_axis(np.array(centres), stride) for centres in (rows, columns)]
     if any(fit is None for fit in fitted):
         return naive
     (scale_y, offset_y), (scale_x, offset_x) = fitted  # type: ignore[misc]
     return CamAlignment(stride, scale_y, offset_y, scale_x, offset_x)
 
 
-def _centroids(profiles: torch.Tensor) -> np.ndarray:
-    weights = profiles.numpy()
-    index = np.arange(weights.shape[1])
-    totals = weights.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (weights * index).sum(axis=1) / totals
+def _receptive_centre(cell: torch.Tensor, image: torch.Tensor) -> tuple[float, float]:
+    """(row, column) centroid of |d cell / d image|; NaN when the cell does not depend on the image at all."""
+    (gradient,) = torch.autograd.grad(cell.sum(), image, retain_graph=True)
+    weights = gradient.abs().sum(dim=(0, 1)).double().numpy()
+    total = weights.sum()
+    if total <= 0:
+        return float("nan"), float("nan")
+    rows, columns = np.indices(weights.shape)
+    return float((rows * weights).sum() / total), float((columns * weights).sum() / total)
 
 
-def _fit_axis(centroids: np.ndarray, positions: np.ndarray, stride: float) -> tuple[float, float] | None:
-    """Least-squares position = scale * cell + offset; None unless finite, about one stride per cell and an
-    offset within one cell of the plain geometry."""
-    if not np.all(np.isfinite(centroids)) or np.ptp(centroids) <= 0:
+def _fit_axis(centres: np.ndarray, stride: float) -> tuple[float, float] | None:
+    """Least-squares centre = scale * cell + offset over the interior cells (edge cells see a truncated field);
+    None unless finite, about one stride per cell and within one cell of the plain geometry."""
+    cells = np.arange(len(centres))
+    inner = slice(1, -1) if len(centres) >= 4 else slice(None)
+    cells, centres = cells[inner], centres[inner]
+    if not np.all(np.isfinite(centres)) or np.ptp(centres) <= 0:
         return None
-    scale, offset = np.polyfit(centroids, positions, 1)
+    scale, offset = np.polyfit(cells, centres, 1)
     if not 0.5 * stride <= scale <= 1.5 * stride or abs(offset - (stride - 1) / 2) > stride:
         return None
     return float(scale), float(offset)

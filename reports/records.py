@@ -22,7 +22,7 @@ PageSize = Literal["A4", "letter"]
 
 # Generous bounds that keep one report well under a second and a few dozen pages, and keep one-line fields (ids,
 # labels, names in the page header) from overrunning their boxes.
-MAX_TEXT_CHARS = 50_000  # clinical history, model limitations
+MAX_TEXT_CHARS = 20_000  # clinical history (the case store allows as much), model limitations
 MAX_NOTE_CHARS = 1_000  # OOD reason, each quality warning, uncertainty method, model calibration
 MAX_NAME_CHARS = 512  # patient and signer names, institution
 MAX_ID_CHARS = 128  # report, case, patient and similar-case ids, model version and architecture, labels

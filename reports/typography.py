@@ -113,8 +113,17 @@ class FontChain:
         return SANS
 
     def has_wrap_anywhere_text(self, text: str) -> bool:
-        """True when `text` holds CJK, whose lines must break between any two characters."""
-        return _CJK_TEXT.search(text) is not None
+        """True when `text` is mostly Chinese or Japanese, written without spaces: its lines break between characters
+        (with reportlab's CJK rules, which keep closing punctuation off a line start).
+
+        Text that is mostly in other scripts breaks at spaces, and a CJK run longer than a line is split by
+        reportlab's splitLongWords; CJK line breaking of such mixed text is slow (one fragment per font change) and
+        gains nothing."""
+        cjk = len(_CJK_TEXT.findall(text))
+        if cjk == 0:
+            return False
+        letters = sum(1 for char in text if not char.isspace())
+        return cjk * 2 > letters
 
 
 def font_chain(extra_font_paths: Sequence[Path] = ()) -> FontChain:

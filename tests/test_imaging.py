@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import struct
 import time
 import tracemalloc
 import warnings
@@ -573,6 +574,27 @@ def test_dicom_codestream_larger_than_header_is_refused_before_decoding(radiogra
     dataset.save_as(buffer)
     _bounded(lambda: decode_image(buffer.getvalue()))  # decoders trust the codestream: 81 MP decoded
     with pytest.raises(CorruptImageError, match="9000x9000"):
+        decode_image(buffer.getvalue())
+
+
+def _rle_run(count: int) -> bytes:
+    """PackBits-style RLE segment data decoding to `count` zero bytes."""
+    tail = count % 128
+    return b"\x81\x00" * (count // 128) + (bytes([tail - 1]) + b"\x00" * tail if tail else b"")
+
+
+def test_rle_segment_overflowing_its_frame_is_corrupt() -> None:
+    """pylibjpeg-rle panics (a Rust PanicException, not an Exception) when a segment decodes past the frame."""
+    first, second = _rle_run(64 * 64 + 200), _rle_run(64 * 64)
+    first += b"\x80" * (len(first) % 2)  # 0x80 is a no-op run header, used as padding
+    header = struct.pack("<16I", 2, 64, 64 + len(first), *([0] * 13))
+    dataset = pydicom.dcmread(
+        io.BytesIO(dicom_bytes(to_stored(synthetic_radiograph(64, 64), 16), transfer_syntax=RLELossless))
+    )
+    dataset.PixelData = encapsulate([header + first + second])
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    with pytest.raises(CorruptImageError, match="RLE Lossless"):
         decode_image(buffer.getvalue())
 
 

@@ -118,13 +118,13 @@ def test_bootstrap_intervals_bracket_the_estimate_and_repeat() -> None:
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 200)
     probs = np.clip(labels * 0.4 + rng.random(200) * 0.6, 0, 1)
-    intervals = bootstrap_intervals(labels, probs, 0.5, rounds=200, seed=1, include_confusion=True)
+    intervals = bootstrap_intervals(labels, probs, 0.5, rounds=100, seed=1, include_confusion=True)
     point = compute_all(labels, probs, 0.5) | {k: float(v) for k, v in confusion(labels, probs, 0.5).items()}
     for name in ("accuracy", "sensitivity", "specificity", "auroc", "brier", "tp", "fn"):
         low, high = intervals[name]
         assert low <= point[name] <= high, name
         assert low < high, name
-    assert intervals == bootstrap_intervals(labels, probs, 0.5, rounds=200, seed=1, include_confusion=True)
+    assert intervals == bootstrap_intervals(labels, probs, 0.5, rounds=100, seed=1, include_confusion=True)
     assert "tp" not in bootstrap_intervals(labels, probs, 0.5, rounds=20, seed=1)
 
 

@@ -115,6 +115,7 @@ def trained(isolated_mlflow: Path, synthetic_dir: Path, tmp_path_factory: pytest
         epochs=3,
         batch_size=8,
         lr=3e-3,
+        ema_decay=0.8,  # 12 steps: the default 0.995 EMA would still be mostly the initial weights
         val_fraction=0.25,
         seed=7,
         device="cpu",

@@ -257,6 +257,10 @@ def test_font_chain_picks_a_font_per_script() -> None:
     assert re.search(f'<font name="{CJK}">中文 日本語 한국어 ?</font>', markup)
     assert "&lt;b&gt;&amp;" in markup  # user text is escaped, never parsed as markup
     assert chain.markup("line one\nline two") == "line one<br/>line two"
+    # Chinese/Japanese prose breaks between characters; mostly-Latin text with a CJK name breaks at spaces
+    assert chain.has_wrap_anywhere_text("患者三天前开始发热，伴有咳嗽。")
+    assert not chain.has_wrap_anywhere_text("Patient Zoë Müller 中文 was admitted")
+    assert not chain.has_wrap_anywhere_text("Plain English")
 
 
 def test_characters_no_font_covers_still_produce_a_pdf(caplog: pytest.LogCaptureFixture) -> None:
@@ -271,7 +275,7 @@ def test_very_long_history_flows_onto_further_pages(kind: str, tmp_path: Path) -
     paragraph = (
         "Intermittent dyspnoea on exertion with productive cough, treated with amoxicillin without improvement. "
     )
-    history = "\n\n".join(f"Entry {index}: " + paragraph * 6 for index in range(30)) + "\n\nEND-OF-HISTORY"
+    history = "\n\n".join(f"Entry {index}: " + paragraph * 6 for index in range(25)) + "\n\nEND-OF-HISTORY"
     case = replace(sample_case(), patient=replace(sample_case().patient, clinical_history=history))
     pdf = render_report(kind, case)
     pages = page_texts(pdf)
@@ -280,7 +284,7 @@ def test_very_long_history_flows_onto_further_pages(kind: str, tmp_path: Path) -
         assert "END-OF-HISTORY" not in text
         return
     assert len(pages) >= 4
-    assert "END-OF-HISTORY" in text and "Entry 0:" in text and "Entry 29:" in text
+    assert "END-OF-HISTORY" in text and "Entry 0:" in text and "Entry 24:" in text
     assert f"Page {len(pages)} of {len(pages)}" in pages[-1]
     assert "Findings suggestive of pneumonia" in pages[0] or "AI finding: Pneumonia" in pages[0]
     assert_pages_not_blank(pdf, tmp_path)
@@ -406,6 +410,8 @@ def test_invalid_case_data_is_rejected_with_the_field_name(changes: dict, messag
 def test_invalid_nested_records_are_rejected() -> None:
     with pytest.raises(ReportInputError, match="age"):
         PatientDetails(age=-3)
+    with pytest.raises(ReportInputError, match="clinical_history is longer than 20000"):
+        PatientDetails(clinical_history="x" * 20_001)
     with pytest.raises(ReportInputError, match="model version"):
         ModelCard(version="")
     with pytest.raises(ReportInputError, match="similarity"):

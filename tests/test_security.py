@@ -540,7 +540,7 @@ def test_deidentification_removes_identity_and_keeps_the_image() -> None:
     assert cleaned.SOPInstanceUID != original.SOPInstanceUID and cleaned.SOPInstanceUID.startswith("2.25.")
     assert cleaned.file_meta.MediaStorageSOPInstanceUID == cleaned.SOPInstanceUID
     assert cleaned.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
-    assert cleaned.PatientIdentityRemoved == "YES" and "PS3.15" in cleaned.DeidentificationMethod
+    assert cleaned.PatientIdentityRemoved == "YES" and "PS3.15" in cleaned.DeidentificationMethod[0]
     assert [item.CodeValue for item in cleaned.DeidentificationMethodCodeSequence] == ["113100", "113107", "113108"]
     np.testing.assert_array_equal(cleaned.pixel_array, original.pixel_array)
     assert decode_image(cleaned_bytes).width == 128

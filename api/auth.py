@@ -28,13 +28,12 @@ from typing import Annotated, Literal
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from fastapi import Depends, Request, status
+from fastapi import Depends, HTTPException, Request, status
 from limits import parse as parse_rate_limit
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from pydantic import AfterValidator
 
-from api.errors import ApiError
 from api.permissions import Role
 from settings import Settings
 from storage import ApiKeyRecord, Database, UsernameTakenError, UserRecord, UserRepository, normalize_username
@@ -42,6 +41,7 @@ from storage import ApiKeyRecord, Database, UsernameTakenError, UserRecord, User
 logger = logging.getLogger("cxr.auth")
 
 TOKEN_TYPE = "bearer"
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cxr-workstation"'}  # sent with every 401
 JWT_ALGORITHM = "HS256"
 JWT_ISSUER = "cxr-workstation"
 JWT_SECRET_FILE = "jwt.secret"
@@ -455,7 +455,7 @@ def current_user(request: Request) -> Principal:
     """FastAPI dependency: the authenticated caller (set by the access-control middleware before the handler)."""
     principal = getattr(request.state, "principal", None)
     if not isinstance(principal, Principal):
-        raise ApiError(status.HTTP_401_UNAUTHORIZED, "Authentication required.")
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Authentication required.", headers=BEARER_CHALLENGE)
     return principal
 
 

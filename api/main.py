@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api.auth import AuthService, check_security_settings
 from api.errors import install_error_handlers
 from api.routers import auth, explain, health, media, predict, reports, similar, studies, users
-from api.security import install_security
+from api.security import AUTHORIZE, install_security
 from api.services import Services
 from settings import Settings, get_settings
 
@@ -34,7 +34,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         services.close()
 
-    app = FastAPI(title="CXR Workstation API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="CXR Workstation API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[AUTHORIZE],  # every route: its line in api/permissions.py against the caller's role
+    )
     install_error_handlers(app)
     routers = (health, predict, studies, media, explain, similar, reports, auth, users)
     for module in routers:

@@ -1,10 +1,10 @@
 """THE role/permission table of the API, and what each role may see of a case.
 
 Every route the app serves is looked up here by (HTTP method, route path template) before its handler runs
-(api/security.py `AccessControlMiddleware`): public routes need nothing; every other route needs a valid token or
-API key whose role is listed, else 401 (who are you?) or 403 (not for your role). A route missing from the table is
-denied to everyone, admins included, so a new endpoint is closed until someone adds its line here
-(tests/test_authz_matrix.py fails until then).
+(api/security.py: `AuthenticationMiddleware`, then the app-wide `authorize` dependency): public routes need nothing;
+every other route needs a valid token or API key whose role is listed, else 401 (who are you?) or 403 (not for your
+role). A route missing from the table is denied to everyone, admins included, so a new endpoint is closed until
+someone adds its line here (tests/test_authz_matrix.py fails until then).
 
 Roles
 - radiologist: analyses studies, reads cases with their patient fields, reports, signs, sends for expert review.
@@ -77,6 +77,8 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     ("GET", "/v1/cases"): CLINICAL,  # filterable by patient id
     ("GET", "/v1/cases/{case_id}/heatmap"): CLINICAL,
     ("GET", "/v1/cases/{case_id}/similar"): CLINICAL,
+    ("GET", "/similar-cases/{case_id}"): CLINICAL,  # older path of the same
+    ("GET", "/v1/reference/{ref_id}/thumbnail"): CLINICAL,  # reference-library images shown with similar cases
     ("GET", "/v1/cases/{case_id}/report"): CLINICAL,  # PDFs print the patient's name
     ("POST", "/v1/cases/{case_id}/review"): CLINICAL,
     ("POST", "/v1/cases/{case_id}/sign"): CLINICAL,

@@ -5,10 +5,12 @@ From the outside in:
    no-store caching unless a handler chose otherwise, HSTS on HTTPS.
 2. CORS (Starlette's), only for the exact origins in CORS_ORIGINS; none by default.
 3. `RequestTimeoutMiddleware`: a request still running after REQUEST_TIMEOUT_S gets 504.
-4. `AccessControlMiddleware`: matches the route, looks it up in api/permissions.py, authenticates (api/auth.py)
-   and answers 401/403 before the request body is even read; stores the `Principal` for `current_user`.
+4. `AuthenticationMiddleware`: every route the table does not make public needs a valid token or API key; 401
+   is answered before the request body is even read. Stores the `Principal` for `authorize` and `current_user`.
 5. slowapi's rate limiter: RATE_LIMIT per user or API key (anonymous callers: per client address), 429 with
    Retry-After; the probes (/health, /ready, /metrics) are exempt.
+6. `authorize`, an app-wide dependency (`FastAPI(dependencies=[AUTHORIZE])`): looks up the route FastAPI selected
+   in api/permissions.py and answers 403 to a role it does not list, and to everyone on a route it does not list.
 Also: query strings are removed from uvicorn's access log (they can carry patient ids), and the OpenAPI document
 states each operation's security and roles.
 """
@@ -21,7 +23,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -30,11 +32,12 @@ from slowapi.errors import RateLimitExceeded
 from slowapi.middleware import SlowAPIASGIMiddleware
 from slowapi.util import get_remote_address
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.routing import BaseRoute, Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import (
     API_KEY_HEADER,
+    BEARER_CHALLENGE,
     AuthenticationError,
     ConfigurationError,
     LoginThrottle,
@@ -42,7 +45,7 @@ from api.auth import (
     bearer_credential,
     check_security_settings,
 )
-from api.permissions import Access, access_for
+from api.permissions import ROUTE_PERMISSIONS, Access, access_for
 from settings import Settings
 from storage import StorageError
 
@@ -165,50 +168,47 @@ def _consume_result(task: asyncio.Task[Any]) -> None:
         logger.warning("abandoned request ended with %s", type(task.exception()).__name__)
 
 
-# --- 4. authentication and authorisation ------------------------------------------------------------------------------
+# --- 4. authentication (middleware) and authorisation (app-wide dependency) -------------------------------------------
 
 
-def matched_route(routes: list[BaseRoute], scope: Scope) -> BaseRoute | None:
-    """The route Starlette's router will run for this request (its first full match), or None."""
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return route
-    return None
+def _route_path(scope: Scope) -> str:
+    """The request path relative to the app (without a proxy's root_path), as routes see it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
-class AccessControlMiddleware:
-    """Enforces api/permissions.py on every routed request; unlisted routes are denied to everyone."""
+def public_routes(settings: Settings) -> list[tuple[str, re.Pattern[str]]]:
+    """(method, compiled template) of every route the table opens to anyone under these settings."""
+    return [
+        (method, compile_path(path)[0])
+        for (method, path), access in ROUTE_PERMISSIONS.items()
+        if access.is_public(settings)
+    ]
+
+
+class AuthenticationMiddleware:
+    """Who is calling, decided before the request body is read: public routes pass; everything else needs a valid
+    token or API key (401 otherwise), and the `Principal` is stored for `authorize` and `current_user`.
+
+    Unknown paths also answer 401 to anonymous callers: which URLs exist is no business of someone not logged in.
+    """
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.settings = settings
+        self.public = public_routes(settings)
+
+    def is_public(self, scope: Scope) -> bool:
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        path = _route_path(scope)
+        return any(method == allowed and pattern.match(path) for allowed, pattern in self.public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        route = matched_route(scope["app"].router.routes, scope)
-        if route is None:  # no such path (404), wrong method (405) or a slash redirect: the router answers
-            await self.app(scope, receive, send)
-            return
-        route_path = getattr(route, "path", "")
-        access = access_for(scope["method"], route_path)
-        if access is None:
-            logger.error("denied %s %s: the route is not in api/permissions.py", scope["method"], route_path)
-            detail = "This endpoint is not in the permission table, so it is closed to everyone."
-            await _json(status.HTTP_403_FORBIDDEN, detail)(scope, receive, send)
-            return
-        if access.is_public(self.settings):
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or self.is_public(scope):
+            await self.app(scope, receive, send)  # OPTIONS: CORS preflight (answered outside) or 405
             return
         answer = await self._authenticate(scope)
         if isinstance(answer, Response):
             await answer(scope, receive, send)
-            return
-        if not access.allows(answer.role):
-            detail = f"Your role ({answer.role.value}) may not call {scope['method']} {route_path}."
-            await _json(status.HTTP_403_FORBIDDEN, detail)(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = answer
         await self.app(scope, receive, send)
@@ -219,7 +219,6 @@ class AccessControlMiddleware:
         if auth is None:
             return _json(status.HTTP_503_SERVICE_UNAVAILABLE, "The API is starting; try again in a moment.")
         headers = Headers(scope=scope)
-        challenge = {"WWW-Authenticate": 'Bearer realm="cxr-workstation"'}
         try:
             credential = bearer_credential(headers.get("authorization"), headers.get(API_KEY_HEADER))
             if credential is None:
@@ -229,10 +228,38 @@ class AccessControlMiddleware:
                 )
             return await run_in_threadpool(auth.authenticate, credential)
         except AuthenticationError as exc:
-            return _json(status.HTTP_401_UNAUTHORIZED, str(exc), challenge)
+            return _json(status.HTTP_401_UNAUTHORIZED, str(exc), BEARER_CHALLENGE)
         except StorageError as exc:
             logger.error("authentication failed on storage: %s", type(exc).__name__)
             return _json(status.HTTP_503_SERVICE_UNAVAILABLE, "Accounts cannot be checked right now; try again.")
+
+
+def route_template(request: Request) -> str | None:
+    """The path template of the route FastAPI selected, with the prefixes of the routers it was included through."""
+    effective = request.scope.get("fastapi", {}).get("effective_route_context")  # FastAPI's own http.route
+    route = request.scope.get("route")
+    return getattr(effective, "path_format", None) or getattr(route, "path_format", None)
+
+
+def authorize(request: Request) -> None:
+    """App-wide dependency (create_app passes it to FastAPI): the selected route's line in api/permissions.py
+    against the caller's role. Unlisted routes are denied to everyone."""
+    template = route_template(request)
+    access = access_for(request.method, template) if template else None
+    if access is None:
+        logger.error("denied %s %s: the route is not in api/permissions.py", request.method, template)
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "This endpoint is not in the permission table, so it is closed to everyone."
+        )
+    if access.is_public(request.app.state.security_settings):
+        return
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):  # a route the middleware took for public: fail closed
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Authentication required.", headers=BEARER_CHALLENGE)
+    if not access.allows(principal.role):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"Your role ({principal.role.value}) may not call {request.method} {template}."
+        )
 
 
 # --- 5. rate limiting -------------------------------------------------------------------------------------------------
@@ -319,12 +346,20 @@ def _document_operation(operation: dict[str, Any], access: Access | None, settin
     responses.setdefault("429", {"description": "Rate limit (RATE_LIMIT) exceeded; see Retry-After"})
 
 
+AUTHORIZE = Depends(authorize)
+
 # --- wiring -----------------------------------------------------------------------------------------------------------
 
 
 def install_security(app: FastAPI, settings: Settings) -> None:
-    """Install every layer above. Call after all routers are included (probe exemptions read the routes)."""
+    """Install every layer above. Call after all routers are included (probe exemptions read the routes).
+
+    The app must have been built with `FastAPI(dependencies=[AUTHORIZE])`: authorisation runs as that dependency.
+    """
+    if not any(getattr(dependency, "dependency", None) is authorize for dependency in app.router.dependencies):
+        raise ConfigurationError("Build the app with FastAPI(dependencies=[AUTHORIZE]) before install_security().")
     check_security_settings(settings)
+    app.state.security_settings = settings
     origins = parse_cors_origins(settings.cors_origins)
     limiter = build_limiter(settings)
     app.state.limiter = limiter
@@ -333,7 +368,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(RateLimitExceeded, rate_limit_exceeded)  # type: ignore[arg-type]
     # add_middleware puts each new layer outside the previous ones: innermost first.
     app.add_middleware(SlowAPIASGIMiddleware)
-    app.add_middleware(AccessControlMiddleware, settings=settings)
+    app.add_middleware(AuthenticationMiddleware, settings=settings)
     app.add_middleware(RequestTimeoutMiddleware, timeout_s=settings.request_timeout_s)
     if origins:
         app.add_middleware(

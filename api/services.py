@@ -21,6 +21,7 @@ from case_retrieval import (
     rebuild_library,
 )
 from inference import CheckpointError, Predictor
+from mlops.registry import RegistryError, resolve_serving_model
 from settings import Settings
 from storage import CaseRecord, Storage, init_storage
 
@@ -124,10 +125,21 @@ class Services:
             raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, f"Model unavailable: {reason}")
         return self.predictors[task]
 
-    def load_models(self) -> None:
-        paths = {"pneumonia": self.settings.model_path}
+    def serving_paths(self) -> dict[str, Path]:
+        """Checkpoint per task: MODEL_ALIAS (e.g. models:/cxr-pneumonia@champion) wins over MODEL_PATH."""
+        pneumonia = resolve_serving_model(self.settings) if self.settings.model_alias else self.settings.model_path
+        paths = {"pneumonia": Path(pneumonia)}
         if self.settings.nodule_model_path:
             paths["nodule"] = self.settings.nodule_model_path
+        return paths
+
+    def load_models(self) -> None:
+        try:
+            paths = self.serving_paths()
+        except RegistryError as exc:
+            self.model_errors["pneumonia"] = str(exc)
+            logger.error("model alias not resolved: %s", exc)
+            return
         for task, path in paths.items():
             try:
                 self.predictors[task] = Predictor.from_path(

@@ -50,6 +50,7 @@ COLORMAPS: dict[str, int] = {
     "hot": cv2.COLORMAP_HOT,
 }
 RAW_SCALE = 65535  # 16-bit PNG full scale for the raw heatmap
+PROBE_IMAGES = 4  # noise images used to locate the receptive fields (see probe_alignment)
 
 
 class ExplainError(ValueError):
@@ -158,12 +159,13 @@ def _nhwc_to_nchw(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def probe_alignment(model: nn.Module, target: TargetLayer, input_size: int, in_chans: int = 1) -> CamAlignment:
-    """Measure where each feature cell looks: the centroid of its effective receptive field (the gradient of the
+    """Measure where each feature cell looks: the peak of its effective receptive field (the gradient of the
     cell's activations with respect to a fixed noise input), for the cells of the middle row and column.
 
     Falls back to the plain upsampling geometry when the probe is inconclusive (dead cells, odd mapping)."""
     generator = torch.Generator().manual_seed(0)
-    image = torch.randn(1, in_chans, input_size, input_size, generator=generator).requires_grad_(True)
+    # A few noise images at once: the peak of the summed gradient is stable where one image's is noisy.
+    image = torch.randn(PROBE_IMAGES, in_chans, input_size, input_size, generator=generator).requires_grad_(True)
     with torch.enable_grad():
         features = model.forward_features(image)
         if target.reshape_transform is not None:
@@ -173,8 +175,8 @@ def probe_alignment(model: nn.Module, target: TargetLayer, input_size: int, in_c
         naive = CamAlignment(stride, stride, (stride - 1) / 2, stride, (stride - 1) / 2)
         if min(cells_y, cells_x) < 2 or cells_x != cells_y:
             return naive
-        rows = [_receptive_centre(features[0, :, i, cells_x // 2], image)[0] for i in range(cells_y)]
-        columns = [_receptive_centre(features[0, :, cells_y // 2, j], image)[1] for j in range(cells_x)]
+        rows = [_receptive_centre(features[:, :, i, cells_x // 2], image, stride)[0] for i in range(cells_y)]
+        columns = [_receptive_centre(features[:, :, cells_y // 2, j], image, stride)[1] for j in range(cells_x)]
     fitted = [_fit_axis(np.array(centres), stride) for centres in (rows, columns)]
     if any(fit is None for fit in fitted):
         return naive
@@ -182,27 +184,30 @@ def probe_alignment(model: nn.Module, target: TargetLayer, input_size: int, in_c
     return CamAlignment(stride, scale_y, offset_y, scale_x, offset_x)
 
 
-def _receptive_centre(cell: torch.Tensor, image: torch.Tensor) -> tuple[float, float]:
-    """(row, column) centroid of |d cell / d image|; NaN when the cell does not depend on the image at all."""
+def _receptive_centre(cell: torch.Tensor, image: torch.Tensor, stride: float) -> tuple[float, float]:
+    """(row, column) of the peak of |d cell / d image|, smoothed over a quarter cell so that single pixels do not
+    decide; the peak, not the centroid, because global context (squeeze-excitation, attention) spreads a thin
+    gradient over the whole image. NaN when the cell does not depend on the image."""
     (gradient,) = torch.autograd.grad(cell.sum(), image, retain_graph=True)
-    weights = gradient.abs().sum(dim=(0, 1)).double().numpy()
-    total = weights.sum()
-    if total <= 0:
+    weights = cv2.GaussianBlur(gradient.abs().sum(dim=(0, 1)).float().numpy(), (0, 0), max(0.5, stride / 4))
+    if not np.isfinite(weights).all() or weights.max() <= 0:
         return float("nan"), float("nan")
-    rows, columns = np.indices(weights.shape)
-    return float((rows * weights).sum() / total), float((columns * weights).sum() / total)
+    row, column = np.unravel_index(int(np.argmax(weights)), weights.shape)
+    return float(row), float(column)
 
 
 def _fit_axis(centres: np.ndarray, stride: float) -> tuple[float, float] | None:
-    """Least-squares centre = scale * cell + offset over the interior cells (edge cells see a truncated field);
-    None unless finite, about one stride per cell and within one cell of the plain geometry."""
+    """Least-squares centre = scale * cell + offset over the interior cells (edge cells see a truncated field).
+    Only a clean fit is used: finite, within 15% of one stride per cell, no cell off the line by more than a
+    third of a cell, offset within one cell of the plain geometry; otherwise None (keep the plain geometry)."""
     cells = np.arange(len(centres))
     inner = slice(1, -1) if len(centres) >= 4 else slice(None)
     cells, centres = cells[inner], centres[inner]
-    if not np.all(np.isfinite(centres)) or np.ptp(centres) <= 0:
+    if len(centres) < 2 or not np.all(np.isfinite(centres)) or np.ptp(centres) <= 0:
         return None
     scale, offset = np.polyfit(cells, centres, 1)
-    if not 0.5 * stride <= scale <= 1.5 * stride or abs(offset - (stride - 1) / 2) > stride:
+    residual = np.abs(centres - (scale * cells + offset)).max()
+    if abs(scale - stride) > 0.15 * stride or residual > stride / 3 or abs(offset - (stride - 1) / 2) > stride:
         return None
     return float(scale), float(offset)
 

@@ -331,6 +331,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--drop-rate", type=float, default=defaults.drop_rate)
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=defaults.ema_decay,
+        help="weight EMA decay; lower it for small datasets (few steps): 0.995 stays near the initial weights",
+    )
     parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience (epochs)")
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
     parser.add_argument(
@@ -375,6 +381,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         lr=args.lr,
         weight_decay=args.weight_decay,
         drop_rate=args.drop_rate,
+        ema_decay=args.ema_decay,
         patience=args.patience,
         val_fraction=args.val_fraction,
         min_sensitivity=args.min_sensitivity,

@@ -8,7 +8,11 @@ Public surface:
 - `DISCLAIMER`: the statement every page carries
 - errors: `ReportError` (base, a ValueError), `ReportInputError` (bad case data: 422), `UnknownReportKindError` (400)
 
+Build the context from settings: `ReportContext(institution_name=s.institution_name, logo_path=s.institution_logo_path,
+page_size=s.report_page_size, extra_font_paths=s.report_extra_font_paths)`.
 Fonts are bundled (reports/fonts/, see its README.md); any script in names and text renders.
+`reports.samples` draws a synthetic radiograph and a complete sample case (previews, tests, benchmark);
+`python -m reports sample --out DIR` writes the three reports of it.
 """
 
 from reports.clinical import render_clinical_report

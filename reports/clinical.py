@@ -6,7 +6,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, KeepTogether, Table, TableStyle
 
 from reports.content import patient_fields, study_date
-from reports.formatting import format_datetime
+from reports.formatting import clip, displayed_warnings, format_datetime
 from reports.layout import (
     CAUTION,
     CAUTION_PANEL,
@@ -57,7 +57,7 @@ def _assessment(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
         writer.rich(f"<b>Confidence: {writer.m(statement.level)}.</b> {writer.m(statement.explanation)}", styles.body),
     ]
     if case.ood:
-        reason = (case.ood_reason or "").strip()
+        reason = clip(case.ood_reason or "")
         content.append(
             writer.rich(
                 f'<font color="{CAUTION.hexval()}"><b>Unusual image:</b></font> '
@@ -66,7 +66,7 @@ def _assessment(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
             )
         )
     if case.quality_warnings:
-        joined = " ".join(f"{warning.strip().rstrip('.')}." for warning in case.quality_warnings)
+        joined = " ".join(f"{warning.rstrip('.')}." for warning in displayed_warnings(case.quality_warnings))
         label = f'<font color="{CAUTION.hexval()}"><b>Image quality:</b></font>'
         content.append(writer.rich(f"{label} {writer.m(joined)}", styles.body))
     background = CAUTION_PANEL if case.uncertain or case.ood else PANEL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from reports.formatting import (
+    clip,
     format_age,
     format_date,
     format_metric,
@@ -69,7 +70,8 @@ def study_fields(case: ReportCase, include_technical: bool = True) -> Fields:
     for key in ordered + (others if include_technical else []):
         if not include_technical and key.endswith("UID"):
             continue
-        fields.append((tag_label(key), format_tag_value(key, case.study[key])))
+        value = format_tag_value(key, case.study[key])
+        fields.append((tag_label(key), clip(value) if value else None))
     return fields
 
 

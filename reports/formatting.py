@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
+
+# What a report prints of machine-written notes (quality warnings, OOD reason, tag values): the record may hold more,
+# but a report stays readable and its layout time bounded.
+DISPLAY_NOTE_CHARS = 600
+DISPLAY_WARNINGS = 20
 
 _DICOM_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _DICOM_AGE = re.compile(r"^(\d{3})([DWMY])$")
@@ -165,3 +171,18 @@ def display_label(label: str) -> str:
     """`PNEUMONIA` -> `Pneumonia`, `ground_glass` -> `Ground glass` (labels keep their own case when mixed)."""
     words = label.replace("_", " ").strip()
     return words.capitalize() if words.isupper() or words.islower() else words
+
+
+def clip(text: str, max_chars: int = DISPLAY_NOTE_CHARS) -> str:
+    """`text` stripped, and cut at `max_chars` with an ellipsis when longer."""
+    text = text.strip()
+    return text if len(text) <= max_chars else text[: max_chars - 1].rstrip() + "…"
+
+
+def displayed_warnings(warnings: Sequence[str]) -> list[str]:
+    """The first DISPLAY_WARNINGS warnings, each clipped, and a count of the rest."""
+    shown = [clip(warning) for warning in warnings[:DISPLAY_WARNINGS]]
+    hidden = len(warnings) - len(shown)
+    if hidden > 0:
+        shown.append(f"… and {hidden} more in the case record.")
+    return shown

@@ -9,7 +9,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, KeepTogether, Table, TableStyle
 
 from reports.content import metric_fields, model_fields, patient_fields, study_fields
-from reports.formatting import display_label, format_datetime, format_percent
+from reports.formatting import clip, display_label, displayed_warnings, format_datetime, format_percent
 from reports.layout import (
     ACCENT,
     CAUTION,
@@ -91,7 +91,7 @@ def _flags(case: ReportCase) -> list[str]:
     if case.uncertain:
         flags.append("UNCERTAIN: read without relying on the AI result")
     if case.ood:
-        reason = (case.ood_reason or "").strip()
+        reason = clip(case.ood_reason or "")
         flags.append(
             f"OUT OF DISTRIBUTION: {reason}" if reason else "OUT OF DISTRIBUTION: image unlike the training data"
         )
@@ -182,7 +182,7 @@ def _uncertainty(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
 def _quality(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
     if not case.quality_warnings:
         return []
-    content = writer.bullets(case.quality_warnings, writer.styles.small)
+    content = writer.bullets(displayed_warnings(case.quality_warnings), writer.styles.small)
     return [KeepTogether([writer.section("Image quality warnings"), writer.callout(content, CAUTION, CAUTION_PANEL)])]
 
 

@@ -23,11 +23,11 @@ PageSize = Literal["A4", "letter"]
 # Generous bounds that keep one report well under a second and a few dozen pages, and keep one-line fields (ids,
 # labels, names in the page header) from overrunning their boxes.
 MAX_TEXT_CHARS = 20_000  # clinical history (the case store allows as much), model limitations
-MAX_NOTE_CHARS = 1_000  # OOD reason, each quality warning, uncertainty method, model calibration
+MAX_NOTE_CHARS = 5_000  # OOD reason, each quality warning, uncertainty method, model calibration (printed clipped)
 MAX_NAME_CHARS = 512  # patient and signer names, institution
 MAX_ID_CHARS = 128  # report, case, patient and similar-case ids, model version and architecture, labels
 MAX_SIMILAR_CASES = 24
-MAX_QUALITY_WARNINGS = 20
+MAX_QUALITY_WARNINGS = 200  # the first 20 are printed
 
 
 def _check_probability(name: str, value: float | None) -> None:

@@ -27,7 +27,7 @@ from inference.uncertainty import UncertaintyPolicy
 torch.set_num_threads(1)
 
 HEIGHT, WIDTH = 72, 96  # not square: the model sees a stretched 64 x 64 square, heatmaps come back at 72 x 96
-BLOB_RADIUS = 9
+BLOB_RADIUS = int(__import__("os").environ.get("XAI_R", "9"))
 SPEC = PreprocessSpec(input_size=64, mean=0.5, std=0.25, equalize=False)
 ARCHITECTURE, MODEL_KWARGS = "test_resnet", {"output_stride": 8}  # a tiny timm ResNet with an 8 x 8 feature map
 

@@ -299,7 +299,7 @@ def test_every_field_at_its_maximum_length_still_lays_out(kind: str, tmp_path: P
         words = "Überlänge 中文字 Ωμέγα Длинный "
         return (words * (length // len(words) + 1))[: length - len(end)] + end
 
-    warnings = [text(MAX_NOTE_CHARS, end=f"WARNING-{index}-END") for index in range(MAX_QUALITY_WARNINGS)]
+    warnings = [f"WARNING-{index}-START " + text(MAX_NOTE_CHARS - 20) for index in range(MAX_QUALITY_WARNINGS)]
     case = replace(
         sample_case(),
         report_id="R" * MAX_ID_CHARS,
@@ -317,8 +317,10 @@ def test_every_field_at_its_maximum_length_still_lays_out(kind: str, tmp_path: P
     pages = page_texts(pdf)
     assert "…" in pages[0]  # the institution name and report id were shortened in the header
     assert f"Page {len(pages)} of {len(pages)}" in pages[-1]
-    if kind != "patient":
-        assert "WARNING-19-END" in squashed("".join(pages))
+    if kind != "patient":  # the first 20 warnings print, clipped, and the rest are counted
+        joined = squashed("".join(pages))
+        assert "WARNING-19-START" in joined and "WARNING-20-START" not in joined
+        assert f"and{MAX_QUALITY_WARNINGS - 20}moreinthecaserecord" in joined
     assert_pages_not_blank(pdf, tmp_path)
 
 

@@ -48,7 +48,7 @@ from api.permissions import IDENTIFYING_PATIENT_FIELDS, Role, redact_for
 from api.routers import auth as auth_routes
 from api.routers import users as users_routes
 from api.schemas import CaseOut, PatientOut
-from api.security import RequestTimeoutMiddleware, install_security
+from api.security import AUTHORIZE, RequestTimeoutMiddleware, install_security
 from imaging import DeidentificationError, Deidentifier, ImagingError, decode_image, deidentify_dicom
 from settings import Settings
 from storage import Database, migrate_database
@@ -80,7 +80,7 @@ def security_settings(var_dir: Path, **overrides: object) -> Settings:
 def build_app(settings: Settings) -> FastAPI:
     database = Database(settings.resolved_database_url)
     migrate_database(database)
-    app = FastAPI()
+    app = FastAPI(dependencies=[AUTHORIZE])
     install_error_handlers(app)
     app.include_router(auth_routes.router)
     app.include_router(users_routes.router)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from api.auth import MAX_PASSWORD_LENGTH, AuthDep, AuthenticationError, CurrentUser, Utf8Text
+from api.auth import BEARER_CHALLENGE, MAX_PASSWORD_LENGTH, AuthDep, AuthenticationError, CurrentUser, Utf8Text
 from api.errors import ApiError
 from api.permissions import Role
 
@@ -64,7 +64,7 @@ def login(body: LoginIn, request: Request, auth: AuthDep) -> TokenOut | JSONResp
         return JSONResponse(
             {"detail": str(exc)},
             status_code=status.HTTP_401_UNAUTHORIZED,
-            headers={"WWW-Authenticate": 'Bearer realm="cxr-workstation"'},
+            headers=BEARER_CHALLENGE,
         )
     throttle.succeeded(client, body.username)
     return TokenOut(

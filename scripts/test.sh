@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh
 scripts/ensure_services.sh
+scripts/ensure_system_packages.sh
 exec .venv/bin/python -m pytest -m "${PYTEST_MARKERS:-not slow}" "$@"

@@ -35,6 +35,7 @@ from storage import CaseRecord, CaseStatus
 router = APIRouter(prefix="/v1", tags=["reports"])
 REPORT_IMAGE_SIDE = 768
 REPORT_SIMILAR_CASES = 5
+REVIEW_NOTE_CODE = "review_requested"
 MODEL_LIMITATIONS = (
     "Trained on pediatric (age 1-5) frontal chest radiographs from one hospital (Kermany et al. 2018); not validated "
     "on adults, lateral views or other institutions. Decision support only: a clinician reviews every result."
@@ -71,6 +72,15 @@ def similar_for_report(services: Services, record: CaseRecord, pixels) -> list[S
             thumbnail_png=library.thumbnail_path(n.entry.entry_id).read_bytes(),
         )
         for n in neighbours
+    ]
+
+
+def image_quality_messages(record: CaseRecord) -> list[str]:
+    """The image-quality warnings only (review requests share the list but are not about the image)."""
+    return [
+        str(w.get("message", "")) if isinstance(w, dict) else str(w)
+        for w in record.quality_warnings
+        if not (isinstance(w, dict) and w.get("code") == REVIEW_NOTE_CODE)
     ]
 
 
@@ -111,7 +121,7 @@ def report_case(services: Services, record: CaseRecord) -> ReportCase:
         uncertain=record.uncertain,
         ood=bool(record.ood),
         ood_reason=record.ood_reason,
-        quality_warnings=[str(w.get("message", w)) if isinstance(w, dict) else str(w) for w in record.quality_warnings],
+        quality_warnings=image_quality_messages(record),
         similar_cases=similar_for_report(services, record, pixels),
         heatmap_png=heatmap,
         signed_by=record.signed_by,
@@ -121,8 +131,12 @@ def report_case(services: Services, record: CaseRecord) -> ReportCase:
 
 def _render(services: Services, case_id: str, kind: ReportKind) -> Response:
     case = report_case(services, services.get_case(case_id))
+    settings = services.settings
     context = ReportContext(
-        institution_name=services.settings.institution_name, logo_path=services.settings.institution_logo_path
+        institution_name=settings.institution_name,
+        logo_path=settings.institution_logo_path,
+        page_size=settings.report_page_size,
+        extra_font_paths=settings.report_extra_font_paths,
     )
     pdf = render_report(kind, case, context)
     headers = {
@@ -165,6 +179,6 @@ def send_for_review(
 ) -> CaseOut:
     record = services.get_case(case_id)
     notes = list(record.quality_warnings)
-    notes.append({"code": "review_requested", "message": f"Sent for expert review by {user.username}: {body.reason}"})
+    notes.append({"code": REVIEW_NOTE_CODE, "message": f"Sent for expert review by {user.username}: {body.reason}"})
     updated = services.storage.cases.update_case(case_id, status=CaseStatus.QUEUED_FOR_REVIEW, quality_warnings=notes)
     return case_out(updated, user.role)

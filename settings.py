@@ -69,7 +69,7 @@ class Settings(BaseSettings):
 
     # --- similar-case retrieval (case_retrieval/; thresholds measured by bench/retrieval.py) -----------------------
     retrieval_index_dir: Path | None = None  # None: var_dir / "retrieval"
-    retrieval_flat_max_entries: int = 50_000  # exact IndexFlatIP up to this many entries, HNSW beyond
+    retrieval_flat_max_entries: int = 20_000  # exact IndexFlatIP up to this many entries, HNSW beyond
     retrieval_hnsw_m: int = 32  # graph degree of the HNSW index
     retrieval_hnsw_ef_construction: int = 80
     retrieval_hnsw_ef_search: int = 128  # search breadth: higher is more exact and slower

@@ -6,7 +6,6 @@ case row is committed before the answer is sent, so nothing acknowledged to the 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from api.auth import Principal
@@ -16,17 +15,7 @@ from api.services import Services
 from imaging import DecodedImage, assess_quality, decode_image
 from storage import CaseRecord, NewCase, PatientInfo
 
-_DICOM_AGE = re.compile(r"^(\d{1,3})([DWMY])$")
 _DICOM_SEX = {"M": "M", "F": "F", "O": "O"}
-
-
-def dicom_age_years(value: str | None) -> int | None:
-    """DICOM AS value ('081Y', '006M') -> whole years."""
-    match = _DICOM_AGE.match((value or "").strip().upper())
-    if not match:
-        return None
-    number, unit = int(match.group(1)), match.group(2)
-    return {"Y": number, "M": number // 12, "W": number // 52, "D": number // 365}[unit]
 
 
 def merge_patient(form: PatientIn, tags: dict[str, Any]) -> PatientInfo:
@@ -36,7 +25,7 @@ def merge_patient(form: PatientIn, tags: dict[str, Any]) -> PatientInfo:
         patient_id=form.patient_id or tags.get("PatientID"),
         name=name or None,
         birth_date=form.birth_date,
-        age=form.age if form.age is not None else dicom_age_years(tags.get("PatientAge")),
+        age=form.age if form.age is not None else tags.get("patient_age_years"),
         sex=form.sex or _DICOM_SEX.get(str(tags.get("PatientSex", "")).upper()),
         clinical_history=form.clinical_history,
     )

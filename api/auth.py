@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import threading
-import time
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -29,9 +28,6 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import Depends, HTTPException, Request, status
-from limits import parse as parse_rate_limit
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 from pydantic import AfterValidator
 
 from api.permissions import Role
@@ -228,32 +224,6 @@ def check_security_settings(settings: Settings) -> None:
             validate_password(password, username)
         except ValueError as exc:
             raise ConfigurationError(f"ADMIN_USERNAME/ADMIN_PASSWORD rejected: {exc}") from None
-
-
-# --- login throttling -----------------------------------------------------------------------------------------------
-
-
-class LoginThrottle:
-    """Counts failed logins per (client address, username) in a moving window (LOGIN_RATE_LIMIT); a success clears
-    the count. Keyed on both so that one attacker cannot lock a colleague out from another machine."""
-
-    def __init__(self, limit: str, storage_uri: str = "memory://") -> None:
-        self.item = parse_rate_limit(limit)
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
-
-    def retry_after_s(self, client: str, username: str) -> int | None:
-        """Seconds until another attempt is allowed, or None when attempts are allowed now."""
-        key = normalize_username(username)[:64]
-        if self.limiter.test(self.item, "login", client, key):
-            return None
-        reset_at = self.limiter.get_window_stats(self.item, "login", client, key).reset_time
-        return max(1, int(reset_at - time.time()) + 1)
-
-    def failed(self, client: str, username: str) -> None:
-        self.limiter.hit(self.item, "login", client, normalize_username(username)[:64])
-
-    def succeeded(self, client: str, username: str) -> None:
-        self.limiter.clear(self.item, "login", client, normalize_username(username)[:64])
 
 
 # --- tokens, keys, accounts ---------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ From the outside in:
 3. `RequestTimeoutMiddleware`: a request still running after REQUEST_TIMEOUT_S gets 504.
 4. `AuthenticationMiddleware`: every route the table does not make public needs a valid token or API key; 401
    is answered before the request body is even read. Stores the `Principal` for `authorize` and `current_user`.
-5. slowapi's rate limiter: RATE_LIMIT per user or API key (anonymous callers: per client address), 429 with
-   Retry-After; the probes (/health, /ready, /metrics) are exempt.
+5. `RateLimitMiddleware`: RATE_LIMIT per user or API key (anonymous callers: per client address), 429 with
+   Retry-After; the probes (/health, /ready, /metrics) are exempt. Failed logins have their own, stricter
+   budget per client address and username (`LoginThrottle`, LOGIN_RATE_LIMIT).
 6. `authorize`, an app-wide dependency (`FastAPI(dependencies=[AUTHORIZE])`): looks up the route FastAPI selected
    in api/permissions.py and answers 403 to a role it does not list, and to everyone on a route it does not list.
 Also: query strings are removed from uvicorn's access log (they can carry patient ids), and the OpenAPI document
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,10 +30,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from slowapi import Limiter
-from slowapi.errors import RateLimitExceeded
-from slowapi.middleware import SlowAPIASGIMiddleware
-from slowapi.util import get_remote_address
+from limits import parse as parse_rate_limit
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,14 +42,13 @@ from api.auth import (
     BEARER_CHALLENGE,
     AuthenticationError,
     ConfigurationError,
-    LoginThrottle,
     Principal,
     bearer_credential,
     check_security_settings,
 )
 from api.permissions import ROUTE_PERMISSIONS, Access, access_for
 from settings import Settings
-from storage import StorageError
+from storage import StorageError, normalize_username
 
 logger = logging.getLogger("cxr.security")
 
@@ -263,36 +264,99 @@ def authorize(request: Request) -> None:
 
 
 # --- 5. rate limiting -------------------------------------------------------------------------------------------------
+# `limits` (the engine behind slowapi) used directly: slowapi 0.1.10 finds the route to limit through `route.endpoint`,
+# which FastAPI 0.165's included routers no longer expose, so its middleware silently exempted every /v1 route.
 
 
-def rate_limit_key(request: Request) -> str:
-    """One bucket per user or API key; anonymous callers (login, docs) share one per client address."""
-    principal = getattr(request.state, "principal", None)
+class WindowLimiter:
+    """A moving-window limit such as "300/minute" over any key, kept in a `limits` storage (memory:// by default;
+    redis:// and others let several API replicas share the counts)."""
+
+    def __init__(self, limit: str, storage_uri: str = "memory://") -> None:
+        self.item = parse_rate_limit(limit)
+        self.strategy = MovingWindowRateLimiter(storage_from_string(storage_uri))
+
+    def hit(self, *key: str) -> bool:
+        """Count one event; False when it is over the limit (and then it is not counted)."""
+        return self.strategy.hit(self.item, *key)
+
+    def allows(self, *key: str) -> bool:
+        return self.strategy.test(self.item, *key)
+
+    def remaining_and_reset(self, *key: str) -> tuple[int, int]:
+        """(events left in the window, whole seconds until the oldest counted event leaves it)."""
+        stats = self.strategy.get_window_stats(self.item, *key)
+        return max(0, stats.remaining), max(0, math.ceil(stats.reset_time - time.time()))
+
+    def clear(self, *key: str) -> None:
+        self.strategy.clear(self.item, *key)
+
+
+class LoginThrottle:
+    """Failed logins per (client address, username) within LOGIN_RATE_LIMIT; a success clears the count. Keyed on
+    both so that one attacker cannot lock a colleague out from another machine."""
+
+    def __init__(self, limit: str, storage_uri: str = "memory://") -> None:
+        self.window = WindowLimiter(limit, storage_uri)
+
+    @staticmethod
+    def _key(client: str, username: str) -> tuple[str, str, str]:
+        return "login", client, normalize_username(username)[:64]
+
+    def retry_after_s(self, client: str, username: str) -> int | None:
+        """Seconds until another attempt is allowed, or None when attempts are allowed now."""
+        key = self._key(client, username)
+        return None if self.window.allows(*key) else max(1, self.window.remaining_and_reset(*key)[1])
+
+    def failed(self, client: str, username: str) -> None:
+        self.window.hit(*self._key(client, username))
+
+    def succeeded(self, client: str, username: str) -> None:
+        self.window.clear(*self._key(client, username))
+
+
+def rate_limit_key(scope: Scope) -> str:
+    """One budget per user or API key; anonymous callers (login, docs) share one per client address."""
+    principal = scope.get("state", {}).get("principal")
     if isinstance(principal, Principal):
         return f"{principal.kind}:{principal.id}"
-    return f"ip:{get_remote_address(request)}"
+    client = scope.get("client")
+    return f"address:{client[0] if client else 'unknown'}"
 
 
-async def rate_limit_exceeded(request: Request, exc: RateLimitExceeded) -> Response:
-    detail = f"Too many requests: the limit is {exc.detail} (RATE_LIMIT). Retry after the time in Retry-After."
-    response = _json(status.HTTP_429_TOO_MANY_REQUESTS, detail)
-    return request.app.state.limiter._inject_headers(response, request.state.view_rate_limit)
+class RateLimitMiddleware:
+    """RATE_LIMIT per caller across all endpoints (probes exempt): X-RateLimit-* headers on every answer, 429 with
+    Retry-After once the budget is spent."""
 
+    def __init__(self, app: ASGIApp, limiter: WindowLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
 
-def build_limiter(settings: Settings) -> Limiter:
-    return Limiter(
-        key_func=rate_limit_key,
-        application_limits=[settings.rate_limit],  # one budget across all endpoints, per key
-        strategy="moving-window",  # no burst of twice the limit around a window boundary
-        headers_enabled=True,
-        storage_uri=settings.rate_limit_storage_uri,
-    )
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _route_path(scope) in PROBE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        key = ("api", rate_limit_key(scope))
+        allowed = self.limiter.hit(*key)
+        remaining, reset_s = self.limiter.remaining_and_reset(*key)
+        headers = {
+            "X-RateLimit-Limit": str(self.limiter.item.amount),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(reset_s),
+        }
+        if not allowed:
+            detail = f"Too many requests: the limit is {self.limiter.item} (RATE_LIMIT). Retry after {reset_s} s."
+            await _json(status.HTTP_429_TOO_MANY_REQUESTS, detail, {**headers, "Retry-After": str(max(1, reset_s))})(
+                scope, receive, send
+            )
+            return
 
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(headers)
+            await send(message)
 
-def exempt_probes(app: FastAPI, limiter: Limiter) -> None:
-    for route in app.routes:
-        if getattr(route, "path", None) in PROBE_PATHS and hasattr(route, "endpoint"):
-            limiter.exempt(route.endpoint)
+        await self.app(scope, receive, send_with_headers)
 
 
 # --- logs and docs ----------------------------------------------------------------------------------------------------
@@ -352,7 +416,7 @@ AUTHORIZE = Depends(authorize)
 
 
 def install_security(app: FastAPI, settings: Settings) -> None:
-    """Install every layer above. Call after all routers are included (probe exemptions read the routes).
+    """Install every layer above (after the routers are included, so that the OpenAPI document covers them).
 
     The app must have been built with `FastAPI(dependencies=[AUTHORIZE])`: authorisation runs as that dependency.
     """
@@ -361,13 +425,9 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     check_security_settings(settings)
     app.state.security_settings = settings
     origins = parse_cors_origins(settings.cors_origins)
-    limiter = build_limiter(settings)
-    app.state.limiter = limiter
     app.state.login_throttle = LoginThrottle(settings.login_rate_limit, settings.rate_limit_storage_uri)
-    exempt_probes(app, limiter)
-    app.add_exception_handler(RateLimitExceeded, rate_limit_exceeded)  # type: ignore[arg-type]
     # add_middleware puts each new layer outside the previous ones: innermost first.
-    app.add_middleware(SlowAPIASGIMiddleware)
+    app.add_middleware(RateLimitMiddleware, limiter=WindowLimiter(settings.rate_limit, settings.rate_limit_storage_uri))
     app.add_middleware(AuthenticationMiddleware, settings=settings)
     app.add_middleware(RequestTimeoutMiddleware, timeout_s=settings.request_timeout_s)
     if origins:

@@ -28,7 +28,7 @@ class IndexKind(StrEnum):
 class IndexPolicy:
     """When to switch from exact to graph search and how to tune the graph."""
 
-    flat_max_entries: int = 50_000
+    flat_max_entries: int = 20_000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 128

@@ -136,11 +136,15 @@ def checkpoint_from_dict(raw: Any, source: str = "checkpoint") -> ModelCheckpoin
         raise CheckpointError(f"{source} lacks required fields: {', '.join(missing)}.")
     if len(raw["class_names"]) < 2:
         raise CheckpointError(f"{source} must name at least two classes.")
+    try:
+        spec = PreprocessSpec.from_dict(raw["preprocess"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{source} has invalid preprocessing settings: {exc}") from None
     return ModelCheckpoint(
         architecture=str(raw["architecture"]),
         task=str(raw["task"]),
         class_names=[str(name) for name in raw["class_names"]],
-        preprocess=PreprocessSpec.from_dict(raw["preprocess"]),
+        preprocess=spec,
         state_dict=raw["state_dict"],
         threshold=float(raw["threshold"]),
         temperature=float(raw["temperature"]),

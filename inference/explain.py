@@ -198,8 +198,8 @@ def _receptive_centre(cell: torch.Tensor, image: torch.Tensor, stride: float) ->
 
 def _fit_axis(centres: np.ndarray, stride: float) -> tuple[float, float] | None:
     """Least-squares centre = scale * cell + offset over the interior cells (edge cells see a truncated field).
-    Only a clean fit is used: finite, within 15% of one stride per cell, no cell off the line by more than a
-    third of a cell, offset within one cell of the plain geometry; otherwise None (keep the plain geometry)."""
+    Only a clean fit is used: finite, within 15% of one stride per cell, no cell off the line by more than half
+    a cell, offset within 1.5 cells of the plain geometry; otherwise None (keep the plain geometry)."""
     cells = np.arange(len(centres))
     inner = slice(1, -1) if len(centres) >= 4 else slice(None)
     cells, centres = cells[inner], centres[inner]
@@ -207,7 +207,7 @@ def _fit_axis(centres: np.ndarray, stride: float) -> tuple[float, float] | None:
         return None
     scale, offset = np.polyfit(cells, centres, 1)
     residual = np.abs(centres - (scale * cells + offset)).max()
-    if abs(scale - stride) > 0.15 * stride or residual > stride / 3 or abs(offset - (stride - 1) / 2) > stride:
+    if abs(scale - stride) > 0.15 * stride or residual > stride / 2 or abs(offset - (stride - 1) / 2) > 1.5 * stride:
         return None
     return float(scale), float(offset)
 

@@ -27,7 +27,7 @@ from inference.uncertainty import UncertaintyPolicy
 torch.set_num_threads(1)
 
 HEIGHT, WIDTH = 72, 96  # not square: the model sees a stretched 64 x 64 square, heatmaps come back at 72 x 96
-BLOB_RADIUS = int(__import__("os").environ.get("XAI_R", "9"))
+BLOB_RADIUS = 11
 SPEC = PreprocessSpec(input_size=64, mean=0.5, std=0.25, equalize=False)
 ARCHITECTURE, MODEL_KWARGS = "test_resnet", {"output_stride": 8}  # a tiny timm ResNet with an 8 x 8 feature map
 
@@ -159,8 +159,15 @@ def test_randomised_weights_change_the_heatmap(blob_model: ModelCheckpoint, held
         for image in images[labels == 1][:30]:
             reference = trained.heatmap(image)
             other = randomised.heatmap(image, target_class=reference.target_class)
-            correlations.append(spearmanr(reference.values.ravel(), other.values.ravel()).statistic)
-        assert np.nanmean(correlations) < 0.5, f"{name}: mean rank correlation {np.nanmean(correlations):.2f}"
+            correlations.append(rank_correlation(reference.values, other.values))
+        assert np.mean(correlations) < 0.5, f"{name}: mean rank correlation {np.mean(correlations):.2f}"
+
+
+def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
+    """Spearman correlation; a constant heatmap (no ranking at all) counts as uncorrelated."""
+    if np.ptp(first) == 0 or np.ptp(second) == 0:
+        return 0.0
+    return float(spearmanr(first.ravel(), second.ravel()).statistic)
 
 
 def test_heatmap_options_and_errors(blob_model: ModelCheckpoint, held_out: tuple) -> None:

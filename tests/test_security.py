@@ -190,7 +190,7 @@ def test_admin_rules(secure_app: TestClient, admin_headers: dict[str, str]) -> N
     assert taken.status_code == 409
     assert secure_app.get("/v1/users/unknown-id", headers=admin_headers).status_code == 404
     listed = secure_app.get("/v1/users", headers=admin_headers).json()
-    assert all("password" not in json.dumps(user) for user in listed)
+    assert all("password_hash" not in user and "$argon2" not in json.dumps(user) for user in listed)
 
 
 def test_api_keys_shown_once_and_revocable(secure_app: TestClient, admin_headers: dict[str, str]) -> None:
@@ -250,7 +250,8 @@ def test_rate_limit_is_per_user_and_key(tmp_path: Path) -> None:
         assert statuses == [200] * 5 + [429]  # 6 per hour, one of them spent on creating the key
         limited = http.get("/v1/auth/me", headers=admin)
         assert limited.status_code == 429 and "RATE_LIMIT" in limited.json()["detail"]
-        assert int(limited.headers["retry-after"]) >= 0 and limited.headers["x-ratelimit-limit"] == "6"
+        assert int(limited.headers["retry-after"]) >= 1 and limited.headers["x-ratelimit-limit"] == "6"
+        assert limited.headers["x-ratelimit-remaining"] == "0"
         assert http.get("/v1/auth/me", headers={"X-API-Key": key}).status_code == 200  # its own budget
 
 
@@ -303,7 +304,8 @@ def test_no_default_password_and_the_cli_first_admin(tmp_path: Path) -> None:
     """Without ADMIN_* settings no account exists (no default password), `ensure-admin` prints a random one once."""
     env = {**os.environ, "VAR_DIR": str(tmp_path), "DATABASE_URL": "", "ADMIN_USERNAME": "", "ADMIN_PASSWORD": "",
            "JWT_SECRET": secrets.token_urlsafe(48)}  # fmt: skip
-    with TestClient(build_app(security_settings(tmp_path, admin_username="", admin_password=""))) as http:
+    no_admin = security_settings(tmp_path, admin_username="", admin_password="", login_rate_limit="100/hour")
+    with TestClient(build_app(no_admin)) as http:
         for password in ("admin", "password", "changeme", "admin123456789"):
             assert http.post("/v1/auth/login", json={"username": "admin", "password": password}).status_code == 401
 

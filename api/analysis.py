@@ -13,7 +13,8 @@ from api.permissions import Role, redact_for
 from api.schemas import CaseOut, PatientIn, PatientOut
 from api.services import Services
 from imaging import DecodedImage, assess_quality, decode_image
-from storage import CaseRecord, NewCase, PatientInfo
+from inference import Prediction
+from storage import CaseRecord, CaseStatus, NewCase, PatientInfo
 
 _DICOM_SEX = {"M": "M", "F": "F", "O": "O"}
 
@@ -33,6 +34,13 @@ def merge_patient(form: PatientIn, tags: dict[str, Any]) -> PatientInfo:
 
 def study_metadata(decoded: DecodedImage) -> dict[str, Any]:
     return {"format": decoded.format, "width": decoded.width, "height": decoded.height, **decoded.metadata}
+
+
+def uncertainty_dict(prediction: Prediction) -> dict[str, Any] | None:
+    """{entropy, std, method, ...} plus the policy's reasons, as stored with the case and returned by the API."""
+    if prediction.uncertainty is None:
+        return None
+    return {**prediction.uncertainty.to_dict(), "reasons": list(prediction.uncertain_reasons)}
 
 
 def analyze_study(services: Services, data: bytes, patient: PatientIn, user: Principal) -> CaseOut:
@@ -56,6 +64,12 @@ def analyze_study(services: Services, data: bytes, patient: PatientIn, user: Pri
             study_metadata=study_metadata(decoded),
             quality_warnings=warnings,
             created_by=user.id,
+            uncertainty=uncertainty_dict(prediction),
+            uncertain=prediction.uncertain,
+            ood=prediction.ood,
+            ood_reason=prediction.ood_reason or None,
+            # Uncertain or out-of-distribution results go straight to the expert review queue.
+            status=CaseStatus.QUEUED_FOR_REVIEW if prediction.uncertain or prediction.ood else CaseStatus.ANALYZED,
         )
     )
     out = case_out(record, user.role)

@@ -46,7 +46,13 @@ class PredictionOut(BaseModel):
     timestamp: datetime
     threshold: float = Field(description="Decision threshold on the probability of the positive class.")
     cached: bool = False
-    quality_warnings: list[dict[str, str]] = Field(default_factory=list)
+    quality_warnings: list[dict] = Field(default_factory=list)
+    uncertainty: dict | None = Field(
+        default=None, description="entropy (normalized), std of P(positive) over the passes, method, reasons"
+    )
+    uncertain: bool = Field(default=False, description="True: the case needs expert review (policy in settings)")
+    ood: bool = Field(default=False, description="True: the image does not look like a frontal chest radiograph")
+    ood_reason: str | None = None
 
 
 class BatchIn(BaseModel):
@@ -104,7 +110,7 @@ class CaseOut(BaseModel):
     uncertain: bool = False
     ood: bool | None = None
     ood_reason: str | None = None
-    quality_warnings: list[dict[str, str]] = Field(default_factory=list)
+    quality_warnings: list[dict] = Field(default_factory=list)
     patient: PatientOut
     study: dict = Field(default_factory=dict, description="Image format, size and DICOM tags")
     image_sha256: str

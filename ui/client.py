@@ -17,8 +17,9 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 REPORT_KINDS: tuple[str, ...] = ("radiologist", "clinical", "patient")
+FILE_REJECTED_STATUSES: frozenset[int] = frozenset({400, 413, 415, 422})  # the upload itself is unusable
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
-# FastAPI's answers for a route the backend does not have (yet), as opposed to e.g. "Case abc not found".
+# FastAPI's answers for a route (or method) the backend does not have yet, as opposed to "Case abc not found".
 ROUTE_MISSING_DETAILS: frozenset[str] = frozenset({"Not Found", "Method Not Allowed"})
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=3.0)
 
@@ -36,6 +37,11 @@ class BackendError(Exception):
     def route_missing(self) -> bool:
         """The backend has no such endpoint (it is older than this UI), not a missing record."""
         return self.status_code in (404, 405) and self.message in ROUTE_MISSING_DETAILS
+
+    @property
+    def file_rejected(self) -> bool:
+        """The backend refused the uploaded file itself (empty, too large, unsupported, corrupt, unusable)."""
+        return self.status_code in FILE_REJECTED_STATUSES
 
     @property
     def unauthorized(self) -> bool:
@@ -148,7 +154,7 @@ class BackendClient:
         except BackendError as exc:
             if exc.unreachable:
                 raise
-            return not exc.route_missing
+            return not (exc.status_code == 404 and exc.route_missing)  # 405 = the POST-only route exists
         return True
 
     def login(self, username: str, password: str) -> LoginResult:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends, File, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
+from api.analysis import uncertainty_dict
 from api.errors import ApiError, imaging_status
 from api.schemas import BatchIn, BatchItemError, BatchOut, PredictionOut
 from api.services import Services, get_services
@@ -29,6 +30,10 @@ def prediction_out(prediction: Prediction, decoded: DecodedImage, threshold: flo
         threshold=threshold,
         cached=prediction.cached,
         quality_warnings=[w.as_dict() for w in assess_quality(decoded)],
+        uncertainty=uncertainty_dict(prediction),
+        uncertain=prediction.uncertain,
+        ood=prediction.ood,
+        ood_reason=prediction.ood_reason or None,
     )
 
 

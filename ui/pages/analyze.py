@@ -62,13 +62,15 @@ def inspect_upload(client: BackendClient, uploaded: UploadedFile) -> UploadState
         answer = client.inspect(uploaded.name, uploaded.getvalue())
     except BackendError as error:
         handle_auth_error(error)
-        if not error.route_missing:
+        if error.file_rejected:
             state.error = error.message
-        elif uploaded.name.lower().endswith(BROWSER_PREVIEWABLE):
+            return state
+        if uploaded.name.lower().endswith(BROWSER_PREVIEWABLE):
             state.preview = uploaded.getvalue()
-            state.note = "DICOM tag prefill needs the backend's inspect endpoint, which this backend lacks."
+        if error.route_missing:
+            state.note = "No DICOM preview or tag prefill: this backend has no inspect endpoint yet."
         else:
-            state.note = "No preview: this backend cannot render DICOM/TIFF previews yet. The analysis still works."
+            state.note = f"No DICOM preview or tag prefill ({error.message}). The analysis may still work."
         return state
     try:
         state.preview = png_from_base64(str(answer.get("preview_png_base64") or "")) or None

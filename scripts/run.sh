@@ -11,6 +11,12 @@ export BACKEND_URL="${BACKEND_URL:-http://$HOST:$API_PORT}"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 
+# First start: build the similar-case library from the reference data set (a few minutes, once).
+DATA_DIR="${CXR_DATA_DIR:-../shared/datasets}"
+if [ ! -d "${VAR_DIR:-var}/retrieval" ] && [ -d "$DATA_DIR/kermany-pneumonia" ]; then
+  echo "[setup] building the similar-case library from $DATA_DIR/kermany-pneumonia (train split)"
+  .venv/bin/python -m case_retrieval build --data "$DATA_DIR/kermany-pneumonia" --split train
+fi
 # First start: make sure an admin exists (ADMIN_USERNAME/ADMIN_PASSWORD, else a random password printed once).
 .venv/bin/python -m api.admin ensure-admin
 .venv/bin/python -m uvicorn api.main:app --host "$HOST" --port "$API_PORT" &

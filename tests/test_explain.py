@@ -28,13 +28,14 @@ torch.set_num_threads(1)
 
 HEIGHT, WIDTH = 72, 96  # not square: the model sees a stretched 64 x 64 square, heatmaps come back at 72 x 96
 BLOB_RADIUS = 11
+DISTRACTORS = int(__import__("os").environ.get("XAI_D", "3"))  # equally bright lines in every image, both classes
 SPEC = PreprocessSpec(input_size=64, mean=0.5, std=0.25, equalize=False)
 ARCHITECTURE, MODEL_KWARGS = "test_resnet", {"output_stride": 8}  # a tiny timm ResNet with an 8 x 8 feature map
 
 
 def blob_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Noise plus an equally bright line (a distractor) in every image; class 1 adds a bright disc somewhere.
-    The disc is the only class signal, so a heatmap that just follows brightness can fail the test."""
+    """Noise plus equally bright lines (distractors) in every image; class 1 adds a bright disc somewhere.
+    The disc is the only class signal, so a heatmap that just follows brightness fails the tests."""
     rng = np.random.default_rng(seed)
     images = np.empty((count, HEIGHT, WIDTH), dtype=np.float32)
     labels = rng.integers(0, 2, count)
@@ -42,12 +43,13 @@ def blob_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     for i in range(count):
         image = cv2.GaussianBlur(rng.normal(0.4, 0.12, (HEIGHT, WIDTH)).astype(np.float32), (0, 0), 1.5)
         shapes = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
-        middle = (int(rng.uniform(10, WIDTH - 10)), int(rng.uniform(6, HEIGHT - 6)))
-        angle = rng.uniform(0, np.pi)
-        offset = (int(14 * np.cos(angle)), int(14 * np.sin(angle)))
-        cv2.line(
-            shapes, (middle[0] - offset[0], middle[1] - offset[1]), (middle[0] + offset[0], middle[1] + offset[1]), 1, 2
-        )
+        for _ in range(DISTRACTORS):
+            middle = (int(rng.uniform(10, WIDTH - 10)), int(rng.uniform(6, HEIGHT - 6)))
+            angle = rng.uniform(0, np.pi)
+            half = (int(14 * np.cos(angle)), int(14 * np.sin(angle)))
+            cv2.line(
+                shapes, (middle[0] - half[0], middle[1] - half[1]), (middle[0] + half[0], middle[1] + half[1]), 1, 2
+            )
         if labels[i]:
             centres[i] = (
                 rng.uniform(BLOB_RADIUS + 2, HEIGHT - BLOB_RADIUS - 2),

@@ -187,6 +187,13 @@ def test_client_reports_unreachable_backend() -> None:
     assert error.value.unreachable and "Cannot reach the backend" in error.value.message
 
 
+@pytest.mark.parametrize(("status", "detail", "enabled"), [(405, "Method Not Allowed", True), (404, "Not Found", False),
+                                                            (401, "Not authenticated", True)])  # fmt: skip
+def test_login_probe_tells_a_missing_route_from_a_post_only_one(status: int, detail: str, enabled: bool) -> None:
+    client = answering(lambda request: httpx.Response(status, json={"detail": detail}))
+    assert client.auth_enabled() is enabled
+
+
 def test_non_json_error_bodies_become_sentences() -> None:
     response = httpx.Response(502, text="<html>bad gateway</html>", request=httpx.Request("GET", "http://x/"))
     assert detail_of(response) == "The backend answered 502 Bad Gateway."
@@ -288,7 +295,7 @@ def test_dicom_upload_prefills_the_patient_form(ui_settings: dict[str, str]) -> 
         assert at.selectbox(key="analyze-sex").value == "F"
         assert at.image, "the backend's windowed preview is shown"
     else:
-        assert "inspect endpoint" in page_text(at) or "No preview" in page_text(at)
+        assert "no inspect endpoint yet" in page_text(at)
 
 
 def test_history_finds_and_reopens_cases(ui_settings: dict[str, str], kermany_dir: Path) -> None:

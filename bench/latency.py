@@ -8,6 +8,7 @@ Every request sends a different real radiograph from the Kermany test split, so 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import tempfile
 import time
@@ -45,9 +46,15 @@ def bare_forward_ms(checkpoint_path: Path, images: list[bytes], threads: int) ->
     return timings
 
 
+BENCH_ADMIN = {"ADMIN_USERNAME": "bench-admin", "ADMIN_PASSWORD": "Bench-Only-" + secrets.token_urlsafe(12)}
+
+
 def api_latency_ms(base_url: str, images: list[bytes]) -> list[float]:
     timings = []
     with httpx.Client(base_url=base_url, timeout=30) as client:
+        login = {"username": BENCH_ADMIN["ADMIN_USERNAME"], "password": BENCH_ADMIN["ADMIN_PASSWORD"]}
+        token = client.post("/v1/auth/login", json=login).raise_for_status().json()["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
         for i in range(3):  # warm the connection and the server
             client.post("/predict", files={"file": (f"warm{i}.jpg", images[-1 - i], "image/jpeg")})
         for i, payload in enumerate(images[:-3]):
@@ -69,7 +76,12 @@ def main() -> None:
     threads = get_settings().torch_threads
 
     with tempfile.TemporaryDirectory() as var_dir:
-        env = {"MODEL_PATH": str(args.checkpoint.resolve()), "VAR_DIR": var_dir, "TORCH_THREADS": str(threads)}
+        env = {
+            "MODEL_PATH": str(args.checkpoint.resolve()),
+            "VAR_DIR": var_dir,
+            "TORCH_THREADS": str(threads),
+            **BENCH_ADMIN,
+        }
         with running_api(env) as base_url:
             api_ms = api_latency_ms(base_url, images)
     forward_ms = bare_forward_ms(args.checkpoint, images[: len(api_ms)], threads)

@@ -114,7 +114,7 @@ def open_workstation(page: Page, stack: dict[str, str]) -> None:
     if page.get_by_role("button", name="Log in").count():
         shoot(page, "01-login")
         page.get_by_label("User name").fill(UI_ADMIN)
-        page.get_by_label("Password").fill(stack["ADMIN_PASSWORD"])
+        page.get_by_label("Password", exact=True).fill(stack["ADMIN_PASSWORD"])
         page.get_by_role("button", name="Log in").click()
     page.get_by_role("heading", name="Analyze a chest radiograph").wait_for(timeout=60_000)
     wait_idle(page)

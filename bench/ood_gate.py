@@ -133,10 +133,10 @@ def synthetic(count: int = 10, seed: int = 0) -> Iterator[tuple[str, np.ndarray]
         cells = int(rng.integers(4, 16))
         board = (np.indices(size).sum(axis=0) // max(1, min(size) // cells)) % 2
         yield f"checkerboard:{i}", board.astype(np.float32)
-        page = np.full(size, 0.95, dtype=np.float32)
+        page = np.full(size, 242, dtype=np.uint8)
         for line in range(2, size[0] // 30):
-            cv2.putText(page, "Lorem ipsum dolor sit amet", (10, line * 28), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 0.05, 1)
-        yield f"text-page:{i}", page
+            cv2.putText(page, "Lorem ipsum dolor sit amet", (10, line * 28), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 13, 1)
+        yield f"text-page:{i}", page.astype(np.float32) / 255
         yield f"constant:{i}", np.full(size, float(rng.random()), dtype=np.float32)
 
 

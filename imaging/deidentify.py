@@ -11,7 +11,7 @@ What happens to each attribute, recursively through sequences:
 - instance UIDs (UI) -> remapped to 2.25.<128-bit keyed hash>: the same input UID always gives the same output UID
   under one key (across files and runs), so series, studies and references stay linked; well-known UIDs (SOP
   classes, transfer syntaxes, coding schemes) are kept;
-- private tags, overlays (60xx) and curves (50xx) -> removed;
+- private tags, overlays (60xx), curves (50xx) and tags no DICOM dictionary defines -> removed;
 - PatientIdentityRemoved=YES, DeidentificationMethod and its code sequence record what was done.
 
 Pixel data is not altered: a dataset that declares burned-in annotation is refused (`DeidentificationError`)
@@ -27,18 +27,19 @@ import copy
 import hashlib
 import hmac
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_has_tag, repeater_has_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
 
-from imaging.dicom import read_dataset
-from imaging.errors import CorruptImageError, UnusableImageError
+from imaging.dicom import looks_like_dicom, read_dataset
+from imaging.errors import CorruptImageError, ImagingError, UnsupportedFormatError, UnusableImageError
 
 # DeidentificationMethod is LO (at most 64 characters per value), so the description takes one value per part.
 METHOD: tuple[str, ...] = (
@@ -227,7 +228,7 @@ def _shift_date(text: str, days: int) -> str:
     """YYYYMMDD shifted back by `days`; '' for anything that is not a full valid date (cannot be shifted)."""
     try:
         return (datetime.strptime(text[:8], "%Y%m%d").date() - timedelta(days=days)).strftime("%Y%m%d")
-    except ValueError:
+    except (ValueError, OverflowError):  # not a date, or one so early that the shift leaves the calendar
         return ""
 
 
@@ -236,7 +237,7 @@ def _shift_datetime(text: str, days: int) -> str:
     return shifted + text[8:] if shifted else ""
 
 
-def _map_values(value: Any, function: Any) -> Any:
+def _map_values(value: Any, function: Callable[[str], str]) -> Any:
     if isinstance(value, MultiValue | list):
         return [function(str(item)) for item in value]
     return function(str(value))
@@ -277,6 +278,8 @@ class _Walker:
         group = tag >> 16
         if element.tag.is_private or 0x5000 <= group <= 0x50FF or (0x6000 <= group <= 0x60FF and group % 2 == 0):
             return True
+        if not (dictionary_has_tag(tag) or repeater_has_tag(tag)):
+            return True  # not a standard attribute (or a group length): its content cannot be vetted
         if tag in _CHARACTERISTIC_TAGS:
             return not self.key.retain_patient_characteristics
         return tag in _REMOVED_TAGS
@@ -304,15 +307,17 @@ def _method_codes(key: Deidentifier) -> list[Dataset]:
 
 def deidentify_dataset(ds: Dataset, key: Deidentifier) -> Dataset:
     """A de-identified copy of `ds` under `key` (see the module docstring); `DeidentificationError` when the pixels
-    declare burned-in annotation."""
-    if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
-        raise DeidentificationError(
-            "The image declares burned-in annotation (text in the pixels), which tag editing cannot remove."
-        )
+    declare burned-in annotation, `CorruptImageError` when an element cannot be read."""
     try:
+        if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+            raise DeidentificationError(
+                "The image declares burned-in annotation (text in the pixels), which tag editing cannot remove."
+            )
         out = copy.deepcopy(ds)
         patient_id = str(out.get("PatientID", "") or "")
         out.walk(_Walker(key, patient_id))
+    except ImagingError:
+        raise
     except Exception as exc:  # pydicom raises many types on a damaged element value
         raise CorruptImageError(f"The DICOM dataset could not be de-identified ({type(exc).__name__}).") from None
     file_meta = getattr(out, "file_meta", None)
@@ -327,7 +332,12 @@ def deidentify_dataset(ds: Dataset, key: Deidentifier) -> Dataset:
 
 def deidentify_dicom(data: bytes, key: Deidentifier) -> bytes:
     """Read DICOM bytes, de-identify, write them back (same transfer syntax, pixel data untouched)."""
-    ds = read_dataset(data)  # CorruptImageError for damaged input
+    if not looks_like_dicom(data):
+        raise UnsupportedFormatError("Only DICOM files can be de-identified; this is not one.")
+    cleaned = deidentify_dataset(read_dataset(data), key)  # CorruptImageError for damaged input
     buffer = io.BytesIO()
-    deidentify_dataset(ds, key).save_as(buffer, enforce_file_format=False)
+    try:
+        cleaned.save_as(buffer, enforce_file_format=False)
+    except Exception as exc:  # a value pydicom read leniently but cannot write back
+        raise CorruptImageError(f"The de-identified DICOM file could not be written ({type(exc).__name__}).") from None
     return buffer.getvalue()

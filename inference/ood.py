@@ -81,9 +81,11 @@ class ImageChecks:
             return f"image is nearly uniform (intensity spread {high - low:.3f} < {self.min_dynamic_range})"
         layout = chest_layout(pixels)
         if layout.orientation_score < self.min_orientation_score:
+            if layout.horizontal_contrast > abs(layout.mediastinum_contrast):
+                return "not an upright frontal chest view: the bright central band runs horizontally (rotated image?)"
             if layout.mediastinum_contrast < 0:
                 return "polarity looks inverted: the mediastinum is darker than the lung fields"
-            return "not an upright frontal chest view: the bright central band runs horizontally (rotated image?)"
+            return "not a frontal chest view: no bright mediastinal band between darker lung fields"
         return None
 
 

@@ -29,13 +29,14 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from imaging import ImagingError, decode_image
+from imaging import Deidentifier, ImagingError, decode_image, deidentify_dicom
 from tests.factories import dicom_bytes, jpeg_bytes, png_bytes, synthetic_radiograph, tiff_bytes, to_stored
 
 HANG_S = 20.0  # a decode of these 64-96 px files takes milliseconds; this only catches runaway loops
 DEFAULT_CASES = 300
 SLOW_CASES = 5000
 API_CASES = 40
+DEIDENTIFY_CASES = 150
 HEADER_BYTES = 1024  # most mutations land here: sizes, lengths, offsets and tags live in the first kilobyte
 INTERESTING_VALUES = (b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff", b"\x00\x00", b"\xff\xff\xff\x7f",
                       b"\xff\xff\xff\xff", b"\x00\x00\x00\x80", b"\x01\x00\x01\x00")  # fmt: skip
@@ -100,8 +101,8 @@ def _mutate(draw: st.DrawFn, data: bytearray) -> None:
 
 
 @st.composite
-def mutated_files(draw: st.DrawFn) -> tuple[str, bytes]:
-    name = draw(st.sampled_from(sorted(SEEDS)))
+def mutated_files(draw: st.DrawFn, prefix: str = "") -> tuple[str, bytes]:
+    name = draw(st.sampled_from(sorted(seed for seed in SEEDS if seed.startswith(prefix))))
     data = bytearray(SEEDS[name])
     for _ in range(draw(st.integers(1, 6))):
         _mutate(draw, data)
@@ -161,6 +162,26 @@ def test_fuzzed_decoders_thousands_of_cases() -> None:
     outcomes = fuzz(SLOW_CASES)
     print(f"decoder fuzz (slow): {sum(outcomes.values())} cases, outcomes {summarise(outcomes)}")
     assert sum(outcomes.values()) >= SLOW_CASES * 0.9
+
+
+def test_fuzzed_dicom_deidentification_raises_only_imaging_errors() -> None:
+    """De-identification reads the same hostile files (exports, training sets): same rule, no other exception."""
+    key = Deidentifier(b"fuzzing-secret-0123456789")
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=DEIDENTIFY_CASES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+    @given(mutated_files(prefix="dicom"))
+    def run(case: tuple[str, bytes]) -> None:
+        try:
+            deidentify_dicom(case[1], key)
+            outcomes["deidentified"] += 1
+        except ImagingError as exc:
+            outcomes[type(exc).__name__] += 1
+
+    run()
+    print(f"de-identification fuzz: {sum(outcomes.values())} cases, outcomes {dict(outcomes)}")
+    assert outcomes["deidentified"] > 0 and sum(outcomes.values()) >= DEIDENTIFY_CASES * 0.9
 
 
 def _post_each(client: httpx.Client, path: str) -> Callable[[tuple[str, bytes]], int]:

@@ -83,7 +83,8 @@ def gaussian_embeddings(count: int, seed: int, shift: float = 0.0) -> tuple[np.n
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, count)
     scales = np.linspace(0.5, 2.0, 16)  # anisotropic, so the covariance matters
-    points = rng.normal(size=(count, 16)) * scales + labels[:, None] * 3.0 + shift
+    away = shift * (-1.0) ** np.arange(16)  # a direction away from both class means
+    points = rng.normal(size=(count, 16)) * scales + labels[:, None] * 3.0 + away
     return points, labels
 
 

@@ -117,7 +117,9 @@ def test_flags_are_explained_in_words() -> None:
               "quality_warnings": [{"code": "low_contrast", "message": "Low contrast."}]}  # fmt: skip
     assert finding_text(unsure) == "NORMAL"
     assert [n.severity for n in result_notices(unsure)] == ["warning", "info"]
-    assert "61%" in result_notices(unsure)[0].text
+    assert "61%" in result_notices(unsure)[0].text and "spread" not in result_notices(unsure)[0].text
+    spread = {**unsure, "uncertainty": {"entropy": 0.9, "std": 0.12, "method": "mc_dropout"}}
+    assert "±12%" in result_notices(spread)[0].text
 
 
 def test_heatmap_blending_follows_opacity() -> None:
@@ -329,7 +331,9 @@ def test_health_page(ui_settings: dict[str, str]) -> None:
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Backend"] == "ok" and metrics["Model loaded"] == "yes"
-    assert any("ui-test-tiny" in str(frame.value.values) for frame in at.dataframe)  # the model card summary
+    tables = [str(table.value.to_dict()) for table in at.table]
+    assert any("ui-test-tiny" in text for text in tables)  # the model card summary
+    assert any("database" in text and "OK" in text for text in tables)  # the readiness checks
     if not ui_settings_has(ui_settings, "GET", "/v1/system/stats"):
         assert "not available on this backend yet" in page_text(at)
     else:
@@ -353,7 +357,8 @@ def test_rejected_token_returns_to_login(ui_settings: dict[str, str]) -> None:
     at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     at.session_state[IDENTITY_KEY] = Identity(username="ghost", role=RADIOLOGIST, token="forged-token")
     at.session_state["auth_enabled"] = True
-    at.run()
+    at.run()  # the Analyze page calls nothing before an upload; the case list does
+    at.switch_page("ui/pages/history.py").run()
     assert not at.exception, at.exception
     assert IDENTITY_KEY not in at.session_state
     assert [b.label for b in at.button] == ["Log in"]

@@ -28,7 +28,8 @@ FEATURE_NAMES: dict[str, str] = {"image": "Stored image", "heatmap": "Grad-CAM h
 class Neighbour:
     similarity: float
     label: str
-    reference: str  # "case <id>" or "reference <id>"
+    origin: str  # short, for the tile: "confirmed case 1a2b3c4d" or "reference · kermany-pneumonia"
+    identifier: str  # the full case or reference id, for the tooltip
     thumbnail: bytes | None = None
 
 
@@ -50,7 +51,7 @@ def explain_failure(feature: str, error: BackendError) -> str:
     name = FEATURE_NAMES.get(feature, feature)
     if error.route_missing:
         return f"{name}: not available on this backend yet (its endpoint answered {error.status_code})."
-    return f"{name}: {error.message}"
+    return error.message  # the backend's own sentence, shown under the section it concerns
 
 
 def _attempt(feature: str, fetch: Callable[[], T], notes: dict[str, str]) -> T | None:
@@ -63,6 +64,12 @@ def _attempt(feature: str, fetch: Callable[[], T], notes: dict[str, str]) -> T |
     except ImageDataError as error:
         notes[feature] = f"{FEATURE_NAMES.get(feature, feature)}: {error}"
     return None
+
+
+def neighbour_origin(row: dict[str, Any]) -> str:
+    if row.get("case_id"):
+        return f"confirmed case {str(row['case_id'])[:8]}"
+    return f"reference · {row['dataset']}" if row.get("dataset") else "reference library"
 
 
 def _neighbours(client: BackendClient, answer: dict[str, Any], pool: ThreadPoolExecutor) -> list[Neighbour]:
@@ -80,7 +87,8 @@ def _neighbours(client: BackendClient, answer: dict[str, Any], pool: ThreadPoolE
         Neighbour(
             similarity=float(row.get("similarity", 0.0)),
             label=str(row.get("label") or "unlabelled"),
-            reference=f"case {row['case_id']}" if row.get("case_id") else f"reference {row.get('ref_id', '?')}",
+            origin=neighbour_origin(row),
+            identifier=str(row.get("case_id") or row.get("ref_id") or ""),
             thumbnail=picture,
         )
         for row, picture in zip(rows, pictures, strict=True)

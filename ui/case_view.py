@@ -74,6 +74,7 @@ def render_summary(case: dict[str, Any]) -> None:
                 help=uncertainty_summary(uncertainty),
             )
         timing = f" · {float(case['processing_time_ms']):.0f} ms" if case.get("processing_time_ms") is not None else ""
+        timing = " · cached result" if case.get("cached") else timing
         st.caption(f"Model {case.get('model_version', '?')}{timing}")
     if case.get("confidence") is not None:
         gauge_col.plotly_chart(
@@ -160,7 +161,7 @@ def render_similar(artifacts: CaseArtifacts) -> None:
             if neighbour.thumbnail:
                 st.image(neighbour.thumbnail, width="stretch")
             st.markdown(f"**{neighbour.label}** · {percent(neighbour.similarity)} similar")
-            st.caption(neighbour.reference)
+            st.caption(neighbour.origin, help=neighbour.identifier or None)
 
 
 # --- reports, review, sign -------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def confidence_gauge(confidence: float, *, reliable: bool = True) -> go.Figure:
             },
         )
     )
-    figure.update_layout(height=CHART_HEIGHT, margin=_MARGIN)
+    figure.update_layout(height=CHART_HEIGHT, margin={**_MARGIN, "l": 30, "r": 30})  # room for the 0 and 100 ticks
     return figure
 
 
@@ -48,8 +48,8 @@ def probability_bars(
             orientation="h",
             marker_color=colors,
             text=[f"{value:.1f}%" for value in values],
-            textposition="outside",
-            cliponaxis=False,
+            textposition="auto",
+            insidetextanchor="end",
             hovertemplate="%{y}: %{x:.1f}%<extra></extra>",
         )
     )

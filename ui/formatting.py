@@ -125,15 +125,21 @@ def result_notices(case: dict[str, Any]) -> list[Notice]:
             Notice(
                 "warning",
                 "The model is unsure",
-                f"Calibrated confidence is {percent(case.get('confidence'))} and the spread between repeated "
-                "predictions is high, so this finding could easily go either way. Treat it as a weak hint; "
-                "the case is queued for expert annotation.",
+                f"Calibrated confidence is only {percent(case.get('confidence'))}"
+                f"{spread_clause(case.get('uncertainty'))}, so by the workstation's uncertainty policy this "
+                "finding could go either way. Treat it as a weak hint; the case is queued for expert annotation.",
             )
         )
     for warning in case.get("quality_warnings") or []:
         message = warning.get("message") if isinstance(warning, dict) else str(warning)
         notices.append(Notice("info", "Image quality", str(message)))
     return notices
+
+
+def spread_clause(uncertainty: dict[str, Any] | None) -> str:
+    """Mention the spread of repeated predictions only when there is one worth mentioning."""
+    std = float((uncertainty or {}).get("std") or 0.0)
+    return f" and repeated predictions spread by ±{percent(std)}" if std >= 0.05 else ""
 
 
 def uncertainty_summary(uncertainty: dict[str, Any] | None) -> str:

@@ -13,6 +13,8 @@ from ui.session import SIGNED_OUT, Identity, backend_url, handle_auth_error, res
 logger = logging.getLogger("cxr.ui")
 
 APP_TITLE = "CXR Workstation"
+# Streamlit's default top padding pushes results below the fold on a laptop screen; a reading room wants them up.
+COMPACT_CSS = "<style>[data-testid='stMainBlockContainer'] { padding-top: 3rem; padding-bottom: 2rem; }</style>"
 
 
 def render_sidebar(identity: Identity | None) -> None:
@@ -45,6 +47,7 @@ def run_guarded(page: st.Page) -> None:
 
 def run_app() -> None:
     st.set_page_config(page_title=APP_TITLE, page_icon=":material/radiology:", layout="wide")
+    st.html(COMPACT_CSS)
     identity = resolve_identity()
     render_sidebar(identity)
     page = build_navigation(identity.role if identity else SIGNED_OUT)

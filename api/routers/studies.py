@@ -62,11 +62,11 @@ async def create_study(
 @router.get("/cases", response_model=CasePageOut, summary="List cases, newest first, with filters")
 def list_cases(
     limit: int = Query(50, ge=1, le=MAX_PAGE_SIZE),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=1_000_000_000),  # bounded: a larger one overflowed SQLite's integer (500)
     patient_id: str | None = Query(None, max_length=64),
     prediction: str | None = Query(None, max_length=64),
     date_from: date | None = Query(None, description="First day included (UTC)"),
-    date_to: date | None = Query(None, description="Last day included (UTC)"),
+    date_to: date | None = Query(None, description="Last day included (UTC)", le=date(9999, 12, 30)),  # +1 day fits
     case_status: str | None = Query(None, alias="status"),
     services: Services = Depends(get_services),
     user: Principal = Depends(current_user),

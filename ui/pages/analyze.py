@@ -188,24 +188,55 @@ def current_case() -> dict[str, Any] | None:
     return artifacts.case if artifacts else None
 
 
-def render() -> None:
-    st.title("Analyze a chest radiograph")
-    client = backend_client()
+def study_summary(case: dict[str, Any], state: UploadState | None) -> str:
+    patient = case.get("patient") or {}
+    parts = [f"**{state.name}**" if state else "", state.description if state else ""]
+    parts += [
+        f"Patient ID {patient['patient_id']}" if patient.get("patient_id") else "",
+        str(patient.get("name") or ""),
+    ]
+    parts += [f"{patient['age']} y" if patient.get("age") is not None else "", SEX_LABELS.get(patient.get("sex"), "")]
+    return " · ".join(part for part in parts if part)
+
+
+def start_new_analysis() -> None:
+    for key in (CURRENT_CASE_KEY, UPLOAD_STATE_KEY, TIMING_KEY):
+        st.session_state.pop(key, None)
+
+
+def render_inputs(client: BackendClient) -> None:
     upload_col, form_col = st.columns([1, 1.2], gap="large")
     with upload_col:
         uploaded, state = render_upload_panel(client)
     with form_col:
         run_clicked = render_patient_form(state, can_run=uploaded is not None and not (state and state.error))
-        if run_clicked and uploaded is not None and (error := run_analysis(client, uploaded)):
-            st.error(f"Analysis failed: {error}", icon=":material/error:")
+        if run_clicked and uploaded is not None:
+            if error := run_analysis(client, uploaded):
+                st.error(f"Analysis failed: {error}", icon=":material/error:")
+            else:
+                st.rerun()  # redraw with the inputs folded away: the result is what matters now
+
+
+def render_result(client: BackendClient, case: dict[str, Any]) -> None:
+    with st.container(border=True):
+        summary_col, button_col = st.columns([5, 1], vertical_alignment="center")
+        summary_col.markdown(study_summary(case, st.session_state.get(UPLOAD_STATE_KEY)))
+        if button_col.button("New analysis", icon=":material/add_photo_alternate:", width="stretch"):
+            start_new_analysis()
+            st.rerun()
+    if (elapsed := st.session_state.pop(TIMING_KEY, None)) is not None:
+        st.caption(f"Result ready {elapsed:.2f} s after the click · case {case['case_id']}")
+    render_case(client, case, key="analyze")
+
+
+def render() -> None:
+    st.title("Analyze a chest radiograph")
+    client = backend_client()
     case = current_case()
     if case is None:
-        return
-    st.divider()
-    elapsed = st.session_state.get(TIMING_KEY)
-    if elapsed is not None and run_clicked:
-        st.caption(f"Result ready {elapsed:.2f} s after the click (case {case['case_id']}).")
-    render_case(client, case, key="analyze")
+        render_inputs(client)
+    else:
+        render_result(client, case)
 
 
 if __name__ == "__main__":

@@ -51,24 +51,28 @@ def render_liveness(client: BackendClient) -> None:
     checks = ready.get("checks") or {}
     rows = [
         {
-            "Component": name,
-            "OK": bool(check.get("ok")) if isinstance(check, dict) else bool(check),
+            "Component": name.replace("_", " "),
+            "State": "OK" if (check.get("ok") if isinstance(check, dict) else check) else "FAILING",
             "Detail": str(check.get("detail", "")) if isinstance(check, dict) else "",
         }
         for name, check in checks.items()
     ]
     st.markdown("##### Components")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.table(pd.DataFrame(rows).set_index("Component"))  # a static table: long details wrap instead of hiding
 
 
 def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame | None:
     """Model-card metrics as a table: one column per split (validation, test, ...), scalar metrics as rows."""
     splits = {name: scalar_items(values) for name, values in metrics.items() if isinstance(values, dict)}
-    splits = {name: values for name, values in splits.items() if values}
+    splits = {name: {k: rounded(v) for k, v in values.items()} for name, values in splits.items() if values}
     if not splits:
-        flat = scalar_items(metrics)
+        flat = {k: rounded(v) for k, v in scalar_items(metrics).items()}
         return pd.DataFrame({"value": flat}) if flat else None
-    return pd.DataFrame(splits)
+    return pd.DataFrame(splits).fillna("")
+
+
+def rounded(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def render_model_card(client: BackendClient) -> None:
@@ -80,16 +84,12 @@ def render_model_card(client: BackendClient) -> None:
     summary = {label: info.get(key) for key, label in MODEL_FIELDS if info.get(key) not in (None, "")}
     summary["Classes"] = ", ".join(str(c) for c in info.get("classes") or [])
     left, right = st.columns([1, 1.3])
-    left.dataframe(
-        pd.DataFrame({"Field": list(summary), "Value": [str(v) for v in summary.values()]}),
-        hide_index=True,
-        width="stretch",
-    )
+    left.table(pd.DataFrame({"Value": [str(v) for v in summary.values()]}, index=list(summary)))
     table = metrics_table(info.get("metrics") or {})
     if table is None:
         right.caption("The checkpoint carries no evaluation metrics.")
     else:
-        right.dataframe(table, width="stretch")
+        right.table(table)
 
 
 def render_system(client: BackendClient) -> None:

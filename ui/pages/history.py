@@ -71,13 +71,13 @@ def cases_table(items: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 "Date": short_datetime(case.get("created_at")),
-                "Patient ID": patient.get("patient_id", ""),
-                "Name": patient.get("name", ""),
+                "Patient ID": patient.get("patient_id") or "",
+                "Name": patient.get("name") or "",
                 "Finding": finding_text(case),
                 "Confidence": float(case.get("confidence") or 0.0),
                 "Flags": ", ".join(flags),
                 "Status": str(case.get("status") or "").replace("_", " "),
-                "Case ID": str(case.get("case_id", "")),
+                "Case": str(case.get("case_id", ""))[:8],  # enough to tell cases apart; the full id is in the view
             }
         )
     return pd.DataFrame(rows)
@@ -107,7 +107,7 @@ def render_results(items: list[dict[str, Any]], filters: dict[str, str], offset:
         key=f"history-table-{query_key}",  # a new query starts without a stale row selected
         column_config={
             "Confidence": st.column_config.ProgressColumn("Confidence", format="percent", min_value=0, max_value=1),
-            "Case ID": st.column_config.TextColumn("Case ID", width="small"),
+            "Case": st.column_config.TextColumn("Case", width="small"),
         },
     )
     rows = event.selection.rows if event is not None else []

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     ood_max_aspect_ratio: float = 2.0  # chest radiographs are ~0.8-1.25; beyond this it is not a chest film
     ood_min_dynamic_range: float = 0.08  # 1st-99th percentile spread of [0, 1] pixels; below it: near-constant
     ood_min_orientation_score: float = 0.0  # vertical mediastinal band minus horizontal band brightness
+    ood_flip_screen: float = 0.03  # bottom-minus-top brightness below which the upside-down test runs
+    ood_flip_margin: float = 1.0  # upside down when the 180-degree turned image is this much closer in distance
 
     # --- similar-case retrieval (case_retrieval/; thresholds measured by bench/retrieval.py) -----------------------
     retrieval_index_dir: Path | None = None  # None: var_dir / "retrieval"

@@ -150,7 +150,7 @@ class Predictor:
             batch = np.stack([preprocess(images[i], self.checkpoint.preprocess) for i in todo])
             logits, embeddings, sampled, method = self._forward(batch)
             uncertainties = uncertainties_from_logits(sampled, self.checkpoint.temperature, method)
-            verdicts = [self.gate.check(images[i], embeddings[row]) for row, i in enumerate(todo)]
+            verdicts = [self.gate.check(images[i], embeddings[row], self._embed) for row, i in enumerate(todo)]
             elapsed_ms = (time.perf_counter() - started) * 1000 / len(todo)
             for row, i in enumerate(todo):
                 results[i] = self._to_prediction(
@@ -175,6 +175,12 @@ class Predictor:
                 with self._model_lock:  # copy the weights while no forward runs
                     self._explainer = Explainer(self.checkpoint, self.model)
             return self._explainer
+
+    def _embed(self, pixels: np.ndarray) -> np.ndarray:
+        """Embedding of one more decoded image (the input gate's upside-down test)."""
+        batch = torch.from_numpy(preprocess(pixels, self.checkpoint.preprocess)[None])
+        with self._model_lock, torch.inference_mode():
+            return self.model.forward_head(self.model.forward_features(batch), pre_logits=True).float().numpy()
 
     def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         """Logits, embeddings and the (passes, B, K) uncertainty samples of one backbone pass."""

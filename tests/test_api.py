@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1, RLELossless
 
 from tests.factories import dicom_bytes, jpeg_bytes, png_bytes, synthetic_radiograph, tiff_bytes, to_stored
@@ -161,7 +163,9 @@ def test_study_creates_a_case_that_can_be_read_back(client: httpx.Client) -> Non
     }
     created = create_study(client, png_bytes(to_stored(radiograph(30))), patient)
     assert_prediction({**created, "timestamp": created["created_at"]})
-    assert created["patient"]["name"] == "Zoë Ångström" and created["status"] == "analyzed"
+    assert created["patient"]["name"] == "Zoë Ångström"
+    needs_review = created["uncertain"] or created["ood"]
+    assert created["status"] == ("queued_for_review" if needs_review else "analyzed")
     fetched = client.get(f"/v1/cases/{created['case_id']}").json()
     assert fetched["case_id"] == created["case_id"] and fetched["probabilities"] == created["probabilities"]
     assert fetched["patient"] == created["patient"] and fetched["study"]["format"] == "PNG"
@@ -214,4 +218,55 @@ def test_case_listing_filters_and_paginates(client: httpx.Client) -> None:
 
 def test_unknown_case_is_404(client: httpx.Client) -> None:
     response = client.get("/v1/cases/00000000-0000-0000-0000-000000000000")
-    assert response.status_code == 404 and "not found" in response.json()["detail"].lower()
+    assert response.status_code == 404 and "no case" in response.json()["detail"].lower()
+
+
+def test_case_image_heatmap_and_inspect(client: httpx.Client) -> None:
+    case_id = create_study(client, png_bytes(to_stored(radiograph(50))))["case_id"]
+    image = client.get(f"/v1/cases/{case_id}/image")
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    overlay = client.get(f"/v1/cases/{case_id}/heatmap", params={"alpha": 0.6, "colormap": "inferno"})
+    assert overlay.status_code == 200 and overlay.content.startswith(b"\x89PNG")
+    assert overlay.headers["x-model-version"] == "test-tiny-1"
+    raw = client.get(f"/v1/cases/{case_id}/heatmap", params={"format": "raw"})
+    decoded = Image.open(io.BytesIO(raw.content))
+    assert decoded.mode.startswith("I") and decoded.size == (256, 256)  # 16-bit, the original image's size
+    assert client.get(f"/v1/cases/{case_id}/heatmap", params={"alpha": 2}).status_code == 422
+    bad_colormap = client.get(f"/v1/cases/{case_id}/heatmap", params={"colormap": "rainbow-unicorn"})
+    assert bad_colormap.status_code == 422 and "colormap" in bad_colormap.json()["detail"].lower()
+    tags = post_file(client, "/v1/dicom/inspect", "s.dcm", dicom_bytes(to_stored(radiograph(51)))).json()
+    assert tags["format"] == "DICOM" and tags["metadata"]["PatientID"] == "CXR-TEST-0001"
+    assert base64.b64decode(tags["preview_png_base64"]).startswith(b"\x89PNG")
+
+
+def test_similar_cases_without_a_library_says_how_to_build_it(client: httpx.Client) -> None:
+    case_id = create_study(client, png_bytes(to_stored(radiograph(52))))["case_id"]
+    response = client.get(f"/v1/cases/{case_id}/similar", params={"k": 3})
+    assert response.status_code == 503 and "case_retrieval build" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("kind", ["radiologist", "clinical", "patient"])
+def test_reports_are_pdfs_named_for_download(client: httpx.Client, kind: str) -> None:
+    case_id = create_study(client, png_bytes(to_stored(radiograph(53))), {"name": "Ada Report"})["case_id"]
+    response = client.get(f"/v1/cases/{case_id}/report", params={"kind": kind})
+    assert response.status_code == 200 and response.content.startswith(b"%PDF")
+    disposition = response.headers["content-disposition"]
+    assert f"cxr-{kind}-report_{case_id}" in disposition and "Ada" not in disposition
+
+
+def test_unknown_report_kind_is_422(client: httpx.Client) -> None:
+    case_id = create_study(client, png_bytes(to_stored(radiograph(54))))["case_id"]
+    assert client.get(f"/v1/cases/{case_id}/report", params={"kind": "poem"}).status_code == 422
+
+
+def test_review_then_sign_and_signed_case_is_final(client: httpx.Client) -> None:
+    case_id = create_study(client, png_bytes(to_stored(radiograph(55))))["case_id"]
+    reviewed = client.post(f"/v1/cases/{case_id}/review", json={"reason": "Subtle opacity, please double-read."})
+    assert reviewed.status_code == 200 and reviewed.json()["status"] == "queued_for_review"
+    assert client.post(f"/v1/cases/{case_id}/review", json={"reason": ""}).status_code == 422
+    signed = client.post(f"/v1/cases/{case_id}/sign").json()
+    assert signed["status"] == "signed" and signed["signed_by"] and signed["signed_at"]
+    again = client.post(f"/v1/cases/{case_id}/sign")
+    assert again.status_code == 409
+    report = client.get(f"/v1/cases/{case_id}/report", params={"kind": "clinical"})
+    assert report.status_code == 200

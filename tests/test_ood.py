@@ -136,6 +136,30 @@ def test_gate_disabled_and_without_reference() -> None:
     assert verdict.ood and "inverted" in verdict.reason and verdict.distance is None
 
 
+def test_upside_down_test_runs_when_the_bottom_is_dark_and_compares_distances() -> None:
+    fit_x, fit_y = gaussian_embeddings(500, seed=0)
+    reference = fit_reference(fit_x, fit_y, gaussian_embeddings(200, seed=1)[0], 99.5, "v1")
+    gate = InputGate(reference, ImageChecks(flip_screen=0.03, flip_margin=1.0))
+    upright = frontal_like()
+    upright[:30] *= 0.5  # dark top, bright bottom: an upright balance, the turned copy is never embedded
+    turned = np.ascontiguousarray(np.rot90(upright, 2))
+    near, farther = (
+        reference.class_means[0],
+        reference.class_means[0] + 0.8 * np.sqrt(np.diag(np.linalg.inv(reference.precision))),
+    )
+    calls: list[np.ndarray] = []
+
+    def embed(pixels: np.ndarray) -> np.ndarray:  # the turned-back image lands on the class mean
+        calls.append(pixels)
+        return near[None]
+
+    assert not gate.check(upright, farther, embed).ood and not calls
+    verdict = gate.check(turned, farther, embed)
+    assert len(calls) == 1 and np.allclose(calls[0], upright)
+    assert verdict.ood and "upside down" in verdict.reason
+    assert not gate.check(turned, near, embed).ood  # no better when turned: not upside down
+
+
 # --- the fit command end to end -----------------------------------------------------------------------------------
 
 

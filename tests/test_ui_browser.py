@@ -110,10 +110,13 @@ def shoot(page: Page, name: str) -> Path:
 
 
 def wait_idle(page: Page, timeout_ms: int = 60_000) -> None:
-    """Until Streamlit has finished its current run (its status widget shows while a script runs)."""
-    page.wait_for_timeout(300)
+    """Until Streamlit has finished its current run: no status widget and no element marked stale by a run."""
+    page.wait_for_timeout(500)  # the status widget appears only after a short delay
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms, polling=100
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')
+                 && !document.querySelector('[data-stale="true"]')""",
+        timeout=timeout_ms,
+        polling=100,
     )
 
 
@@ -142,7 +145,8 @@ def analyse(page: Page, image: Path, patient_id: str | None, shot_before: str | 
     wait_idle(page)
     page.locator("input[type=file]").set_input_files(str(image))
     page.locator("[data-testid='stFileChip']").wait_for()
-    expect(run).to_be_enabled()  # enabled once the backend has read the file
+    page.locator("[data-testid='stImage']").first.wait_for()  # the preview: the backend has read the file
+    expect(run).to_be_enabled()
     wait_idle(page)
     if patient_id is not None:
         page.get_by_label("Patient ID").fill(patient_id)
@@ -234,7 +238,7 @@ def test_radiologist_workflow(page: Page, stack: dict[str, str], kermany_dir: Pa
         page.get_by_role("heading", name="Case history").wait_for()
         shoot(page, "07-history")
         page.get_by_label("Patient ID").fill("UI-BROWSER-0")
-        page.get_by_role("button", name="Search").click()
+        page.get_by_test_id("stFormSubmitButton").get_by_role("button", name="Search").click()
         page.get_by_text("Cases 1–1 of 1").wait_for()
         grid = page.locator("[data-testid='stDataFrame']").first.bounding_box()
         page.mouse.click(grid["x"] + 18, grid["y"] + 35 + 17)  # the first row's selection box (glide data grid canvas)

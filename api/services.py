@@ -120,10 +120,12 @@ class Services:
         return round(time.time() - self.started_at, 1)
 
     def predictor(self, task: str = "pneumonia") -> Predictor:
-        if task not in self.predictors:
-            reason = self.model_errors.get(task, f"no model is configured for task {task!r}")
-            raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, f"Model unavailable: {reason}")
-        return self.predictors[task]
+        """The task's Predictor; 404 for a task with no model configured, 503 for one whose model failed to load."""
+        if task in self.predictors:
+            return self.predictors[task]
+        if task in self.model_errors:
+            raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, f"Model unavailable: {self.model_errors[task]}")
+        raise ApiError(status.HTTP_404_NOT_FOUND, f"No model is configured for task {task!r}.")
 
     def serving_paths(self) -> dict[str, Path]:
         """Checkpoint per task: MODEL_ALIAS (e.g. models:/cxr-pneumonia@champion) wins over MODEL_PATH."""

@@ -31,6 +31,9 @@ from ui.formatting import (
     patient_from_tags,
     patient_payload,
     result_notices,
+    review_notes,
+    split_description,
+    split_metrics,
 )
 from ui.imagery import blend_heatmap, decode_heatmap, grayscale_display
 from ui.registry import PAGES, PageSpec, pages_for
@@ -120,6 +123,31 @@ def test_flags_are_explained_in_words() -> None:
     assert "61%" in result_notices(unsure)[0].text and "spread" not in result_notices(unsure)[0].text
     spread = {**unsure, "uncertainty": {"entropy": 0.9, "std": 0.12, "method": "mc_dropout"}}
     assert "±12%" in result_notices(spread)[0].text
+
+
+def test_review_requests_are_not_image_warnings() -> None:
+    case = {"prediction": "NORMAL", "quality_warnings": [
+        {"code": "review_requested", "message": "Sent for expert review by dr: check the apex"},
+        {"code": "low_resolution", "message": "The image is small."}]}  # fmt: skip
+    assert [n.text for n in result_notices(case)] == ["The image is small."]
+    assert review_notes(case) == ["Sent for expert review by dr: check the apex"]
+
+
+def test_model_card_metrics_flat_and_nested() -> None:
+    flat = {"accuracy": 0.97318, "auroc": 0.99816, "threshold": 0.19}
+    nested = {
+        "metrics": {"accuracy": 0.875, "auroc": 0.9595},
+        "intervals": {"auroc": [0.9423, 0.9766]},
+        "n_images": 624,
+        "dataset": "kermany-pneumonia",
+        "threshold": 0.189,
+        "evaluated_at": "2026-11-30T00:04:49Z",
+    }
+    assert split_metrics(flat) == {"auroc": "0.998", "accuracy": "0.973"}  # the threshold is not a metric
+    assert split_metrics(nested) == {"auroc": "0.960 (0.942–0.977)", "accuracy": "0.875"}
+    assert split_description("test", nested) == (
+        "test: kermany-pneumonia, 624 images, at threshold 0.189, evaluated 2026-11-30 00:04"
+    )
 
 
 def test_heatmap_blending_follows_opacity() -> None:

@@ -16,6 +16,7 @@ from ui.formatting import (
     finding_text,
     percent,
     result_notices,
+    review_notes,
     scalar_items,
     short_datetime,
     uncertainty_summary,
@@ -212,10 +213,12 @@ def render_report_buttons(client: BackendClient, case_id: str, *, key: str) -> N
 
 
 def render_review_form(client: BackendClient, artifacts: CaseArtifacts, *, key: str) -> None:
+    for note in review_notes(artifacts.case):
+        st.caption(note)
     if not backend_offers("POST", "/v1/cases/{case_id}/review"):
         st.info("Sending for review is not available on this backend yet.", icon=":material/rate_review:")
         return
-    with st.form(f"{key}-review-{artifacts.case_id}", border=False):
+    with st.form(f"{key}-review-{artifacts.case_id}", border=False, clear_on_submit=True):
         reason = st.text_area(
             "Reason", placeholder="e.g. subtle opacity in the left lower zone; please confirm", height=80
         )

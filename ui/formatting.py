@@ -131,6 +131,8 @@ def result_notices(case: dict[str, Any]) -> list[Notice]:
             )
         )
     for warning in case.get("quality_warnings") or []:
+        if isinstance(warning, dict) and warning.get("code") == REVIEW_NOTE_CODE:
+            continue  # a review request, shown with the review actions, not an image problem
         message = warning.get("message") if isinstance(warning, dict) else str(warning)
         notices.append(Notice("info", "Image quality", str(message)))
     return notices
@@ -176,3 +178,50 @@ def duration(seconds: float | None) -> str:
 def scalar_items(data: dict[str, Any]) -> dict[str, Any]:
     """The scalar (str/number/bool) entries of a dict, for compact key-value tables."""
     return {key: value for key, value in data.items() if isinstance(value, str | int | float | bool)}
+
+
+# --- model card -------------------------------------------------------------------------------------------------
+
+METRIC_ORDER: tuple[str, ...] = ("auroc", "accuracy", "sensitivity", "specificity", "precision", "f1", "auprc")
+NOT_METRICS: frozenset[str] = frozenset({"threshold", "temperature", "best_epoch", "epoch", "seed"})
+REVIEW_NOTE_CODE = "review_requested"  # the backend keeps review requests in the case's notes list
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def split_metrics(split: dict[str, Any]) -> dict[str, str]:
+    """One evaluation split -> metric name -> "0.875 (0.849–0.899)" (with the interval when the card has one)."""
+    nested = split.get("metrics")
+    source = nested if isinstance(nested, dict) else split
+    intervals = split.get("intervals") if isinstance(split.get("intervals"), dict) else {}
+    cells: dict[str, str] = {}
+    for name, value in source.items():
+        if not _is_number(value) or name in NOT_METRICS or name.startswith("n_"):
+            continue
+        cell = f"{value:.3f}"
+        bounds = intervals.get(name)
+        if isinstance(bounds, list | tuple) and len(bounds) == 2 and all(_is_number(b) for b in bounds):
+            cell += f" ({bounds[0]:.3f}–{bounds[1]:.3f})"
+        cells[name] = cell
+    ordered = [name for name in METRIC_ORDER if name in cells] + [n for n in cells if n not in METRIC_ORDER]
+    return {name: cells[name] for name in ordered}
+
+
+def split_description(name: str, split: dict[str, Any]) -> str:
+    """A line on how a split was evaluated: dataset, size, threshold, date (what the card says, nothing more)."""
+    parts = [str(split["dataset"])] if split.get("dataset") else []
+    if _is_number(split.get("n_images")):
+        parts.append(f"{int(split['n_images'])} images")
+    if _is_number(split.get("threshold")):
+        parts.append(f"at threshold {float(split['threshold']):.3f}")
+    if split.get("evaluated_at"):
+        parts.append(f"evaluated {short_datetime(split['evaluated_at'])}")
+    return f"{name}: " + ", ".join(parts) if parts else ""
+
+
+def review_notes(case: dict[str, Any]) -> list[str]:
+    """Review requests recorded on the case (kept by the backend beside the image-quality warnings)."""
+    notes = case.get("quality_warnings") or []
+    return [str(n.get("message", "")) for n in notes if isinstance(n, dict) and n.get("code") == REVIEW_NOTE_CODE]

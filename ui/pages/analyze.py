@@ -32,6 +32,8 @@ FORM_DEFAULTS: dict[str, Any] = {"patient_id": "", "name": "", "age": None, "sex
 UPLOAD_STATE_KEY = "analyze-upload-state"
 CURRENT_CASE_KEY = "analyze-case-id"
 TIMING_KEY = "analyze-timing"
+RUN_KEY = "analyze-run"  # the "Run AI analysis" button: True in the run its click starts
+UPLOAD_KEY = "analyze-upload"
 PREVIEW_WIDTH = 380
 SHOWN_TAGS: tuple[tuple[str, str], ...] = (
     ("Modality", "Modality"),
@@ -119,7 +121,7 @@ def render_upload_panel(client: BackendClient) -> tuple[UploadedFile | None, Upl
     uploaded = st.file_uploader(
         "Radiograph (DICOM, PNG, JPEG or TIFF)",
         type=UPLOAD_TYPES,
-        key="analyze-upload",
+        key=UPLOAD_KEY,
         max_upload_size=max(1, math.ceil(get_settings().max_upload_mb)),
     )
     state = track_upload(client, uploaded)
@@ -162,7 +164,12 @@ def render_patient_form(state: UploadState | None, can_run: bool) -> bool:
             placeholder="e.g. fever and cough for 3 days",
         )
         return st.form_submit_button(
-            "Run AI analysis", type="primary", icon=":material/neurology:", disabled=not can_run, width="stretch"
+            "Run AI analysis",
+            type="primary",
+            icon=":material/neurology:",
+            disabled=not can_run,
+            width="stretch",
+            key=RUN_KEY,
         )
 
 
@@ -204,17 +211,14 @@ def start_new_analysis() -> None:
         st.session_state.pop(key, None)
 
 
-def render_inputs(client: BackendClient) -> None:
+def render_inputs(client: BackendClient, error: str | None) -> None:
     upload_col, form_col = st.columns([1, 1.2], gap="large")
     with upload_col:
         uploaded, state = render_upload_panel(client)
     with form_col:
-        run_clicked = render_patient_form(state, can_run=uploaded is not None and not (state and state.error))
-        if run_clicked and uploaded is not None:
-            if error := run_analysis(client, uploaded):
-                st.error(f"Analysis failed: {error}", icon=":material/error:")
-            else:
-                st.rerun()  # redraw with the inputs folded away: the result is what matters now
+        render_patient_form(state, can_run=uploaded is not None and not (state and state.error))
+        if error:
+            st.error(f"Analysis failed: {error}", icon=":material/error:")
 
 
 def render_result(client: BackendClient, case: dict[str, Any]) -> None:
@@ -232,9 +236,15 @@ def render_result(client: BackendClient, case: dict[str, Any]) -> None:
 def render() -> None:
     st.title("Analyze a chest radiograph")
     client = backend_client()
+    error = None
+    uploaded = st.session_state.get(UPLOAD_KEY)
+    # The click's run analyses before drawing anything, so the result replaces the inputs in this same run
+    # (no second run, and no moment where the old form is shown under a finished result).
+    if st.session_state.get(RUN_KEY) and uploaded is not None and current_case() is None:
+        error = run_analysis(client, uploaded)
     case = current_case()
     if case is None:
-        render_inputs(client)
+        render_inputs(client, error)
     else:
         render_result(client, case)
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from ui.client import BackendClient, BackendError
-from ui.formatting import duration, scalar_items
+from ui.formatting import duration, scalar_items, split_description, split_metrics
 from ui.session import client as backend_client
 from ui.session import handle_auth_error
 
@@ -62,17 +62,21 @@ def render_liveness(client: BackendClient) -> None:
 
 
 def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame | None:
-    """Model-card metrics as a table: one column per split (validation, test, ...), scalar metrics as rows."""
-    splits = {name: scalar_items(values) for name, values in metrics.items() if isinstance(values, dict)}
-    splits = {name: {k: rounded(v) for k, v in values.items()} for name, values in splits.items() if values}
+    """Model-card metrics: one column per evaluation split (validation, test, ...), one row per metric."""
+    splits = {name: split_metrics(values) for name, values in metrics.items() if isinstance(values, dict)}
+    splits = {name: cells for name, cells in splits.items() if cells}
     if not splits:
-        flat = {k: rounded(v) for k, v in scalar_items(metrics).items()}
-        return pd.DataFrame({"value": flat}) if flat else None
-    return pd.DataFrame(splits).fillna("")
+        return None
+    rows = list(dict.fromkeys(name for cells in splits.values() for name in cells))
+    return pd.DataFrame({split: [cells.get(row, "") for row in rows] for split, cells in splits.items()}, index=rows)
 
 
-def rounded(value: Any) -> Any:
-    return round(value, 4) if isinstance(value, float) else value
+def display_value(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if key == "data_fingerprint" and len(str(value)) > 16:
+        return f"{str(value)[:16]}…"  # enough to compare two cards by eye
+    return str(value)
 
 
 def render_model_card(client: BackendClient) -> None:
@@ -81,15 +85,20 @@ def render_model_card(client: BackendClient) -> None:
     if info is None:
         st.warning(f"Model information unavailable: {error.message if error else 'no answer'}")
         return
-    summary = {label: info.get(key) for key, label in MODEL_FIELDS if info.get(key) not in (None, "")}
+    summary = {
+        label: display_value(key, info.get(key)) for key, label in MODEL_FIELDS if info.get(key) not in (None, "")
+    }
     summary["Classes"] = ", ".join(str(c) for c in info.get("classes") or [])
-    left, right = st.columns([1, 1.3])
-    left.table(pd.DataFrame({"Value": [str(v) for v in summary.values()]}, index=list(summary)))
-    table = metrics_table(info.get("metrics") or {})
+    left, right = st.columns([1, 1.4])
+    left.table(pd.DataFrame({"Value": list(summary.values())}, index=list(summary)))
+    metrics = info.get("metrics") or {}
+    table = metrics_table(metrics)
     if table is None:
         right.caption("The checkpoint carries no evaluation metrics.")
-    else:
-        right.table(table)
+        return
+    right.table(table)
+    lines = [split_description(name, split) for name, split in metrics.items() if isinstance(split, dict)]
+    right.caption("  \n".join(line for line in lines if line) or "Metrics as recorded in the model checkpoint.")
 
 
 def render_system(client: BackendClient) -> None:

@@ -2,7 +2,7 @@
 
     python bench/explain.py [--checkpoint models/pneumonia.pt] [--images 20] [--passes 20] [--threads 2]
 
-Rows (median and p95 ms per image, batch 1, each image a different Kermany test radiograph):
+Rows (median and p95 ms per image, batch 1, each image a different Kermany test radiograph; the steps take\nturns image by image):
 - forward: the bare model forward (what every prediction costs at least)
 - predict (no uncertainty): the Predictor path with UNCERTAINTY_METHOD=none (forward, embedding, input gate)
 - predict + mc_dropout: the default path (one backbone pass, N resampled heads)
@@ -38,14 +38,19 @@ from settings import get_settings
 WARM_UP = 3
 
 
-def timed(action: Callable[[np.ndarray], object], images: list[np.ndarray]) -> list[float]:
-    for image in images[:WARM_UP]:
-        action(image)
-    timings = []
-    for image in images:
-        started = time.perf_counter()
-        action(image)
-        timings.append((time.perf_counter() - started) * 1000)
+def timed_interleaved(actions: dict[str, Callable[[np.ndarray], object]], images: list[np.ndarray]) -> dict:
+    """ms per image for every action; the actions take turns on each image (in a rotating order), so that load
+    from other processes hits them alike and the ratios stay meaningful on a shared machine."""
+    for action in actions.values():
+        for image in images[:WARM_UP]:
+            action(image)
+    names = list(actions)
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    for index, image in enumerate(images):
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            started = time.perf_counter()
+            actions[name](image)
+            timings[name].append((time.perf_counter() - started) * 1000)
     return timings
 
 
@@ -112,14 +117,17 @@ def main() -> None:
         return Predictor(checkpoint, threads=args.threads, cache_size=1, cache_ttl=1, uncertainty=policy)
 
     explainer = Explainer(checkpoint)
-    rows = {
-        "forward": timed(forward, images),
-        "predict (no uncertainty)": timed(predictor_for("none").predict, images),
-        f"predict + mc_dropout x{args.passes}": timed(predictor_for("mc_dropout").predict, images),
-        f"predict + tta x{args.passes}": timed(predictor_for("tta").predict, images),
-        "gradcam": timed(lambda image: explainer.heatmap(image, method="gradcam"), images),
-        "gradcam++": timed(lambda image: explainer.heatmap(image, method="gradcam++"), images),
-    }
+    rows = timed_interleaved(
+        {
+            "forward": forward,
+            "predict (no uncertainty)": predictor_for("none").predict,
+            f"predict + mc_dropout x{args.passes}": predictor_for("mc_dropout").predict,
+            f"predict + tta x{args.passes}": predictor_for("tta").predict,
+            "gradcam": lambda image: explainer.heatmap(image, method="gradcam"),
+            "gradcam++": lambda image: explainer.heatmap(image, method="gradcam++"),
+        },
+        images,
+    )
     base = float(np.median(rows["forward"]))
     print(
         f"model {checkpoint.version} ({checkpoint.architecture}, {checkpoint.preprocess.input_size} px), "

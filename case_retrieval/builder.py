@@ -181,7 +181,7 @@ def rebuild_library(
             try:
                 images.append(read_pixels(entry))
                 readable.append(entry)
-            except (OSError, ImagingError, RetrievalError, KeyError) as exc:
+            except Exception as exc:  # the reader is the caller's (image store, files): any failure means unreadable
                 logger.warning("cannot re-read library entry %s: %s", entry.entry_id, type(exc).__name__)
                 failed.append(entry.entry_id)
         if readable:

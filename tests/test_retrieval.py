@@ -327,7 +327,14 @@ def test_cli_reports_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_rebuild_refuses_to_drop_entries_it_cannot_reread(tmp_path: Path) -> None:
     library, _ = library_with(tmp_path, 3)
     library.save()
+    predictor = tiny_predictor("tiny-v2")
     with pytest.raises(RetrievalError, match="3 library entries could not be re-read"):
-        rebuild_library(library, tiny_predictor("tiny-v2"), pixel_reader(tmp_path))  # no such dataset files
+        rebuild_library(library, predictor, pixel_reader(tmp_path))  # no such dataset files
+
+    def image_store_miss(_: LibraryEntry) -> np.ndarray:
+        raise LookupError("No stored image has this sha256.")  # what an image store raises for a lost file
+
+    with pytest.raises(RetrievalError, match="could not be re-read"):
+        rebuild_library(library, predictor, image_store_miss)
     kept = CaseLibrary.load(tmp_path / "lib", model_version=VERSION)
     assert kept.generation == 1 and len(kept) == 3

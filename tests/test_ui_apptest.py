@@ -23,6 +23,7 @@ from settings import get_settings
 from tests.factories import DEFAULT_PATIENT_TAGS, dicom_bytes, synthetic_radiograph, to_stored
 from tests.live_server import ROOT, free_port, running_api
 from tests.ui_backend import UI_ADMIN, backend_env, tiny_checkpoint
+from ui.case_data import load_artifacts
 from ui.client import BackendClient, BackendError, detail_of
 from ui.formatting import (
     dicom_age_years,
@@ -130,6 +131,9 @@ def test_review_requests_are_not_image_warnings() -> None:
         {"code": "review_requested", "message": "Sent for expert review by dr: check the apex"},
         {"code": "low_resolution", "message": "The image is small."}]}  # fmt: skip
     assert [n.text for n in result_notices(case)] == ["The image is small."]
+    case["quality_warnings"].append({"code": "low_contrast", "message": "Very low contrast."})
+    (notice,) = result_notices(case)  # several image warnings share one box, as a list
+    assert notice.text == "\n- The image is small.\n\n- Very low contrast."
     assert review_notes(case) == ["Sent for expert review by dr: check the apex"]
 
 
@@ -208,6 +212,51 @@ def test_client_keeps_the_token_on_the_backend_host() -> None:
     assert client.get_bytes("http://backend.test/v1/reference/7/thumbnail") == b"png"
     with pytest.raises(BackendError, match="not on the backend"):
         client.get_bytes("https://elsewhere.example/steal")
+
+
+def png_of(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_case_view_data_degrades_per_feature() -> None:
+    """An older backend: image yes, heatmap route missing, similar refused; each part says why on its own."""
+    picture = png_of(np.full((300, 240), 128, dtype=np.uint8))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/image"):
+            return httpx.Response(200, content=picture, headers={"content-type": "image/png"})
+        if request.url.path.endswith("/heatmap"):
+            return httpx.Response(404, json={"detail": "Not Found"})
+        return httpx.Response(503, json={"detail": "Similar cases unavailable: no library has been built yet."})
+
+    artifacts = load_artifacts(answering(handler), {"case_id": "c1"})
+    assert artifacts.image is not None and artifacts.image.shape == (300, 240)
+    assert artifacts.heatmap is None and "not available on this backend yet" in artifacts.notes["heatmap"]
+    assert artifacts.neighbours is None
+    assert artifacts.notes["similar"] == "Similar cases unavailable: no library has been built yet."
+
+
+def test_gallery_tiles_keep_their_labels_without_thumbnails() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/similar"):
+            neighbours = [
+                {"similarity": 0.93, "label": "PNEUMONIA", "ref_id": "r1", "dataset": "kermany-pneumonia",
+                 "thumbnail_url": "/v1/reference/r1/thumbnail"},
+                {"similarity": 0.88, "label": "NORMAL", "ref_id": "r2", "case_id": "abcdef123456",
+                 "thumbnail_url": "https://elsewhere.example/r2.png"},
+            ]  # fmt: skip
+            return httpx.Response(200, json={"case_id": "c1", "model_version": "v", "neighbours": neighbours})
+        if request.url.path.endswith("/thumbnail"):
+            return httpx.Response(200, content=b"thumb")
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    neighbours = load_artifacts(answering(handler), {"case_id": "c1"}).neighbours
+    assert [(n.label, n.origin, n.thumbnail) for n in neighbours] == [
+        ("PNEUMONIA", "reference · kermany-pneumonia", b"thumb"),
+        ("NORMAL", "confirmed case abcdef12", None),  # a thumbnail on another host is never fetched with the token
+    ]
 
 
 def test_client_reports_unreachable_backend() -> None:
@@ -299,6 +348,14 @@ def test_analyze_a_real_radiograph(ui_settings: dict[str, str], kermany_dir: Pat
     assert "Result ready" in text
     assert len(at.get("plotly_chart")) == 2  # confidence gauge and per-class probabilities
     assert at.image, "the radiograph (and its overlay when the backend has heatmaps) is shown"
+    if ui_settings_has(ui_settings, "GET", "/v1/cases/{case_id}/report"):
+        assert len(at.get("download_button")) == 3
+    if ui_settings_has(ui_settings, "POST", "/v1/cases/{case_id}/sign"):
+        next(b for b in at.button if b.label == "Sign case").click().run()
+        assert not at.exception, at.exception
+        assert "Case signed." in [s.value for s in at.success]
+        stored = httpx.get(f"{ui_settings['url']}/v1/cases/{case_id}", headers=auth_headers(ui_settings), timeout=10)
+        assert stored.json()["signed_by"] == (UI_ADMIN if ui_settings["auth"] else stored.json()["signed_by"])
 
 
 def test_unusable_file_shows_the_backend_message(ui_settings: dict[str, str]) -> None:

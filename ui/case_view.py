@@ -84,7 +84,10 @@ def render_summary(case: dict[str, Any]) -> None:
     if probabilities:
         bars_col.plotly_chart(
             probability_bars(
-                probabilities, threshold=case.get("threshold"), positive_class=positive_class(probabilities)
+                probabilities,
+                threshold=case.get("threshold"),
+                positive_class=positive_class(probabilities),
+                reliable=reliable,
             ),
             config={"displayModeBar": False},
         )
@@ -98,7 +101,7 @@ def render_summary(case: dict[str, Any]) -> None:
 def render_status_badges(case: dict[str, Any]) -> None:
     with st.container(horizontal=True, gap="small"):
         status = str(case.get("status") or "")
-        if status:
+        if status and not (status == "signed" and case.get("signed_by")):  # the "signed by" badge says it
             st.badge(status.replace("_", " "), color=STATUS_COLORS.get(status, "gray"))  # type: ignore[arg-type]
         if case.get("uncertain") and not case.get("ood"):
             st.badge("uncertain", icon=":material/help:", color="orange")

@@ -35,12 +35,18 @@ def confidence_gauge(confidence: float, *, reliable: bool = True) -> go.Figure:
 
 
 def probability_bars(
-    probabilities: dict[str, float], *, threshold: float | None = None, positive_class: str | None = None
+    probabilities: dict[str, float],
+    *,
+    threshold: float | None = None,
+    positive_class: str | None = None,
+    reliable: bool = True,
 ) -> go.Figure:
     """One horizontal bar per class; the decision threshold is drawn where it applies (the positive class)."""
     classes = list(probabilities)
     values = [probabilities[name] * 100 for name in classes]
-    colors = [POSITIVE if name == positive_class else NEUTRAL for name in classes]
+    colors = (
+        [POSITIVE if name == positive_class else NEUTRAL for name in classes] if reliable else [MUTED] * len(classes)
+    )
     figure = go.Figure(
         go.Bar(
             x=values,

@@ -115,8 +115,8 @@ def result_notices(case: dict[str, Any]) -> list[Notice]:
             Notice(
                 "error",
                 "Image outside what the model knows",
-                "This image does not look like the frontal chest radiographs the model was trained on "
-                f"({reason}). The model's output is not a usable finding; read the image yourself. "
+                "This image does not look like the frontal chest radiographs the model was trained on: "
+                f"{reason}. The model's output is not a usable finding; read the image yourself. "
                 "The case has been sent for expert review.",
             )
         )
@@ -130,11 +130,16 @@ def result_notices(case: dict[str, Any]) -> list[Notice]:
                 "finding could go either way. Treat it as a weak hint; the case is queued for expert annotation.",
             )
         )
-    for warning in case.get("quality_warnings") or []:
-        if isinstance(warning, dict) and warning.get("code") == REVIEW_NOTE_CODE:
-            continue  # a review request, shown with the review actions, not an image problem
-        message = warning.get("message") if isinstance(warning, dict) else str(warning)
-        notices.append(Notice("info", "Image quality", str(message)))
+    messages = [
+        str(warning.get("message") if isinstance(warning, dict) else warning)
+        for warning in case.get("quality_warnings") or []
+        # review requests share the list with the image checks; they are shown with the review actions
+        if not (isinstance(warning, dict) and warning.get("code") == REVIEW_NOTE_CODE)
+    ]
+    if len(messages) == 1:
+        notices.append(Notice("info", "Image quality", messages[0]))
+    elif messages:  # one box with a list reads better than a stack of boxes
+        notices.append(Notice("info", "Image quality", "\n".join(f"\n- {message}" for message in messages)))
     return notices
 
 

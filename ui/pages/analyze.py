@@ -28,6 +28,13 @@ FORM_KEYS: dict[str, str] = {
     "sex": "analyze-sex",
     "clinical_history": "analyze-clinical_history",
 }
+FIELD_LABELS: dict[str, str] = {
+    "patient_id": "patient ID",
+    "name": "name",
+    "age": "age",
+    "sex": "sex",
+    "clinical_history": "clinical history",
+}
 FORM_DEFAULTS: dict[str, Any] = {"patient_id": "", "name": "", "age": None, "sex": "", "clinical_history": ""}
 UPLOAD_STATE_KEY = "analyze-upload-state"
 CURRENT_CASE_KEY = "analyze-case-id"
@@ -145,7 +152,8 @@ def render_patient_form(state: UploadState | None, can_run: bool) -> bool:
     with st.form("analyze-patient", border=True):
         st.markdown("**Patient**")
         if state and state.prefilled:
-            st.caption(f"Filled in from the DICOM tags ({', '.join(state.prefilled)}): check before running.")
+            filled = ", ".join(FIELD_LABELS[name] for name in state.prefilled)
+            st.caption(f"Filled in from the DICOM tags ({filled}): check before running.")
         id_col, name_col = st.columns(2)
         id_col.text_input("Patient ID", key=FORM_KEYS["patient_id"], max_chars=64)
         name_col.text_input("Name", key=FORM_KEYS["name"], max_chars=200)

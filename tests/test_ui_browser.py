@@ -46,8 +46,8 @@ CHROMIUM_ARGS = [
 ]
 SHOTS = Path(os.environ.get("UI_SHOTS_DIR", "/tmp/ui-shots"))
 RESULT_TIMEOUT_MS = 90_000  # generous: the machine is shared with a training job; the measured time is reported
-TIMED_RUNS = 4  # the first includes cold caches; the rest show the steady state
-LIBRARY_IMAGES = 40
+TIMED_RUNS = 3  # 224-px radiographs after the cold first run (which is reported on its own)
+LIBRARY_IMAGES = 24
 DICOM_SAMPLE = "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888.dcm"  # DX, male 81, Covid0000
 DICOM_JPEG_SAMPLE = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"  # CR PA, JPEG baseline, 1024 px
 VIEWPORT = {"width": 1440, "height": 900}  # a common laptop/reading-room browser window
@@ -126,12 +126,19 @@ def wait_idle(page: Page, timeout_ms: int = 60_000) -> None:
 def open_workstation(page: Page, stack: dict[str, str]) -> None:
     page.goto(stack["ui"])
     page.wait_for_selector("h1", timeout=60_000)
+    wait_idle(page)
+    analyze = page.get_by_role("heading", name="Analyze a chest radiograph")
     if page.get_by_role("button", name="Log in").count():
         shoot(page, "01-login")
-        page.get_by_label("User name").fill(UI_ADMIN)
-        page.get_by_label("Password", exact=True).fill(stack["ADMIN_PASSWORD"])
-        page.get_by_role("button", name="Log in").click()
-    page.get_by_role("heading", name="Analyze a chest radiograph").wait_for(timeout=60_000)
+        for _ in range(3):  # a busy machine can still be connecting the session when the form first shows
+            page.get_by_label("User name").fill(UI_ADMIN)
+            page.get_by_label("Password", exact=True).fill(stack["ADMIN_PASSWORD"])
+            page.get_by_role("button", name="Log in").click()
+            with suppress(playwright_api.TimeoutError):
+                analyze.wait_for(timeout=20_000)
+                break
+            assert not page.get_by_test_id("stAlertContentError").count(), page.get_by_test_id("stAlert").inner_text()
+    analyze.wait_for(timeout=60_000)
     wait_idle(page)
 
 

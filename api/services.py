@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from fastapi import Request, status
 
 from api.errors import ApiError
@@ -43,7 +44,15 @@ class Services:
         services = cls(settings=settings, storage=init_storage(settings))
         services.load_models()
         services.load_library()
+        threading.Thread(target=services.warm_explainer, daemon=True).start()
         return services
+
+    def warm_explainer(self) -> None:
+        """Build Grad-CAM once in the background, so the first heatmap a radiologist asks for is not the slow one."""
+        predictor = self.predictors.get("pneumonia")
+        if predictor is not None:
+            size = predictor.checkpoint.preprocess.input_size
+            predictor.heatmap(np.full((size, size), 0.5, dtype=np.float32))
 
     def close(self) -> None:
         self.storage.close()

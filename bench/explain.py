@@ -2,7 +2,8 @@
 
     python bench/explain.py [--checkpoint models/pneumonia.pt] [--images 20] [--passes 20] [--threads 2]
 
-Rows (median and p95 ms per image, batch 1, each image a different Kermany test radiograph; the steps take\nturns image by image):
+Rows (median and p95 ms per image, batch 1, each image a different Kermany test radiograph; the steps take
+turns image by image):
 - forward: the bare model forward (what every prediction costs at least)
 - predict (no uncertainty): the Predictor path with UNCERTAINTY_METHOD=none (forward, embedding, input gate)
 - predict + mc_dropout: the default path (one backbone pass, N resampled heads)

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from api.schemas import HealthOut, ModelInfoOut, ReadyOut
 from api.services import Services, get_services
+from monitoring import system_stats
 
 router = APIRouter(tags=["health"])
 
@@ -45,3 +46,8 @@ def model_info(task: str = "pneumonia", services: Services = Depends(get_service
         data_fingerprint=info["data_fingerprint"],
         preprocess=info["preprocess"],
     )
+
+
+@router.get("/v1/system/stats", summary="CPU, memory and disk of the machine and the API process")
+def machine_stats(services: Services = Depends(get_services)) -> dict:
+    return system_stats(services.settings.var_dir).to_dict()

@@ -270,3 +270,9 @@ def test_review_then_sign_and_signed_case_is_final(client: httpx.Client) -> None
     assert again.status_code == 409
     report = client.get(f"/v1/cases/{case_id}/report", params={"kind": "clinical"})
     assert report.status_code == 200
+
+
+def test_system_stats_reports_machine_and_process(client: httpx.Client) -> None:
+    stats = client.get("/v1/system/stats").json()
+    assert 0 <= stats["cpu_percent"] <= 100 and 0 < stats["memory_percent"] < 100 and 0 < stats["disk_percent"] < 100
+    assert stats["cpu_count"] >= 1 and stats["process_rss_mb"] > 10 and stats["process_uptime_s"] >= 0

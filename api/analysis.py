@@ -6,6 +6,7 @@ case row is committed before the answer is sent, so nothing acknowledged to the 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from api.auth import Principal
@@ -79,7 +80,6 @@ def analyze_study(services: Services, data: bytes, patient: PatientIn, user: Pri
 
 def case_out(record: CaseRecord, role: Role | str) -> CaseOut:
     """The case as `role` may see it (api/permissions.py `redact_for`: annotators never get patient identity)."""
-    patient = record.patient
     out = CaseOut(
         case_id=record.id,
         created_at=record.created_at,
@@ -97,14 +97,7 @@ def case_out(record: CaseRecord, role: Role | str) -> CaseOut:
         ood=record.ood,
         ood_reason=record.ood_reason,
         quality_warnings=record.quality_warnings,
-        patient=PatientOut(
-            patient_id=patient.patient_id,
-            name=patient.name,
-            age=patient.age,
-            sex=patient.sex,
-            birth_date=patient.birth_date,
-            clinical_history=patient.clinical_history,
-        ),
+        patient=PatientOut(**asdict(record.patient)),
         study=record.study_metadata,
         image_sha256=record.image_sha256,
         image_format=record.image_format,

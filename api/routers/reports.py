@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query
@@ -91,7 +92,6 @@ def report_case(services: Services, record: CaseRecord) -> ReportCase:
         pixels, heatmap_from_png16(raw_heatmap), services.settings.heatmap_opacity, max_side=REPORT_IMAGE_SIDE
     )
     checkpoint = services.predictor(record.task).checkpoint
-    patient = record.patient
     uncertainty = record.uncertainty or {}
     return ReportCase(
         report_id=f"R-{uuid.uuid4().hex[:12].upper()}",
@@ -104,14 +104,7 @@ def report_case(services: Services, record: CaseRecord) -> ReportCase:
         model=model_card(services, record.task),
         image_png=to_display_png(pixels, REPORT_IMAGE_SIDE),
         threshold=record.threshold,
-        patient=PatientDetails(
-            patient_id=patient.patient_id,
-            name=patient.name,
-            age=patient.age,
-            sex=patient.sex,
-            birth_date=patient.birth_date,
-            clinical_history=patient.clinical_history,
-        ),
+        patient=PatientDetails(**asdict(record.patient)),
         study=record.study_metadata,
         uncertainty=UncertaintyDetails(
             entropy=uncertainty.get("entropy"), std=uncertainty.get("std"), method=uncertainty.get("method")

@@ -2,10 +2,10 @@
 
 Vectors are L2-normalised, so the inner product is the cosine similarity. The index type follows the library size
 (`IndexPolicy`, defaults from settings; numbers from `bench/retrieval.py` on the 2-core machine, 512-d):
-- up to `flat_max_entries` (20,000): `IndexFlatIP`, exact. One query costs ~1.1 ms at 10k and ~2.3 ms at 20k, but
-  ~32 ms at 50k once the vectors no longer fit in cache, hence the threshold.
+- up to `flat_max_entries` (20,000): `IndexFlatIP`, exact. One query costs p50 ~1.1 ms at 10k and ~2.3 ms at 20k,
+  but ~8 ms at 50k and ~19 ms at 100k once the vectors no longer fit in cache, hence the threshold.
 - beyond: `IndexHNSWFlat` (M 32, efConstruction 80, efSearch 128): at 1M vectors shaped like real library
-  embeddings, recall@10 0.998 against exact search at p50 1.2 ms; build ~13 min, 2.2 GB.
+  embeddings, recall@10 0.998 against exact search at p50 1.2 ms / p99 2.2 ms; build ~5 min, 2.2 GB.
 FAISS ids are the library's row numbers, so every index type keeps the same id scheme.
 """
 

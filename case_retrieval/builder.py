@@ -31,7 +31,7 @@ from case_retrieval.library import CaseLibrary
 from case_retrieval.thumbnails import make_thumbnail
 from imaging import ImagingError, decode_image
 from inference import Predictor
-from mlops.data import Sample, discover, select
+from labelled_data import Sample, discover, select
 
 logger = logging.getLogger("cxr.retrieval")
 T = TypeVar("T")

@@ -27,7 +27,7 @@ from case_retrieval.errors import InvalidInputError
 from case_retrieval.library import CaseLibrary
 from imaging import ImagingError, decode_image
 from inference import Predictor
-from mlops.data import Sample, patient_id_from_name
+from labelled_data import Sample, patient_id_from_name
 
 
 @dataclass(frozen=True)

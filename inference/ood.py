@@ -17,7 +17,7 @@ layers, both cheap (they reuse the prediction's forward pass):
 The reference statistics are fitted by a command and stored inside the checkpoint (`extra["ood"]`), because
 serving reads everything from the checkpoint:
 
-    python -m inference.ood fit --checkpoint models/pneumonia.pt --data DIR
+    python -m mlops.fit_gate --checkpoint models/pneumonia.pt --data DIR
 
 An input that fails either layer answers `ood: true` with a human-readable reason; the finding must then not be
 presented as reliable and the case goes to review (it is also flagged uncertain).
@@ -25,9 +25,6 @@ presented as reliable and the case goes to review (it is also flagged uncertain)
 
 from __future__ import annotations
 
-import argparse
-import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -252,7 +249,7 @@ def reference_from_checkpoint(checkpoint: ModelCheckpoint) -> MahalanobisReferen
     if reference.model_version != checkpoint.version:
         raise OODError(
             f"The OOD reference was fitted on model {reference.model_version}, not {checkpoint.version}; "
-            "run `python -m inference.ood fit` again."
+            "run `python -m mlops.fit_gate` again."
         )
     return reference
 
@@ -325,107 +322,3 @@ class InputGate:
                 f"(embedding distance {turned:.1f} instead of {distance:.1f})"
             )
         return None
-
-
-def _settings() -> Any:
-    from settings import get_settings
-
-    return get_settings()
-
-
-# --- command line: fit the reference into a checkpoint --------------------------------------------------------------
-
-
-def fit_command(args: argparse.Namespace) -> dict[str, Any]:
-    """Embed the training split with the serving path, fit the reference and write it into the checkpoint."""
-    # The dataset layout lives in mlops.data; importing it here, in the command only, keeps the library code of
-    # inference free of upward imports.
-    from inference.checkpoint import load_checkpoint, save_checkpoint
-    from mlops import data as datasets
-
-    checkpoint = load_checkpoint(args.checkpoint)
-    samples = datasets.select(datasets.discover(args.data), args.split, checkpoint.class_names)
-    if args.max_images:
-        samples = random.Random(args.seed).sample(samples, min(args.max_images, len(samples)))
-    fit_part, holdout_part = datasets.split_by_patient(samples, args.holdout_fraction, args.seed)
-    started = time.time()
-    fit_embeddings = embed_samples(checkpoint, fit_part, args.batch_size)
-    holdout_embeddings = embed_samples(checkpoint, holdout_part, args.batch_size)
-    labels = datasets.label_indices(fit_part, checkpoint.class_names)
-    reference = fit_reference(fit_embeddings, labels, holdout_embeddings, args.percentile, checkpoint.version)
-    holdout_pixels = [_decode(s.path) for s in holdout_part]
-    checks = ImageChecks.from_settings()
-    refused_by_checks = sum(checks.reason(p) is not None for p in holdout_pixels)
-    # Re-read just before writing: another command (e.g. mlops.evaluate) may have rewritten the file meanwhile.
-    latest = load_checkpoint(args.checkpoint)
-    if latest.version != checkpoint.version:
-        raise OODError(f"{args.checkpoint} changed to model {latest.version} during the fit; run the fit again.")
-    output = args.output or args.checkpoint
-    sha256 = save_checkpoint(with_reference(latest, reference), output)
-    return {
-        "checkpoint": str(output),
-        "sha256": sha256,
-        "model_version": checkpoint.version,
-        "fit_images": len(fit_part),
-        "holdout_images": len(holdout_part),
-        "threshold": round(reference.threshold, 4),
-        "percentile": args.percentile,
-        "holdout_quantiles": {k: round(v, 3) for k, v in reference.holdout_quantiles.items()},
-        "holdout_refused_by_image_checks": refused_by_checks,
-        "seconds": round(time.time() - started, 1),
-    }
-
-
-def embed_samples(checkpoint: ModelCheckpoint, samples: Sequence[Any], batch_size: int = 32) -> np.ndarray:
-    """Embeddings of dataset samples through the serving Predictor (same decoder, preprocessing and model)."""
-    from inference.predictor import Predictor
-    from settings import get_settings
-
-    predictor = Predictor(checkpoint, threads=get_settings().torch_threads, cache_size=1, cache_ttl=1, gate=False)
-    rows: list[np.ndarray] = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        predictions = predictor.predict_batch([_decode(s.path) for s in chunk], [None] * len(chunk))
-        rows.extend(p.embedding for p in predictions)
-    return np.stack(rows)
-
-
-def _decode(path: Path) -> np.ndarray:
-    from imaging import decode_image
-
-    return decode_image(Path(path).read_bytes()).pixels
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m inference.ood", description="Input gate (OOD) reference.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    fit = commands.add_parser("fit", help="fit the embedding reference and store it in the checkpoint")
-    fit.add_argument("--checkpoint", type=Path, required=True)
-    fit.add_argument("--data", type=Path, required=True, help="dataset folder (split/CLASS/* or manifest.csv)")
-    fit.add_argument("--split", default="train", help="split to fit on (never the test split)")
-    fit.add_argument("--holdout-fraction", type=float, default=0.15, help="patients held out to set the threshold")
-    fit.add_argument("--percentile", type=float, default=None, help="held-out percentile (default OOD_PERCENTILE)")
-    fit.add_argument("--max-images", type=int, default=0, help="cap the images used (0: all)")
-    fit.add_argument("--batch-size", type=int, default=32)
-    fit.add_argument("--seed", type=int, default=42)
-    fit.add_argument("--output", type=Path, default=None, help="write here instead of rewriting --checkpoint")
-    args = parser.parse_args(argv)
-    if args.percentile is None:
-        args.percentile = _settings().ood_percentile
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    import torch
-
-    torch.set_num_threads(_settings().torch_threads)
-    args = parse_args(argv)
-    try:
-        summary = fit_command(args)
-    except (CheckpointError, OODError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(json.dumps(summary, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -2,8 +2,8 @@
 
 Public surface (imported lazily, so `python -m mlops.train` does not pay for MLflow or matplotlib up front):
 - training: `TrainConfig` (run it with `mlops.train.train(config)`)
-- data: `DataOptions`, `DatasetError`, `Sample`, `load_samples`, `split_by_patient`, `assign_test_split`
-  (mlops.data); `validate_dataset`, `ValidationReport` (mlops.validate)
+- data validation: `validate_dataset`, `ValidationReport` (mlops.validate); the dataset layout itself is the
+  `labelled_data` room
 - calibration and metrics: `fit_temperature`, `choose_threshold` (mlops.calibration); `compute_all`,
   `bootstrap_intervals` (mlops.metrics)
 - evaluation: `EvaluationReport`, `EvaluationError`, `write_outputs`, `store_in_checkpoint` (run it with
@@ -21,12 +21,6 @@ from typing import Any
 
 _EXPORTS = {
     "TrainConfig": "mlops.train",
-    "DataOptions": "mlops.data",
-    "DatasetError": "mlops.data",
-    "Sample": "mlops.data",
-    "load_samples": "mlops.data",
-    "split_by_patient": "mlops.data",
-    "assign_test_split": "mlops.data",
     "validate_dataset": "mlops.validate",
     "ValidationReport": "mlops.validate",
     "fit_temperature": "mlops.calibration",

@@ -30,8 +30,8 @@ import numpy as np
 from imaging import ImagingError, decode_image
 from inference.checkpoint import CheckpointError, ModelCheckpoint, load_checkpoint, save_checkpoint
 from inference.predictor import Predictor
-from mlops import data as datasets
-from mlops.data import DataOptions, DatasetError, Sample
+import labelled_data as datasets
+from labelled_data import DataOptions, DatasetError, Sample
 from mlops.metrics import bootstrap_intervals, compute_all, confusion
 from mlops.validate import validate_dataset
 

@@ -1,6 +1,6 @@
 """Train a classifier: `python -m mlops.train --data DIR [options]`.
 
-Pipeline: discover the dataset (and define the task: label mapping, splits; see mlops.data.DataOptions) -> validate
+Pipeline: discover the dataset (and define the task: label mapping, splits; see labelled_data.DataOptions) -> validate
 it -> carve a patient-level validation split out of train ->
 cache decoded images -> train with augmentation, class weighting, AdamW + one-cycle and a weight EMA, early stopping
 on validation AUROC -> temperature-scale and pick the operating threshold on validation -> write the checkpoint
@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from imaging import PreprocessSpec, to_model_input
 from inference.checkpoint import ModelCheckpoint, create_model, save_checkpoint
-from mlops import data as datasets
+import labelled_data as datasets
 from mlops.augment import radiograph_augmentation
 from mlops.calibration import choose_threshold, fit_temperature, softmax_probs
 from mlops.metrics import compute_all
@@ -60,7 +60,7 @@ class TrainConfig:
     max_images: int = 0  # 0: all; >0 caps the train set (smoke tests)
     track: bool = True
     register_name: str = ""  # empty: "cxr-<task>"
-    # Task definition (mlops.data.DataOptions); the defaults use the dataset's own labels and splits.
+    # Task definition (labelled_data.DataOptions); the defaults use the dataset's own labels and splits.
     split_column: str = ""  # manifest column holding the split, e.g. nih_official_split
     test_fraction: float = 0.0  # >0: ignore stored splits and assign train/test by patient (seeded)
     split_seed: int = 42  # seed of that assignment, kept apart from `seed` so reruns share one test set

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imaging import ImagingError, decode_image
-from mlops.data import DataOptions, DatasetError, Sample, load_samples
+from labelled_data import DataOptions, DatasetError, Sample, load_samples
 
 
 @dataclass

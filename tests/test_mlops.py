@@ -21,10 +21,10 @@ import torch
 
 from imaging import decode_image
 from inference import Predictor, load_checkpoint, save_checkpoint
-from mlops import data as datasets
+import labelled_data as datasets
 from mlops import evaluate as evaluation
 from mlops import registry
-from mlops.data import DataOptions, DatasetError, Sample
+from labelled_data import DataOptions, DatasetError, Sample
 from mlops.train import TrainConfig, parse_args, train
 from mlops.validate import validate_dataset
 from settings import get_settings

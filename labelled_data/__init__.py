@@ -1,0 +1,44 @@
+"""labelled_data: the layout of labelled radiograph datasets, shared by training, retrieval and the input gate's fit.
+
+A ground-floor room (imports only `imaging`, for the one decoding path). Public surface:
+- `Sample`, `DataOptions`, `DatasetError`: one labelled image; how a dataset becomes a binary task and its splits
+- `discover`, `read_manifest`, `load_samples`, `select`, `relabel`: finding samples and defining the task
+- `split_by_patient`, `assign_test_split`, `patient_id_from_name`: patient-level splits
+- `cache_images`, `load_square_images`, `label_indices`: decoded, cached arrays for training and evaluation
+"""
+
+from labelled_data.catalog import (
+    IMAGE_SUFFIXES,
+    DataOptions,
+    DatasetError,
+    Sample,
+    assign_test_split,
+    cache_images,
+    discover,
+    label_indices,
+    load_samples,
+    load_square_images,
+    patient_id_from_name,
+    read_manifest,
+    relabel,
+    select,
+    split_by_patient,
+)
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "DataOptions",
+    "DatasetError",
+    "Sample",
+    "assign_test_split",
+    "cache_images",
+    "discover",
+    "label_indices",
+    "load_samples",
+    "load_square_images",
+    "patient_id_from_name",
+    "read_manifest",
+    "relabel",
+    "select",
+    "split_by_patient",
+]

@@ -1,0 +1,116 @@
+"""Fit the input gate's embedding reference into a checkpoint: `python -m mlops.fit_gate --checkpoint F --data DIR`.
+
+Embeds the training split through the serving Predictor (same decoder, preprocessing and model), fits the
+class-conditional Mahalanobis reference (inference.ood) on part of the patients and sets its threshold on the
+patients held out, then writes the reference into the checkpoint, because serving reads everything from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import labelled_data
+from imaging import decode_image
+from inference import (
+    CheckpointError,
+    ImageChecks,
+    ModelCheckpoint,
+    OODError,
+    Predictor,
+    fit_reference,
+    load_checkpoint,
+    save_checkpoint,
+    with_reference,
+)
+from settings import Settings, get_settings
+
+
+def fit_command(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Embed the training split with the serving path, fit the reference and write it into the checkpoint."""
+    checkpoint = load_checkpoint(args.checkpoint)
+    samples = labelled_data.select(labelled_data.discover(args.data), args.split, checkpoint.class_names)
+    if args.max_images:
+        samples = random.Random(args.seed).sample(samples, min(args.max_images, len(samples)))
+    fit_part, holdout_part = labelled_data.split_by_patient(samples, args.holdout_fraction, args.seed)
+    started = time.time()
+    fit_embeddings = embed_samples(checkpoint, fit_part, settings, args.batch_size)
+    holdout_embeddings = embed_samples(checkpoint, holdout_part, settings, args.batch_size)
+    labels = labelled_data.label_indices(fit_part, checkpoint.class_names)
+    reference = fit_reference(fit_embeddings, labels, holdout_embeddings, args.percentile, checkpoint.version)
+    checks = ImageChecks.from_settings(settings)
+    refused_by_checks = sum(checks.reason(_decode(s.path)) is not None for s in holdout_part)
+    # Re-read just before writing: another command (e.g. mlops.evaluate) may have rewritten the file meanwhile.
+    latest = load_checkpoint(args.checkpoint)
+    if latest.version != checkpoint.version:
+        raise OODError(f"{args.checkpoint} changed to model {latest.version} during the fit; run the fit again.")
+    output = args.output or args.checkpoint
+    sha256 = save_checkpoint(with_reference(latest, reference), output)
+    return {
+        "checkpoint": str(output),
+        "sha256": sha256,
+        "model_version": checkpoint.version,
+        "fit_images": len(fit_part),
+        "holdout_images": len(holdout_part),
+        "threshold": round(reference.threshold, 4),
+        "percentile": args.percentile,
+        "holdout_quantiles": {k: round(v, 3) for k, v in reference.holdout_quantiles.items()},
+        "holdout_refused_by_image_checks": refused_by_checks,
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def embed_samples(
+    checkpoint: ModelCheckpoint, samples: Sequence[labelled_data.Sample], settings: Settings, batch_size: int = 32
+) -> np.ndarray:
+    """Embeddings of dataset samples through the serving Predictor, without the gate it is fitting."""
+    predictor = Predictor(checkpoint, settings, cache_size=1, cache_ttl=1, gate=False)
+    rows: list[np.ndarray] = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        predictions = predictor.predict_batch([_decode(s.path) for s in chunk], [None] * len(chunk))
+        rows.extend(p.embedding for p in predictions)
+    return np.stack(rows)
+
+
+def _decode(path: Path) -> np.ndarray:
+    return decode_image(Path(path).read_bytes()).pixels
+
+
+def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mlops.fit_gate", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder (split/CLASS/* or manifest.csv)")
+    parser.add_argument("--split", default="train", help="split to fit on (never the test split)")
+    parser.add_argument("--holdout-fraction", type=float, default=0.15, help="patients held out to set the threshold")
+    parser.add_argument(
+        "--percentile", type=float, default=settings.ood_percentile, help="held-out percentile (OOD_PERCENTILE)"
+    )
+    parser.add_argument("--max-images", type=int, default=0, help="cap the images used (0: all)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output", type=Path, default=None, help="write here instead of rewriting --checkpoint")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = get_settings()
+    torch.set_num_threads(settings.torch_threads)
+    args = parse_args(argv, settings)
+    try:
+        summary = fit_command(args, settings)
+    except (CheckpointError, OODError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

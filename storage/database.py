@@ -5,11 +5,19 @@ processes: WAL journal (readers never block the writer), synchronous=FULL (a com
 so it survives a process kill and a power cut), foreign keys on, and a busy timeout instead of instant
 "database is locked" errors. SQLAlchemy emits BEGIN itself (the sqlite3 module's legacy mode would not), and write
 transactions start with BEGIN IMMEDIATE so they queue on the write lock instead of failing half-way.
+
+Switching a fresh file to WAL is the one step the busy timeout does not cover: SQLite takes a read lock, then
+upgrades it to write the file header, and an upgrade that finds another connection doing the same fails at once
+with "database is locked" (no busy handler runs, to avoid a deadlock). Several processes starting on one new
+database hit that, so the switch is skipped when the file is already in WAL mode (the mode is stored in the file)
+and otherwise retried with a short backoff for up to the busy timeout.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +51,23 @@ def normalize_database_url(url: str) -> URL:
     return parsed
 
 
+def _switch_to_wal(cursor: sqlite3.Cursor) -> str:
+    """Put the database in WAL mode and return the journal mode it is in (see the module docstring for the retry)."""
+    mode = str(cursor.execute("PRAGMA journal_mode").fetchone()[0])
+    if mode.lower() == "wal":
+        return mode
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            return str(cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -50,7 +75,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _switch_to_wal(cursor)
             if str(mode).lower() != "wal":  # e.g. an in-memory database; durability rules still hold
                 logger.warning("SQLite journal_mode is %s, not WAL.", mode)
             cursor.execute("PRAGMA synchronous = FULL")

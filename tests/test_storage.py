@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -213,6 +215,30 @@ def test_two_processes_migrating_at_once_both_succeed(database_url: str) -> None
     for child, (stdout, stderr) in zip(children, outputs, strict=True):
         assert child.returncode == 0, stderr
         assert stdout.strip() == head_revision()
+
+
+def test_start_up_on_a_fresh_sqlite_file_waits_for_a_writer_instead_of_failing(tmp_path: Path) -> None:
+    """The start-up race, made deterministic: while another connection holds the write lock on a new SQLite file (as a
+    sibling process does mid-start), switching the file to WAL fails at once with "database is locked" (SQLite runs no
+    busy handler for that upgrade). Migrating must wait for the writer and then succeed."""
+    path = tmp_path / "fresh.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # the write lock, on a file still in rollback-journal mode
+    outcome: dict[str, object] = {}
+
+    def start() -> None:
+        try:
+            outcome["revision"] = migrate(f"sqlite:///{path}")
+        except Exception as exc:  # reported to the assertion below, whatever it is
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    time.sleep(1.0)
+    writer.execute("COMMIT")
+    writer.close()
+    starter.join(timeout=60)
+    assert outcome == {"revision": head_revision()}
 
 
 def test_sqlite_connections_are_configured_for_durability(tmp_path: Path) -> None:

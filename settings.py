@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     entropy_threshold: float = 0.8
     uncertainty_std_threshold: float = 0.15
     # Input gate. The embedding-distance threshold is fitted per model and stored in the checkpoint
-    # (`python -m inference.ood fit`); these are the fit default and the plain image checks.
+    # (`python -m mlops.fit_gate`); these are the fit default and the plain image checks.
     ood_enabled: bool = True
     ood_percentile: float = 99.5  # held-out training percentile used as the distance threshold by `fit`
     ood_max_aspect_ratio: float = 2.0  # chest radiographs are ~0.8-1.25; beyond this it is not a chest film

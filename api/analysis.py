@@ -6,16 +6,17 @@ case row is committed before the answer is sent, so nothing acknowledged to the 
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
+
+import numpy as np
 
 from api.auth import Principal
 from api.permissions import Role, redact_for
-from api.schemas import CaseOut, PatientIn, PatientOut
+from api.schemas import CaseOut, PatientIn
 from api.services import Services
-from imaging import DecodedImage, assess_quality, decode_image
-from inference import Prediction
-from storage import CaseRecord, CaseStatus, NewCase, PatientInfo
+from imaging import DecodedImage, assess_quality
+from inference import DEFAULT_TASK, Prediction, Predictor
+from storage import CaseRecord, CaseStatus, NewCase, PatientInfo, new_case_id
 
 _DICOM_SEX = {"M": "M", "F": "F", "O": "O"}
 
@@ -44,65 +45,62 @@ def uncertainty_dict(prediction: Prediction) -> dict[str, Any] | None:
     return {**prediction.uncertainty.to_dict(), "reasons": list(prediction.uncertain_reasons)}
 
 
-def analyze_study(services: Services, data: bytes, patient: PatientIn, user: Principal) -> CaseOut:
-    predictor = services.predictor()
-    decoded = decode_image(data)
-    warnings = [w.as_dict() for w in assess_quality(decoded)]
+def analyze_study(
+    services: Services, upload: bytes | str, patient: PatientIn, user: Principal, task: str = DEFAULT_TASK
+) -> CaseOut:
+    """Analyse uploaded bytes, or an upload held since its inspection (its sha256), and store the case.
+
+    One decode and one forward pass: the case keeps the decoded pixels and the embedding for every later request.
+    """
+    predictor = services.predictor(task)
+    if isinstance(upload, str):
+        data, decoded = services.media.held_upload(upload)
+    else:
+        data, (_, decoded) = upload, services.media.decode_upload(upload)
     sha256 = services.storage.images.put(data)
     prediction = predictor.predict(decoded.pixels, sha256)
+    case_id = new_case_id()
+    services.media.keep_pixels(case_id, decoded.pixels)  # before the row: an acknowledged case has its pixels
     record = services.storage.cases.create_case(
-        NewCase(
-            image_sha256=sha256,
-            image_format=decoded.format,
-            task=predictor.checkpoint.task,
-            prediction=prediction.label,
-            confidence=prediction.confidence,
-            probabilities=prediction.probabilities,
-            positive_probability=prediction.positive_probability,
-            threshold=predictor.checkpoint.threshold,
-            model_version=prediction.model_version,
-            patient=merge_patient(patient, decoded.metadata),
-            study_metadata=study_metadata(decoded),
-            quality_warnings=warnings,
-            created_by=user.id,
-            uncertainty=uncertainty_dict(prediction),
-            uncertain=prediction.uncertain,
-            ood=prediction.ood,
-            ood_reason=prediction.ood_reason or None,
-            # Uncertain or out-of-distribution results go straight to the expert review queue.
-            status=CaseStatus.QUEUED_FOR_REVIEW if prediction.uncertain or prediction.ood else CaseStatus.ANALYZED,
-        )
+        new_case(predictor, prediction, decoded, sha256, patient, user), case_id=case_id
     )
     out = case_out(record, user.role)
     out.processing_time_ms, out.cached = prediction.processing_time_ms, prediction.cached
     return out
 
 
+def new_case(
+    predictor: Predictor,
+    prediction: Prediction,
+    decoded: DecodedImage,
+    sha256: str,
+    patient: PatientIn,
+    user: Principal,
+) -> NewCase:
+    return NewCase(
+        image_sha256=sha256,
+        image_format=decoded.format,
+        task=predictor.checkpoint.task,
+        prediction=prediction.label,
+        confidence=prediction.confidence,
+        probabilities=prediction.probabilities,
+        positive_probability=prediction.positive_probability,
+        threshold=predictor.checkpoint.threshold,
+        model_version=prediction.model_version,
+        patient=merge_patient(patient, decoded.metadata),
+        study_metadata=study_metadata(decoded),
+        quality_warnings=[w.as_dict() for w in assess_quality(decoded)],
+        created_by=user.id,
+        uncertainty=uncertainty_dict(prediction),
+        uncertain=prediction.uncertain,
+        ood=prediction.ood,
+        ood_reason=prediction.ood_reason or None,
+        # Uncertain or out-of-distribution results go straight to the expert review queue.
+        status=CaseStatus.QUEUED_FOR_REVIEW if prediction.uncertain or prediction.ood else CaseStatus.ANALYZED,
+        embedding=prediction.embedding.astype(np.float32).tobytes(),
+    )
+
+
 def case_out(record: CaseRecord, role: Role | str) -> CaseOut:
     """The case as `role` may see it (api/permissions.py `redact_for`: annotators never get patient identity)."""
-    out = CaseOut(
-        case_id=record.id,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        status=str(record.status.value if hasattr(record.status, "value") else record.status),
-        task=record.task,
-        prediction=record.prediction,
-        confidence=record.confidence,
-        probabilities=record.probabilities,
-        positive_probability=record.positive_probability,
-        threshold=record.threshold,
-        model_version=record.model_version,
-        uncertainty=record.uncertainty,
-        uncertain=record.uncertain,
-        ood=record.ood,
-        ood_reason=record.ood_reason,
-        quality_warnings=record.quality_warnings,
-        patient=PatientOut(**asdict(record.patient)),
-        study=record.study_metadata,
-        image_sha256=record.image_sha256,
-        image_format=record.image_format,
-        created_by=record.created_by,
-        signed_by=record.signed_by,
-        signed_at=record.signed_at,
-    )
-    return redact_for(role, out)
+    return redact_for(role, CaseOut.model_validate(record, from_attributes=True))

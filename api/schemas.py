@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 
 class HealthOut(BaseModel):
@@ -84,6 +84,8 @@ class PatientIn(BaseModel):
 
 
 class PatientOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     patient_id: str | None = None
     name: str | None = None
     age: int | None = None
@@ -93,9 +95,12 @@ class PatientOut(BaseModel):
 
 
 class CaseOut(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
+    """Built from a `storage.CaseRecord` with `model_validate(record, from_attributes=True)`: the names are the
+    record's, except `case_id` (record `id`) and `study` (record `study_metadata`)."""
 
-    case_id: str
+    model_config = ConfigDict(protected_namespaces=(), from_attributes=True)
+
+    case_id: str = Field(validation_alias=AliasChoices("case_id", "id"))
     created_at: datetime
     updated_at: datetime
     status: str
@@ -112,7 +117,11 @@ class CaseOut(BaseModel):
     ood_reason: str | None = None
     quality_warnings: list[dict] = Field(default_factory=list)
     patient: PatientOut
-    study: dict = Field(default_factory=dict, description="Image format, size and DICOM tags")
+    study: dict = Field(
+        default_factory=dict,
+        description="Image format, size and DICOM tags",
+        validation_alias=AliasChoices("study", "study_metadata"),
+    )
     image_sha256: str
     image_format: str
     created_by: str | None = None
@@ -127,3 +136,36 @@ class CasePageOut(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class InspectOut(BaseModel):
+    upload_id: str = Field(
+        description="sha256 of the upload: name it in POST /v1/studies (`upload_id`) instead of sending the file again"
+    )
+    format: str
+    width: int
+    height: int
+    metadata: dict
+    preview_png_base64: str
+
+
+class NeighbourOut(BaseModel):
+    rank: int
+    similarity: float = Field(description="Cosine similarity of the model embeddings (1 = identical direction)")
+    label: str = Field(description="Confirmed diagnosis of the earlier case")
+    source: str = Field(description="reference (labelled dataset image) or confirmed_case (expert-confirmed case)")
+    ref_id: str
+    case_id: str | None = None
+    dataset: str | None = None
+    thumbnail_url: str
+
+
+class SimilarOut(BaseModel):
+    case_id: str
+    model_version: str
+    k: int
+    neighbours: list[NeighbourOut]
+
+
+class ReviewIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=2000, examples=["Subtle opacity, please double-read."])

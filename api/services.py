@@ -7,13 +7,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-from fastapi import Request, status
+from fastapi import Depends, Request, status
 
+from api.case_media import CaseMedia
 from api.errors import ApiError
 from case_retrieval import (
     CaseLibrary,
+    IndexPolicy,
     LibraryEntry,
     LibraryNotFoundError,
     ModelMismatchError,
@@ -21,7 +24,7 @@ from case_retrieval import (
     pixel_reader,
     rebuild_library,
 )
-from inference import CheckpointError, Predictor
+from inference import DEFAULT_TASK, CheckpointError, Predictor, load_checkpoint
 from mlops.registry import RegistryError, resolve_serving_model
 from settings import Settings
 from storage import CaseRecord, Storage, init_storage
@@ -33,6 +36,7 @@ logger = logging.getLogger("cxr.api")
 class Services:
     settings: Settings
     storage: Storage
+    media: CaseMedia
     predictors: dict[str, Predictor] = field(default_factory=dict)
     model_errors: dict[str, str] = field(default_factory=dict)  # task -> why its model is not loaded
     similar_library: CaseLibrary | None = None
@@ -41,7 +45,8 @@ class Services:
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
-        services = cls(settings=settings, storage=init_storage(settings))
+        storage = init_storage(settings)
+        services = cls(settings=settings, storage=storage, media=CaseMedia(storage.images, storage.artifacts))
         services.load_models()
         services.load_library()
         threading.Thread(target=services.warm_explainer, daemon=True).start()
@@ -49,7 +54,7 @@ class Services:
 
     def warm_explainer(self) -> None:
         """Build Grad-CAM once in the background, so the first heatmap a radiologist asks for is not the slow one."""
-        predictor = self.predictors.get("pneumonia")
+        predictor = self.predictors.get(DEFAULT_TASK)
         if predictor is not None:
             size = predictor.checkpoint.preprocess.input_size
             predictor.heatmap(np.full((size, size), 0.5, dtype=np.float32))
@@ -59,13 +64,14 @@ class Services:
 
     def load_library(self) -> None:
         """Open the similar-case library of the serving model; rebuild it in the background after a model change."""
-        predictor = self.predictors.get("pneumonia")
+        predictor = self.predictors.get(DEFAULT_TASK)
         if predictor is None:
             self.library_status = "no model is loaded"
             return
         directory = self.settings.resolved_retrieval_index_dir
         try:
-            self.similar_library = CaseLibrary.load(directory, model_version=predictor.version)
+            policy = IndexPolicy.from_settings(self.settings)
+            self.similar_library = CaseLibrary.load(directory, model_version=predictor.version, policy=policy)
             self.library_status = "ready"
         except LibraryNotFoundError:
             self.library_status = (
@@ -80,9 +86,9 @@ class Services:
             self.library_status = str(exc)
 
     def _rebuild_library(self, directory: Path) -> None:
-        predictor = self.predictors["pneumonia"]
+        predictor = self.predictors[DEFAULT_TASK]
         try:
-            stale = CaseLibrary.load(directory)
+            stale = CaseLibrary.load(directory, policy=IndexPolicy.from_settings(self.settings))
             read = pixel_reader(self.settings.cxr_data_dir, self._case_image_of)
             library = rebuild_library(stale, predictor, read)
             library.save()
@@ -116,11 +122,11 @@ class Services:
         except Exception as exc:  # read-only or missing folder
             checks["image_store"] = {"ok": False, "detail": type(exc).__name__}
         checks["similar_cases"] = {"ok": True, "detail": self.library_status}  # optional: never blocks readiness
-        predictor = self.predictors.get("pneumonia")
+        predictor = self.predictors.get(DEFAULT_TASK)
         checks["model"] = (
             {"ok": True, "detail": predictor.version}
             if predictor
-            else {"ok": False, "detail": self.model_errors.get("pneumonia", "not loaded")}
+            else {"ok": False, "detail": self.model_errors.get(DEFAULT_TASK, "not loaded")}
         )
         return checks
 
@@ -128,7 +134,7 @@ class Services:
     def uptime_s(self) -> float:
         return round(time.time() - self.started_at, 1)
 
-    def predictor(self, task: str = "pneumonia") -> Predictor:
+    def predictor(self, task: str = DEFAULT_TASK) -> Predictor:
         """The task's Predictor; 404 for a task with no model configured, 503 for one whose model failed to load."""
         if task in self.predictors:
             return self.predictors[task]
@@ -138,8 +144,8 @@ class Services:
 
     def serving_paths(self) -> dict[str, Path]:
         """Checkpoint per task: MODEL_ALIAS (e.g. models:/cxr-pneumonia@champion) wins over MODEL_PATH."""
-        pneumonia = resolve_serving_model(self.settings) if self.settings.model_alias else self.settings.model_path
-        paths = {"pneumonia": Path(pneumonia)}
+        default = resolve_serving_model(self.settings) if self.settings.model_alias else self.settings.model_path
+        paths = {DEFAULT_TASK: Path(default)}
         if self.settings.nodule_model_path:
             paths["nodule"] = self.settings.nodule_model_path
         return paths
@@ -148,17 +154,12 @@ class Services:
         try:
             paths = self.serving_paths()
         except RegistryError as exc:
-            self.model_errors["pneumonia"] = str(exc)
+            self.model_errors[DEFAULT_TASK] = str(exc)
             logger.error("model alias not resolved: %s", exc)
             return
         for task, path in paths.items():
             try:
-                self.predictors[task] = Predictor.from_path(
-                    path,
-                    threads=self.settings.torch_threads,
-                    cache_size=self.settings.cache_size,
-                    cache_ttl=self.settings.cache_ttl,
-                )
+                self.predictors[task] = Predictor.from_settings(load_checkpoint(path), self.settings)
                 logger.info("loaded %s model %s", task, self.predictors[task].version)
             except CheckpointError as exc:
                 self.model_errors[task] = str(exc)
@@ -167,3 +168,6 @@ class Services:
 
 def get_services(request: Request) -> Services:
     return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

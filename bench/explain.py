@@ -65,7 +65,7 @@ def load_images(data_dir: Path, count: int) -> list[np.ndarray]:
 def uncertainty_quality(checkpoint_path: Path, data_dir: Path, threads: int) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
-    predictor = Predictor.from_path(checkpoint_path, threads=threads, cache_size=1, cache_ttl=1)
+    predictor = Predictor(load_checkpoint(checkpoint_path), threads=threads, cache_size=1, cache_ttl=1)
     files = sorted((data_dir / "test").glob("*/*"))
     truth, results = [], []
     for start in range(0, len(files), 16):

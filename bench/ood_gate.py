@@ -3,7 +3,7 @@
     python bench/ood_gate.py [--checkpoint models/pneumonia.pt] [--data ../shared/datasets/kermany-pneumonia]
                              [--json out.json]
 
-The checkpoint must carry an OOD reference (`python -m inference.ood fit ...`). Sets:
+The checkpoint must carry an OOD reference (`python -m mlops.fit_gate ...`). Sets:
 - radiographs: the whole Kermany test split (never seen by training or by the reference fit). Target: < 2% refused.
 - non-radiographs (target: >= 95% caught), each set reported on its own:
   photos: every scikit-image sample image that ships with the package, matplotlib's and scikit-learn's samples;
@@ -167,7 +167,7 @@ def main() -> None:
 
     checkpoint = load_checkpoint(args.checkpoint)
     if OOD_EXTRA_KEY not in checkpoint.extra:
-        raise SystemExit(f"{args.checkpoint} has no OOD reference: run `python -m inference.ood fit` first")
+        raise SystemExit(f"{args.checkpoint} has no OOD reference: run `python -m mlops.fit_gate` first")
     predictor = Predictor(
         checkpoint, threads=args.threads, cache_size=1, cache_ttl=1, uncertainty=UncertaintyPolicy(method="none")
     )

@@ -149,7 +149,7 @@ def build_reference_library(
 ) -> tuple[CaseLibrary, BuildReport]:
     """Build (or extend) the library in `out_dir` from one split of a labelled dataset and save it."""
     samples = dataset_samples(data_dir, split, limit)
-    policy = policy or IndexPolicy.from_settings()
+    policy = policy or IndexPolicy()
     library, replaced = open_for_build(out_dir, predictor.version, embedding_size(predictor), policy, replace)
     report = add_reference_images(library, predictor, data_dir, samples, batch_size, thumbnail_px, progress)
     report.replaced_library = replaced

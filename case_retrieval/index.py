@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 
 from case_retrieval.errors import InvalidInputError, LibraryCorruptError
-from settings import Settings, get_settings
+from settings import Settings
 
 
 class IndexKind(StrEnum):
@@ -40,8 +40,7 @@ class IndexPolicy:
             raise ValueError(f"Invalid retrieval index policy: {self}")
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> IndexPolicy:
-        settings = settings or get_settings()
+    def from_settings(cls, settings: Settings) -> IndexPolicy:
         return cls(
             flat_max_entries=settings.retrieval_flat_max_entries,
             hnsw_m=settings.retrieval_hnsw_m,

@@ -104,7 +104,7 @@ class CaseLibrary:
         published = current_generation(directory)
         if published and not replace:
             raise LibraryConflictError(f"A similar-case library already exists in {directory}; load it instead.")
-        policy = policy or IndexPolicy.from_settings()
+        policy = policy or IndexPolicy()
         index, _ = build_index(np.zeros((0, embedding_dim), dtype=np.float32), policy)
         return cls(directory, model_version, embedding_dim, policy, index, [], published, _now())
 
@@ -129,7 +129,7 @@ class CaseLibrary:
             directory,
             library_version,
             library_dim,
-            policy or IndexPolicy.from_settings(),
+            policy or IndexPolicy(),
             index,
             rows,
             generation,

@@ -2,17 +2,25 @@
 heatmaps and the input (OOD) gate.
 
 Public surface:
-- `ModelCheckpoint`, `load_checkpoint`, `save_checkpoint`, `create_model`, `CheckpointError`
-- `Predictor`, `Prediction` (with `uncertainty`, `uncertain`, `uncertain_reasons`, `ood`, `ood_reason`,
-  `ood_distance`); `Predictor.heatmap(pixels, method, target_class) -> Heatmap`
+- `ModelCheckpoint`, `load_checkpoint`, `save_checkpoint`, `create_model`, `CheckpointError`, `DEFAULT_TASK`
+- `Predictor` (`Predictor.from_settings(checkpoint, settings)` for serving), `Prediction` (with `uncertainty`,
+  `uncertain`, `uncertain_reasons`, `ood`, `ood_reason`, `ood_distance`); `Predictor.heatmap(pixels, method,
+  target_class) -> Heatmap`
 - heatmaps (inference.explain): `Explainer`, `Heatmap`, `ExplainError`, `find_target_layer`, `overlay_png`,
   `overlay_rgb`, `heatmap_to_png16`, `heatmap_from_png16`, `CAM_METHODS`, `COLORMAPS`
 - uncertainty (inference.uncertainty): `Uncertainty`, `UncertaintyPolicy`, `UncertaintyError`
 - input gate (inference.ood): `InputGate`, `GateResult`, `ImageChecks`, `MahalanobisReference`, `OODError`,
-  `fit_reference`, `reference_from_checkpoint`, `with_reference`; CLI `python -m inference.ood fit`
+  `fit_reference`, `reference_from_checkpoint`, `with_reference` (fitted by `python -m mlops.fit_gate`)
 """
 
-from inference.checkpoint import CheckpointError, ModelCheckpoint, create_model, load_checkpoint, save_checkpoint
+from inference.checkpoint import (
+    DEFAULT_TASK,
+    CheckpointError,
+    ModelCheckpoint,
+    create_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from inference.explain import (
     CAM_METHODS,
     COLORMAPS,
@@ -41,6 +49,7 @@ from inference.uncertainty import Uncertainty, UncertaintyError, UncertaintyPoli
 __all__ = [
     "CAM_METHODS",
     "COLORMAPS",
+    "DEFAULT_TASK",
     "CheckpointError",
     "ExplainError",
     "Explainer",

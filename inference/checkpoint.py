@@ -24,6 +24,8 @@ FORMAT_NAME = "cxr-workstation-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("architecture", "task", "class_names", "preprocess", "threshold", "temperature", "version")
 
+DEFAULT_TASK = "pneumonia"  # the first task of the product; the API serves it when a request names none
+
 
 class CheckpointError(ValueError):
     """The file is missing, corrupt or not a checkpoint this code can serve."""

@@ -35,7 +35,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from imaging import preprocess
+from imaging import from_pixels_png16, preprocess, to_pixels_png16
 from inference.checkpoint import ModelCheckpoint
 from inference.uncertainty import calibrated_probabilities, decide_class
 
@@ -49,7 +49,6 @@ COLORMAPS: dict[str, int] = {
     "plasma": cv2.COLORMAP_PLASMA,
     "hot": cv2.COLORMAP_HOT,
 }
-RAW_SCALE = 65535  # 16-bit PNG full scale for the raw heatmap
 PROBE_IMAGES = 4  # noise images used to locate the receptive fields (see probe_alignment)
 
 
@@ -345,16 +344,15 @@ def overlay_png(
 
 def heatmap_to_png16(heatmap: np.ndarray) -> bytes:
     """The raw heatmap as a 16-bit grayscale PNG (0..65535 = 0..1), for re-blending without recomputing."""
-    values = _checked_pixels(heatmap)
-    return _encode_png(np.rint(values * RAW_SCALE).astype(np.uint16))
+    return to_pixels_png16(_checked_pixels(heatmap))
 
 
 def heatmap_from_png16(data: bytes) -> np.ndarray:
     """Inverse of `heatmap_to_png16`: float32 (H, W) in [0, 1]."""
-    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if decoded is None or decoded.ndim != 2 or decoded.dtype != np.uint16:
-        raise ExplainError("The data is not a 16-bit grayscale PNG heatmap.")
-    return decoded.astype(np.float32) / RAW_SCALE
+    try:
+        return from_pixels_png16(data)
+    except ValueError:
+        raise ExplainError("The data is not a 16-bit grayscale PNG heatmap.") from None
 
 
 def _encode_png(image: np.ndarray) -> bytes:

@@ -25,16 +25,19 @@ presented as reliable and the case goes to review (it is also flagged uncertain)
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from inference.checkpoint import CheckpointError, ModelCheckpoint
+from inference.checkpoint import ModelCheckpoint
+from settings import Settings
+
+log = logging.getLogger(__name__)
 
 OOD_EXTRA_KEY = "ood"
 REFERENCE_KIND = "mahalanobis-class-conditional-ledoit-wolf"
@@ -63,8 +66,7 @@ class ImageChecks:
     flip_margin: float = 1.0  # upside down when turning it makes the embedding distance drop by more than this
 
     @classmethod
-    def from_settings(cls, settings: Any | None = None) -> ImageChecks:
-        settings = settings or _settings()
+    def from_settings(cls, settings: Settings) -> ImageChecks:
         return cls(
             max_aspect_ratio=settings.ood_max_aspect_ratio,
             min_dynamic_range=settings.ood_min_dynamic_range,
@@ -283,9 +285,16 @@ class InputGate:
         self.enabled = enabled
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: ModelCheckpoint, settings: Any | None = None) -> InputGate:
-        settings = settings or _settings()
-        return cls(reference_from_checkpoint(checkpoint), ImageChecks.from_settings(settings), settings.ood_enabled)
+    def from_settings(cls, checkpoint: ModelCheckpoint, settings: Settings) -> InputGate:
+        """The gate of the checkpoint's stored reference; a stale reference must not stop serving, so it falls back
+        to the image checks alone (logged)."""
+        checks = ImageChecks.from_settings(settings)
+        try:
+            reference = reference_from_checkpoint(checkpoint)
+        except OODError as exc:
+            log.error("input gate without embedding reference: %s", exc)
+            reference = None
+        return cls(reference, checks, settings.ood_enabled)
 
     def check(
         self, pixels: np.ndarray, embedding: np.ndarray, embed: Callable[[np.ndarray], np.ndarray] | None = None

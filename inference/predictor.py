@@ -17,16 +17,16 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from cachetools import TTLCache
 
 from imaging import preprocess
-from inference.checkpoint import ModelCheckpoint, load_checkpoint
+from inference.checkpoint import ModelCheckpoint
 from inference.explain import Explainer, Heatmap
-from inference.ood import GateResult, ImageChecks, InputGate, OODError
+from inference.ood import GateResult, ImageChecks, InputGate, reference_from_checkpoint
 from inference.uncertainty import (
     Uncertainty,
     UncertaintyPolicy,
@@ -36,6 +36,7 @@ from inference.uncertainty import (
     sample_logits,
     uncertainties_from_logits,
 )
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,15 @@ class Predictor:
         uncertainty: UncertaintyPolicy | None = None,
         gate: InputGate | bool = True,
     ):
-        """`uncertainty`: None reads the policy from settings. `gate`: True builds the input gate from the
-        checkpoint's reference and settings, False disables it, or pass an `InputGate`."""
+        """Plain arguments (see `from_settings` for the serving configuration). `uncertainty`: None is the policy's
+        defaults. `gate`: an `InputGate`, True for the checkpoint's reference with default image checks, or False."""
         torch.set_num_threads(max(1, threads))
         self.checkpoint = checkpoint
         self.model = checkpoint.build_model()
         self._model_lock = threading.Lock()  # one forward at a time: intra-op threads already use every core
         self._cache: TTLCache[tuple[str, str], Prediction] = TTLCache(maxsize=max(1, cache_size), ttl=cache_ttl)
         self._cache_lock = threading.Lock()
-        self.policy = uncertainty or UncertaintyPolicy.from_settings()
+        self.policy = uncertainty or UncertaintyPolicy()
         self.gate = self._make_gate(gate)
         self._head_ok = False  # set by the warm-up: can MC dropout resample the head alone?
         self._explainer: Explainer | None = None
@@ -85,24 +86,18 @@ class Predictor:
         self._warm_up()
 
     @classmethod
-    def from_path(
-        cls,
-        path: Path,
-        threads: int = 2,
-        cache_size: int = 1024,
-        cache_ttl: float = 3600,
-        *,
-        uncertainty: UncertaintyPolicy | None = None,
-        gate: InputGate | bool = True,
-    ) -> Predictor:
-        return cls(
-            load_checkpoint(path),
-            threads=threads,
-            cache_size=cache_size,
-            cache_ttl=cache_ttl,
-            uncertainty=uncertainty,
-            gate=gate,
-        )
+    def from_settings(cls, checkpoint: ModelCheckpoint, settings: Settings, **overrides: Any) -> Predictor:
+        """The serving Predictor: threads, cache, uncertainty policy and input gate from `settings`; keyword
+        `overrides` (e.g. `cache_size=1`, `gate=False` for offline embedding) replace single arguments."""
+        arguments: dict[str, Any] = {
+            "threads": settings.torch_threads,
+            "cache_size": settings.cache_size,
+            "cache_ttl": settings.cache_ttl,
+            "uncertainty": UncertaintyPolicy.from_settings(settings),
+        } | overrides
+        if "gate" not in arguments:
+            arguments["gate"] = InputGate.from_settings(checkpoint, settings)
+        return cls(checkpoint, **arguments)
 
     @property
     def version(self) -> str:
@@ -113,11 +108,7 @@ class Predictor:
             return gate
         if not gate:
             return InputGate(None, ImageChecks(), enabled=False)
-        try:
-            return InputGate.from_checkpoint(self.checkpoint)
-        except OODError as exc:  # a stale reference must not stop serving; image checks still run
-            log.error("input gate without embedding reference: %s", exc)
-            return InputGate(None, ImageChecks.from_settings())
+        return InputGate(reference_from_checkpoint(self.checkpoint), ImageChecks())
 
     def _warm_up(self) -> None:
         size = self.checkpoint.preprocess.input_size
@@ -134,7 +125,7 @@ class Predictor:
         self._forward(batch.numpy())
         if self.gate.enabled and self.gate.reference is None:
             log.warning(
-                "checkpoint %s has no OOD reference (run `python -m inference.ood fit`): image checks only",
+                "checkpoint %s has no OOD reference (run `python -m mlops.fit_gate`): image checks only",
                 self.checkpoint.version,
             )
 

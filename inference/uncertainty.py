@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from settings import Settings
+
 UncertaintyMethod = Literal["mc_dropout", "tta", "none"]
 UNCERTAINTY_METHODS: tuple[str, ...] = get_args(UncertaintyMethod)
 TTA_MAX_SHIFT = 0.04  # fraction of the image side: positioning differences between radiographs are of this order
@@ -70,11 +72,7 @@ class UncertaintyPolicy:
             raise UncertaintyError("The number of uncertainty passes must be at least 1.")
 
     @classmethod
-    def from_settings(cls, settings: Any | None = None) -> UncertaintyPolicy:
-        if settings is None:
-            from settings import get_settings
-
-            settings = get_settings()
+    def from_settings(cls, settings: Settings) -> UncertaintyPolicy:
         return cls(
             method=settings.uncertainty_method,
             passes=settings.uncertainty_passes,

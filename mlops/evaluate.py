@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+import labelled_data as datasets
 from imaging import ImagingError, decode_image
 from inference.checkpoint import CheckpointError, ModelCheckpoint, load_checkpoint, save_checkpoint
 from inference.predictor import Predictor
-import labelled_data as datasets
 from labelled_data import DataOptions, DatasetError, Sample
 from mlops.metrics import bootstrap_intervals, compute_all, confusion
 from mlops.validate import validate_dataset

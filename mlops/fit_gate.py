@@ -72,7 +72,7 @@ def embed_samples(
     checkpoint: ModelCheckpoint, samples: Sequence[labelled_data.Sample], settings: Settings, batch_size: int = 32
 ) -> np.ndarray:
     """Embeddings of dataset samples through the serving Predictor, without the gate it is fitting."""
-    predictor = Predictor(checkpoint, settings, cache_size=1, cache_ttl=1, gate=False)
+    predictor = Predictor.from_settings(checkpoint, settings, cache_size=1, cache_ttl=1, gate=False)
     rows: list[np.ndarray] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]

@@ -25,9 +25,9 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from imaging import PreprocessSpec, to_model_input
-from inference.checkpoint import ModelCheckpoint, create_model, save_checkpoint
 import labelled_data as datasets
+from imaging import PreprocessSpec, to_model_input
+from inference import DEFAULT_TASK, ModelCheckpoint, create_model, save_checkpoint
 from mlops.augment import radiograph_augmentation
 from mlops.calibration import choose_threshold, fit_temperature, softmax_probs
 from mlops.metrics import compute_all
@@ -39,7 +39,7 @@ PROGRESS_EVERY_STEPS = 20
 @dataclass
 class TrainConfig:
     data: Path
-    task: str = "pneumonia"
+    task: str = DEFAULT_TASK
     architecture: str = "resnet18"
     image_size: int = 224
     epochs: int = 12

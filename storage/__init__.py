@@ -12,7 +12,7 @@ Public surface:
 - `ImageStore(root)`: `put(bytes) -> sha256`, `get(sha256)`, `path(sha256)`, `exists(sha256)`, `check_writable()`
 - PHI encryption: `PhiCipher`, `load_phi_cipher(settings)`, `configure_phi_cipher`, `active_phi_cipher`,
   `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys)`
-- ORM: `Base` (other rooms add tables on it), `Case`; errors: `StorageError` and its subclasses
+- ORM: `Base` (other rooms add tables on it), `Case`, `new_case_id()`; errors: `StorageError` and its subclasses
 - Accounts (storage/users.py): `UserRepository(database)` (users and hashed API keys), `User`, `ApiKey`,
   `UserRecord`, `ApiKeyRecord`, `normalize_username`, `ADMIN_ROLE`; errors `UserNotFoundError`,
   `UsernameTakenError`, `LastAdminError`, `ApiKeyNotFoundError`, `InvalidUserDataError`
@@ -46,7 +46,7 @@ from storage.errors import (
 )
 from storage.images import ImageStore
 from storage.migrate import head_revision, migrate, migrate_database, schema_revision
-from storage.models import Base, Case, CaseStatus
+from storage.models import Base, Case, CaseStatus, new_case_id
 from storage.rotation import rotate_phi_key
 from storage.users import (
     ADMIN_ROLE,
@@ -110,6 +110,7 @@ __all__ = [
     "load_phi_cipher",
     "migrate",
     "migrate_database",
+    "new_case_id",
     "normalize_patient_id",
     "normalize_username",
     "rotate_phi_key",

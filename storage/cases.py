@@ -10,12 +10,13 @@ to annotations, not to the case; a signed case cannot change; status "signed" al
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -69,6 +70,7 @@ class NewCase:
     quality_warnings: Sequence[Any] = ()  # strings or JSON objects
     created_by: str | None = None
     status: CaseStatus | str = CaseStatus.ANALYZED
+    embedding: bytes | None = None  # float32 embedding of the image under model_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ class CaseRecord:
     created_by: str | None
     signed_by: str | None
     signed_at: datetime | None
+    embedding: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,12 @@ def _patient(value: Any) -> PatientInfo:
     )
 
 
+def _embedding(value: Any) -> bytes | None:
+    if value is not None and (not isinstance(value, bytes) or not value or len(value) % 4):
+        raise InvalidCaseDataError("embedding must be the non-empty bytes of a float32 vector.")
+    return value
+
+
 def _user_id(name: str, value: Any) -> str | None:
     return _optional_text(name, value, 64)
 
@@ -266,44 +275,36 @@ def _new_row(new: NewCase, case_id: str) -> Case:
         quality_warnings=_warnings(new.quality_warnings),
         model_version=_required_text("model_version", new.model_version, 128),
         created_by=_user_id("created_by", new.created_by),
+        embedding=_embedding(new.embedding),
     )
     _apply_patient(case, _patient(new.patient))
     return case
 
 
+# Record fields that are not one column of the same name, each with how it is read from the row.
+_DERIVED_FIELDS: dict[str, Callable[[Case], Any]] = {
+    "status": lambda case: CaseStatus(case.status),
+    "patient": lambda case: PatientInfo(
+        patient_id=case.patient_id,
+        name=case.patient_name,
+        birth_date=case.patient_birth_date,
+        age=case.patient_age,
+        sex=case.patient_sex,
+        clinical_history=case.clinical_history,
+    ),
+}
+
+
 def to_record(case: Case) -> CaseRecord:
-    return CaseRecord(
-        id=case.id,
-        created_at=case.created_at,
-        updated_at=case.updated_at,
-        status=CaseStatus(case.status),
-        patient=PatientInfo(
-            patient_id=case.patient_id,
-            name=case.patient_name,
-            birth_date=case.patient_birth_date,
-            age=case.patient_age,
-            sex=case.patient_sex,
-            clinical_history=case.clinical_history,
-        ),
-        study_metadata=dict(case.study_metadata),
-        image_sha256=case.image_sha256,
-        image_format=case.image_format,
-        task=case.task,
-        prediction=case.prediction,
-        confidence=case.confidence,
-        probabilities=dict(case.probabilities),
-        positive_probability=case.positive_probability,
-        threshold=case.threshold,
-        uncertainty=None if case.uncertainty is None else dict(case.uncertainty),
-        uncertain=case.uncertain,
-        ood=case.ood,
-        ood_reason=case.ood_reason,
-        quality_warnings=list(case.quality_warnings),
-        model_version=case.model_version,
-        created_by=case.created_by,
-        signed_by=case.signed_by,
-        signed_at=case.signed_at,
-    )
+    """The row as a detached record; JSON documents are copied so a caller cannot change the session's objects."""
+    values = {
+        name: _DERIVED_FIELDS[name](case) if name in _DERIVED_FIELDS else copy.deepcopy(getattr(case, name))
+        for name in _RECORD_FIELDS
+    }
+    return CaseRecord(**values)
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(CaseRecord))
 
 
 def _day_start(day: date) -> datetime:

@@ -9,7 +9,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Integer, MetaData, String, Text
+from sqlalchemy import Boolean, Float, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from storage.types import EncryptedDate, EncryptedJSON, EncryptedText, JSONType, UTCDateTime, utcnow
@@ -78,6 +78,8 @@ class Case(Base):
     ood_reason: Mapped[str | None] = mapped_column(Text)
     quality_warnings: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     model_version: Mapped[str] = mapped_column(String(128))
+    # float32 bytes of the model's embedding (model_version's model): similar cases without another forward pass.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     # People (user ids of the security room; no foreign key until its users table exists).
     created_by: Mapped[str | None] = mapped_column(String(64))

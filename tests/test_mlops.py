@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 
+import labelled_data as datasets
 from imaging import decode_image
 from inference import Predictor, load_checkpoint, save_checkpoint
-import labelled_data as datasets
+from labelled_data import DataOptions, DatasetError, Sample
 from mlops import evaluate as evaluation
 from mlops import registry
-from labelled_data import DataOptions, DatasetError, Sample
 from mlops.train import TrainConfig, parse_args, train
 from mlops.validate import validate_dataset
 from settings import get_settings

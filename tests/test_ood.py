@@ -25,8 +25,8 @@ from inference.ood import (
     reference_from_checkpoint,
     with_reference,
 )
-from inference.ood import main as ood_main
 from inference.uncertainty import UncertaintyPolicy
+from mlops.fit_gate import main as fit_gate_main
 from settings import get_settings
 
 torch.set_num_threads(1)
@@ -166,9 +166,8 @@ def test_upside_down_test_runs_when_the_bottom_is_dark_and_compares_distances() 
 def test_fit_command_writes_a_reference_the_predictor_uses(tmp_path: Path, kermany_dir: Path, capsys) -> None:
     source, target = tmp_path / "tiny.pt", tmp_path / "tiny-ood.pt"
     save_checkpoint(tiny_checkpoint("tiny-fit"), source)
-    ood_main(
+    fit_gate_main(
         [
-            "fit",
             "--checkpoint",
             str(source),
             "--data",
@@ -184,7 +183,7 @@ def test_fit_command_writes_a_reference_the_predictor_uses(tmp_path: Path, kerma
     summary = json.loads(capsys.readouterr().out)
     assert summary["fit_images"] + summary["holdout_images"] == 80 and summary["holdout_images"] >= 10
     assert OOD_EXTRA_KEY not in load_checkpoint(source).extra  # --output leaves the source untouched
-    predictor = Predictor.from_path(target, threads=1, uncertainty=UncertaintyPolicy(method="none"))
+    predictor = Predictor(load_checkpoint(target), threads=1, uncertainty=UncertaintyPolicy(method="none"))
     assert predictor.gate.reference is not None
     assert predictor.gate.reference.threshold == pytest.approx(summary["threshold"], abs=1e-3)
     radiograph = decode_image(next((kermany_dir / "test" / "NORMAL").glob("*.jpg")).read_bytes()).pixels
@@ -198,7 +197,7 @@ def test_fit_command_writes_a_reference_the_predictor_uses(tmp_path: Path, kerma
 
 def test_fit_command_reports_bad_input(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="not found"):
-        ood_main(["fit", "--checkpoint", str(tmp_path / "missing.pt"), "--data", str(tmp_path)])
+        fit_gate_main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(tmp_path)])
 
 
 # --- the shipped model ------------------------------------------------------------------------------------------
@@ -210,12 +209,12 @@ def shipped_predictor() -> Predictor:
     if not path.is_file():
         reason = f"shipped model {path} is absent"
     elif OOD_EXTRA_KEY not in load_checkpoint(path).extra:
-        reason = f"shipped model {path} has no OOD reference (run `python -m inference.ood fit`)"
+        reason = f"shipped model {path} has no OOD reference (run `python -m mlops.fit_gate`)"
     if reason:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    return Predictor.from_path(path, threads=1, uncertainty=UncertaintyPolicy(method="none"))
+    return Predictor(load_checkpoint(path), threads=1, uncertainty=UncertaintyPolicy(method="none"))
 
 
 def non_radiographs() -> list[np.ndarray]:

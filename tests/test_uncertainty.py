@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from imaging import PreprocessSpec, decode_image
-from inference import ModelCheckpoint, Predictor, create_model
+from inference import ModelCheckpoint, Predictor, create_model, load_checkpoint
 from inference.uncertainty import (
     Uncertainty,
     UncertaintyError,
@@ -189,7 +189,9 @@ def shipped_model_path() -> Path:
 
 def test_near_threshold_radiographs_are_more_uncertain_than_clear_cut_ones(kermany_dir: Path) -> None:
     path = shipped_model_path()
-    predictor = Predictor.from_path(path, threads=1, uncertainty=UncertaintyPolicy(method="mc_dropout", passes=30))
+    predictor = Predictor(
+        load_checkpoint(path), threads=1, uncertainty=UncertaintyPolicy(method="mc_dropout", passes=30)
+    )
     files = sorted((kermany_dir / "test").glob("*/*"))
     files = random.Random(0).sample(files, min(240, len(files)))
     images = [decode_image(f.read_bytes()).pixels for f in files]

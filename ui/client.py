@@ -22,6 +22,7 @@ DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
 # FastAPI's answers for a route (or method) the backend does not have yet, as opposed to "Case abc not found".
 ROUTE_MISSING_DETAILS: frozenset[str] = frozenset({"Not Found", "Method Not Allowed"})
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=3.0)
+UPLOAD_NOT_HELD = 409  # POST /v1/studies: the inspected upload expired on the backend; send the file
 
 
 class BackendError(Exception):
@@ -187,9 +188,20 @@ class BackendClient:
         files = {"file": (filename, data, upload_mime_type(filename))}
         return self._json("POST", "/v1/dicom/inspect", files=files)
 
-    def create_study(self, filename: str, data: bytes, patient: Mapping[str, Any]) -> dict[str, Any]:
+    def create_study(
+        self, filename: str, data: bytes, patient: Mapping[str, Any], upload_id: str | None = None
+    ) -> dict[str, Any]:
+        """Analyse a study. With the `upload_id` of its inspection the bytes are not sent again, unless the backend
+        no longer holds them (409: expired, or another replica inspected it)."""
+        form = {"patient": json.dumps(dict(patient))}
+        if upload_id:
+            try:
+                return self._json("POST", "/v1/studies", data={**form, "upload_id": upload_id})
+            except BackendError as error:
+                if error.status_code != UPLOAD_NOT_HELD:
+                    raise
         files = {"file": (filename, data, upload_mime_type(filename))}
-        return self._json("POST", "/v1/studies", files=files, data={"patient": json.dumps(dict(patient))})
+        return self._json("POST", "/v1/studies", files=files, data=form)
 
     def list_cases(self, *, limit: int = 20, offset: int = 0, **filters: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit, "offset": offset}

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.schemas import HealthOut, ModelInfoOut, ReadyOut
-from api.services import Services, get_services
+from api.services import ServicesDep
+from inference import DEFAULT_TASK
 from monitoring import system_stats
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=HealthOut, summary="Liveness: is the process up and the model loaded")
-def health(services: Services = Depends(get_services)) -> HealthOut:
-    predictor = services.predictors.get("pneumonia")
+def health(services: ServicesDep) -> HealthOut:
+    predictor = services.predictors.get(DEFAULT_TASK)
     return HealthOut(
         status="ok" if predictor else "degraded",
         model_loaded=predictor is not None,
@@ -24,7 +25,7 @@ def health(services: Services = Depends(get_services)) -> HealthOut:
 
 
 @router.get("/ready", response_model=ReadyOut, summary="Readiness: database, model and image store")
-def ready(services: Services = Depends(get_services)) -> JSONResponse:
+def ready(services: ServicesDep) -> JSONResponse:
     checks = services.readiness_checks()
     ok = all(bool(check["ok"]) for check in checks.values())
     body = ReadyOut(ready=ok, checks=checks).model_dump()
@@ -32,7 +33,7 @@ def ready(services: Services = Depends(get_services)) -> JSONResponse:
 
 
 @router.get("/model/info", response_model=ModelInfoOut, summary="The served model, read from its checkpoint")
-def model_info(task: str = "pneumonia", services: Services = Depends(get_services)) -> ModelInfoOut:
+def model_info(services: ServicesDep, task: str = DEFAULT_TASK) -> ModelInfoOut:
     info = services.predictor(task).checkpoint.describe()
     return ModelInfoOut(
         task=info["task"],
@@ -49,5 +50,5 @@ def model_info(task: str = "pneumonia", services: Services = Depends(get_service
 
 
 @router.get("/v1/system/stats", summary="CPU, memory and disk of the machine and the API process")
-def machine_stats(services: Services = Depends(get_services)) -> dict:
+def machine_stats(services: ServicesDep) -> dict:
     return system_stats(services.settings.var_dir).to_dict()

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel
 
-from api.services import Services, get_services
+from api.schemas import InspectOut
+from api.services import Services, ServicesDep
 from api.uploads import read_upload
-from imaging import decode_image, to_display_png
+from imaging import to_display_png
 
 router = APIRouter(prefix="/v1", tags=["images"])
 PNG_RESPONSE = {200: {"content": {"image/png": {}}, "description": "PNG image"}}
 
 
-class InspectOut(BaseModel):
-    format: str
-    width: int
-    height: int
-    metadata: dict
-    preview_png_base64: str
-
-
-def _inspect(data: bytes, max_side: int) -> InspectOut:
-    decoded = decode_image(data)
+def _inspect(services: Services, data: bytes, max_side: int) -> InspectOut:
+    upload_id, decoded = services.media.decode_upload(data)
     return InspectOut(
+        upload_id=upload_id,
         format=decoded.format,
         width=decoded.width,
         height=decoded.height,
@@ -38,17 +31,14 @@ def _inspect(data: bytes, max_side: int) -> InspectOut:
 
 @router.post("/dicom/inspect", response_model=InspectOut, summary="Decode an upload: tags and a windowed preview")
 async def inspect_upload(
-    file: UploadFile = File(...),
-    max_side: int = Query(512, ge=64, le=2048),
-    services: Services = Depends(get_services),
+    services: ServicesDep, file: UploadFile = File(...), max_side: int = Query(512, ge=64, le=2048)
 ) -> InspectOut:
     data = await read_upload(file, services.settings.max_upload_bytes)
-    return await run_in_threadpool(_inspect, data, max_side)
+    return await run_in_threadpool(_inspect, services, data, max_side)
 
 
 def _case_png(services: Services, case_id: str, max_side: int) -> bytes:
-    record = services.get_case(case_id)
-    return to_display_png(decode_image(services.storage.images.get(record.image_sha256)).pixels, max_side)
+    return to_display_png(services.media.pixels(services.get_case(case_id), detail=max_side), max_side)
 
 
 @router.get(
@@ -57,8 +47,6 @@ def _case_png(services: Services, case_id: str, max_side: int) -> bytes:
     responses=PNG_RESPONSE,
     summary="The case's radiograph as displayed (PNG)",
 )
-async def case_image(
-    case_id: str, max_side: int = Query(1024, ge=64, le=4096), services: Services = Depends(get_services)
-) -> Response:
+async def case_image(case_id: str, services: ServicesDep, max_side: int = Query(1024, ge=64, le=4096)) -> Response:
     png = await run_in_threadpool(_case_png, services, case_id, max_side)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

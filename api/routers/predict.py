@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, File, UploadFile, status
+from fastapi import APIRouter, File, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.analysis import uncertainty_dict
 from api.errors import ApiError, imaging_status
 from api.schemas import BatchIn, BatchItemError, BatchOut, PredictionOut
-from api.services import Services, get_services
+from api.services import Services, ServicesDep
 from api.uploads import decode_base64_image, read_upload
 from imaging import DecodedImage, ImagingError, assess_quality, decode_image
 from inference import Prediction
@@ -56,8 +56,8 @@ def _decode_and_predict(services: Services, data: bytes) -> PredictionOut:
     },
 )
 async def predict(
+    services: ServicesDep,
     file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM radiograph"),
-    services: Services = Depends(get_services),
 ) -> PredictionOut:
     data = await read_upload(file, services.settings.max_upload_bytes)
     return await run_in_threadpool(_decode_and_predict, services, data)
@@ -85,7 +85,7 @@ def _predict_batch(services: Services, payloads: list[bytes | ApiError]) -> list
 
 
 @router.post("/predict/batch", response_model=BatchOut, summary="Classify several base64-encoded radiographs")
-async def predict_batch(body: BatchIn, services: Services = Depends(get_services)) -> BatchOut:
+async def predict_batch(body: BatchIn, services: ServicesDep) -> BatchOut:
     limit = services.settings.batch_max
     if len(body.images) > limit:
         raise ApiError(

@@ -7,19 +7,16 @@ import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
 
 from api.analysis import case_out
-from api.auth import Principal, current_user
-from api.routers.explain import stored_heatmap
-from api.schemas import CaseOut
-from api.services import Services, get_services
-from case_retrieval import MAX_K
-from imaging import decode_image, to_display_png
-from inference import heatmap_from_png16, overlay_png
+from api.auth import CurrentUser
+from api.schemas import CaseOut, ReviewIn
+from api.services import Services, ServicesDep
+from imaging import to_display_png
+from inference import ModelCheckpoint, Predictor, heatmap_from_png16, overlay_png
 from reports import (
     ModelCard,
     PatientDetails,
@@ -43,8 +40,7 @@ MODEL_LIMITATIONS = (
 )
 
 
-def model_card(services: Services, task: str) -> ModelCard:
-    checkpoint = services.predictor(task).checkpoint
+def model_card(checkpoint: ModelCheckpoint) -> ModelCard:
     test = checkpoint.metrics.get("test", {})
     values = test.get("metrics", test) if isinstance(test, dict) else {}
     return ModelCard(
@@ -56,15 +52,11 @@ def model_card(services: Services, task: str) -> ModelCard:
     )
 
 
-def similar_for_report(services: Services, record: CaseRecord, pixels) -> list[SimilarCase]:
+def similar_for_report(services: Services, record: CaseRecord, predictor: Predictor) -> list[SimilarCase]:
+    """The report's similar cases: the same search as GET /v1/cases/{id}/similar; none while the library is down."""
     library = services.similar_library
     if library is None:
         return []
-    predictor = services.predictor(record.task)
-    embedding = predictor.predict(pixels, record.image_sha256).embedding
-    neighbours = library.search(
-        embedding, min(REPORT_SIMILAR_CASES, MAX_K), model_version=predictor.version, exclude_case_id=record.id
-    )
     return [
         SimilarCase(
             case_id=n.entry.case_id or n.entry.entry_id,
@@ -72,7 +64,7 @@ def similar_for_report(services: Services, record: CaseRecord, pixels) -> list[S
             similarity=n.similarity,
             thumbnail_png=library.thumbnail_path(n.entry.entry_id).read_bytes(),
         )
-        for n in neighbours
+        for n in services.media.neighbours(record, predictor, library, REPORT_SIMILAR_CASES)
     ]
 
 
@@ -86,22 +78,22 @@ def image_quality_messages(record: CaseRecord) -> list[str]:
 
 
 def report_case(services: Services, record: CaseRecord) -> ReportCase:
-    pixels = decode_image(services.storage.images.get(record.image_sha256)).pixels
-    raw_heatmap, _ = stored_heatmap(services, record, pixels, services.settings.heatmap_method)
+    predictor = services.predictor(record.task)
+    pixels = services.media.pixels(record)
+    raw_heatmap = services.media.heatmap(record, predictor, services.settings.heatmap_method)
     heatmap = overlay_png(
         pixels, heatmap_from_png16(raw_heatmap), services.settings.heatmap_opacity, max_side=REPORT_IMAGE_SIDE
     )
-    checkpoint = services.predictor(record.task).checkpoint
     uncertainty = record.uncertainty or {}
     return ReportCase(
         report_id=f"R-{uuid.uuid4().hex[:12].upper()}",
         case_id=record.id,
         created_at=datetime.now(UTC),
         finding=record.prediction,
-        positive_class=checkpoint.positive_class,
+        positive_class=predictor.checkpoint.positive_class,
         probabilities=record.probabilities,
         confidence=record.confidence,
-        model=model_card(services, record.task),
+        model=model_card(predictor.checkpoint),
         image_png=to_display_png(pixels, REPORT_IMAGE_SIDE),
         threshold=record.threshold,
         patient=PatientDetails(**asdict(record.patient)),
@@ -115,7 +107,7 @@ def report_case(services: Services, record: CaseRecord) -> ReportCase:
         ood=bool(record.ood),
         ood_reason=record.ood_reason,
         quality_warnings=image_quality_messages(record),
-        similar_cases=similar_for_report(services, record, pixels),
+        similar_cases=similar_for_report(services, record, predictor),
         heatmap_png=heatmap,
         signed_by=record.signed_by,
         signed_at=record.signed_at,
@@ -148,28 +140,20 @@ def _render(services: Services, case_id: str, kind: ReportKind) -> Response:
 )
 async def case_report(
     case_id: str,
+    services: ServicesDep,
     kind: ReportKind = Query("radiologist", description="radiologist | clinical | patient"),
-    services: Services = Depends(get_services),
 ) -> Response:
     return await run_in_threadpool(_render, services, case_id, kind)
 
 
 @router.post("/cases/{case_id}/sign", response_model=CaseOut, summary="Radiologist sign-off; the case is then final")
-def sign_case(
-    case_id: str, services: Services = Depends(get_services), user: Principal = Depends(current_user)
-) -> CaseOut:
+def sign_case(case_id: str, services: ServicesDep, user: CurrentUser) -> CaseOut:
     record = services.storage.cases.sign_case(case_id, user.username)
     return case_out(record, user.role)
 
 
-class ReviewIn(BaseModel):
-    reason: str = Field(min_length=3, max_length=2000, examples=["Subtle opacity, please double-read."])
-
-
 @router.post("/cases/{case_id}/review", response_model=CaseOut, summary="Send the case for expert review")
-def send_for_review(
-    case_id: str, body: ReviewIn, services: Services = Depends(get_services), user: Principal = Depends(current_user)
-) -> CaseOut:
+def send_for_review(case_id: str, body: ReviewIn, services: ServicesDep, user: CurrentUser) -> CaseOut:
     record = services.get_case(case_id)
     notes = list(record.quality_warnings)
     notes.append({"code": REVIEW_NOTE_CODE, "message": f"Sent for expert review by {user.username}: {body.reason}"})

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from datetime import date
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from api.analysis import analyze_study, case_out
-from api.auth import Principal, current_user
+from api.auth import CurrentUser
 from api.errors import ApiError
 from api.schemas import CaseOut, CasePageOut, PatientIn
-from api.services import Services, get_services
+from api.services import ServicesDep
 from api.uploads import read_upload
 from storage import MAX_PAGE_SIZE
 
@@ -41,35 +41,48 @@ def parse_patient(raw: str | None) -> PatientIn:
         400: {"description": "Empty file"},
         413: {"description": "Too large"},
         415: {"description": "Unsupported format"},
-        422: {"description": "Corrupt/unusable image or bad patient"},
+        409: {"description": "The named upload is no longer held: send the file"},
+        422: {"description": "Corrupt/unusable image, bad patient, or neither/both of file and upload_id"},
     },
 )
 async def create_study(
-    file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM chest radiograph"),
+    services: ServicesDep,
+    user: CurrentUser,
+    file: UploadFile | None = File(default=None, description="PNG, JPEG, TIFF or DICOM chest radiograph"),
+    upload_id: str | None = Form(
+        default=None,
+        pattern="^[0-9a-fA-F]{64}$",
+        description="Instead of `file`: the upload_id that POST /v1/dicom/inspect returned for the same file",
+    ),
     patient: str | None = Form(
         default=None,
         description='JSON {"patient_id", "name", "age", "sex", "birth_date", "clinical_history"}; DICOM tags fill gaps',
         examples=['{"patient_id": "MRN-0042", "name": "Jane Doe", "age": 4, "sex": "F"}'],
     ),
-    services: Services = Depends(get_services),
-    user: Principal = Depends(current_user),
 ) -> CaseOut:
     patient_in = parse_patient(patient)
-    data = await read_upload(file, services.settings.max_upload_bytes)
-    return await run_in_threadpool(analyze_study, services, data, patient_in, user)
+    if (file is None) == (upload_id is None):
+        raise ApiError(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "Send either the image `file` or the `upload_id` of an inspected one.",
+        )
+    upload = upload_id or await read_upload(file, services.settings.max_upload_bytes)
+    return await run_in_threadpool(analyze_study, services, upload, patient_in, user)
 
 
 @router.get("/cases", response_model=CasePageOut, summary="List cases, newest first, with filters")
 def list_cases(
+    services: ServicesDep,
+    user: CurrentUser,
     limit: int = Query(50, ge=1, le=MAX_PAGE_SIZE),
-    offset: int = Query(0, ge=0, le=1_000_000_000),  # bounded: a larger one overflowed SQLite's integer (500)
+    offset: int = Query(0, ge=0, le=1_000_000_000),
+    # bounded: a larger one overflowed SQLite's integer (500)
     patient_id: str | None = Query(None, max_length=64),
     prediction: str | None = Query(None, max_length=64),
     date_from: date | None = Query(None, description="First day included (UTC)"),
-    date_to: date | None = Query(None, description="Last day included (UTC)", le=date(9999, 12, 30)),  # +1 day fits
+    date_to: date | None = Query(None, description="Last day included (UTC)", le=date(9999, 12, 30)),
+    # +1 day fits
     case_status: str | None = Query(None, alias="status"),
-    services: Services = Depends(get_services),
-    user: Principal = Depends(current_user),
 ) -> CasePageOut:
     if date_from and date_to and date_from > date_to:
         raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, "date_from is after date_to.")
@@ -87,7 +100,5 @@ def list_cases(
 
 
 @router.get("/cases/{case_id}", response_model=CaseOut, summary="One case with its stored result")
-def get_case(
-    case_id: str, services: Services = Depends(get_services), user: Principal = Depends(current_user)
-) -> CaseOut:
+def get_case(case_id: str, services: ServicesDep, user: CurrentUser) -> CaseOut:
     return case_out(services.get_case(case_id), user.role)

@@ -57,6 +57,7 @@ class UploadState:
 
     file_id: str
     name: str
+    upload_id: str | None = None  # the backend holds the inspected bytes under this id: the study names it
     preview: bytes | None = None
     description: str = ""
     tags: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +86,7 @@ def inspect_upload(client: BackendClient, uploaded: UploadedFile) -> UploadState
         state.preview = png_from_base64(str(answer.get("preview_png_base64") or "")) or None
     except ImageDataError as error:
         state.note = str(error)
+    state.upload_id = str(answer["upload_id"]) if answer.get("upload_id") else None
     state.tags = {str(k): v for k, v in (answer.get("metadata") or {}).items()}
     state.description = f"{str(answer.get('format', '')).upper()} · {answer.get('width')} × {answer.get('height')} px"
     return state
@@ -187,7 +189,9 @@ def run_analysis(client: BackendClient, uploaded: UploadedFile) -> str | None:
     started = time.perf_counter()
     with st.spinner("Running AI analysis…"):
         try:
-            case = client.create_study(uploaded.name, uploaded.getvalue(), patient_payload(form))
+            state: UploadState | None = st.session_state.get(UPLOAD_STATE_KEY)
+            upload_id = state.upload_id if state and state.file_id == uploaded.file_id else None
+            case = client.create_study(uploaded.name, uploaded.getvalue(), patient_payload(form), upload_id)
             cached_artifacts(st.session_state, client, case, refresh=True)
         except BackendError as error:
             handle_auth_error(error)

@@ -103,7 +103,6 @@ class Settings(BaseSettings):
     login_rate_limit: str = "10/15 minutes"  # failed logins per client address and username before 429
     rate_limit_storage_uri: str = "memory://"  # `limits` storage; e.g. redis://host:6379 shared by several replicas
     request_timeout_s: float = Field(default=60.0, ge=0)  # 0 disables; a request still running then gets 504
-    metrics_public: bool = True  # false: GET /metrics needs an admin token or key
 
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import re
 import secrets
-import threading
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -28,11 +25,18 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import Depends, HTTPException, Request, status
-from pydantic import AfterValidator
 
-from api.permissions import Role
+from api.schemas import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, USERNAME_PATTERN, Role, require_utf8
 from settings import Settings
-from storage import ApiKeyRecord, Database, UsernameTakenError, UserRecord, UserRepository, normalize_username
+from storage import (
+    ApiKeyRecord,
+    Database,
+    UsernameTakenError,
+    UserRecord,
+    UserRepository,
+    create_secret_file_once,
+    normalize_username,
+)
 
 logger = logging.getLogger("cxr.auth")
 
@@ -45,9 +49,6 @@ MIN_JWT_SECRET_LENGTH = 32
 API_KEY_PREFIX = "cxrk_"
 API_KEY_HEADER = "X-API-Key"
 API_KEY_DISPLAY_LENGTH = 12  # "cxrk_" + 7 characters: enough to tell keys apart in a listing, useless to guess
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 256  # hashing is deliberately slow: bound the work one request can ask for
-USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{2,63}$")
 # Passwords that pass the length rule yet are the first ones any attacker tries.
 COMMON_PASSWORDS = frozenset(
     {
@@ -107,19 +108,6 @@ class IssuedToken:
 # --- passwords ----------------------------------------------------------------------------------------------------
 
 
-def require_utf8(text: str) -> str:
-    """Reject strings that cannot be stored or hashed (lone surrogates arrive through JSON escapes like \\ud800)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("The text contains characters that are not valid Unicode.") from None
-    return text
-
-
-# A request text field that is safe to hash, store and compare.
-Utf8Text = Annotated[str, AfterValidator(require_utf8)]
-
-
 def validate_username(username: str) -> str:
     """The normalised username, or ValueError naming the rule."""
     if not USERNAME_PATTERN.match(username or ""):
@@ -169,23 +157,9 @@ def generate_password() -> str:
 # --- secrets and settings -----------------------------------------------------------------------------------------
 
 
-def _create_secret_file_once(path: Path) -> None:
-    """Write a new random secret to `path` unless it exists; when processes race, one secret wins for all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, (secrets.token_urlsafe(48) + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if another process published its secret first: never overwrite one
+def _create_jwt_secret_once(path: Path) -> None:
+    if create_secret_file_once(path, lambda: secrets.token_urlsafe(48)):
         logger.warning("Generated a development token-signing secret in %s.", path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
 
 
 def load_jwt_secret(settings: Settings) -> str:
@@ -202,7 +176,7 @@ def load_jwt_secret(settings: Settings) -> str:
         )
     path = Path(settings.var_dir) / JWT_SECRET_FILE
     if not path.exists():
-        _create_secret_file_once(path)
+        _create_jwt_secret_once(path)
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)
     secret = path.read_text(encoding="ascii").strip()

@@ -16,32 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from api.schemas import CaseOut
-from settings import Settings
-
-
-class Role(StrEnum):
-    RADIOLOGIST = "radiologist"
-    ANNOTATOR = "annotator"
-    ADMIN = "admin"
+from api.schemas import CaseOut, Role
 
 
 @dataclass(frozen=True)
 class Access:
-    """Who may call one route: anyone (`public`), or a signed-in caller whose role is in `roles`.
-
-    `public_setting` names a boolean setting that, when true, makes the route public (e.g. METRICS_PUBLIC).
-    """
+    """Who may call one route: anyone (`public`), or a signed-in caller whose role is in `roles`."""
 
     roles: frozenset[Role] = frozenset()
     public: bool = False
-    public_setting: str | None = None
-
-    def is_public(self, settings: Settings) -> bool:
-        return self.public or (self.public_setting is not None and bool(getattr(settings, self.public_setting)))
 
     def allows(self, role: Role | str) -> bool:
         return role in self.roles
@@ -58,7 +43,6 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     # Probes, docs and the login itself: open.
     ("GET", "/health"): PUBLIC,
     ("GET", "/ready"): PUBLIC,
-    ("GET", "/metrics"): Access(frozenset({Role.ADMIN}), public_setting="metrics_public"),
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,

@@ -1,11 +1,38 @@
-"""Request and response bodies. Field names are part of the public contract (issues #2, #4, #5)."""
+"""Request and response bodies, and the rules their fields follow (roles, usernames, passwords). Field names are
+part of the public contract (issues #2, #4, #5). Nothing else of `api` is imported here: every module can use it."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Literal
+from enum import StrEnum
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+
+
+class Role(StrEnum):
+    RADIOLOGIST = "radiologist"
+    ANNOTATOR = "annotator"
+    ADMIN = "admin"
+
+
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 256  # hashing is deliberately slow: bound the work one request can ask for
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{2,63}$")
+
+
+def require_utf8(text: str) -> str:
+    """Reject strings that cannot be stored or hashed (lone surrogates arrive through JSON escapes like \\ud800)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("The text contains characters that are not valid Unicode.") from None
+    return text
+
+
+# A request text field that is safe to hash, store and compare.
+Utf8Text = Annotated[str, AfterValidator(require_utf8)]
 
 
 class HealthOut(BaseModel):
@@ -169,3 +196,88 @@ class SimilarOut(BaseModel):
 
 class ReviewIn(BaseModel):
     reason: str = Field(min_length=3, max_length=2000, examples=["Subtle opacity, please double-read."])
+
+
+# --- accounts -----------------------------------------------------------------------------------------------------
+
+
+class LoginIn(BaseModel):
+    username: Utf8Text = Field(min_length=1, max_length=64, examples=["dr.house"])
+    password: Utf8Text = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = Field(examples=["bearer"])
+    expires_in: int = Field(description="Seconds until the token expires (TOKEN_TTL_MINUTES).")
+    role: Role
+
+
+class MeOut(BaseModel):
+    id: str
+    username: str
+    role: Role
+    kind: str = Field(description="`user` (logged in with a token) or `api_key` (service account).")
+
+
+class PasswordChangeIn(BaseModel):
+    current_password: Utf8Text = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+    new_password: Utf8Text = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(pattern=USERNAME_PATTERN.pattern, examples=["dr.house"])
+    password: Utf8Text = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
+    role: Role
+
+
+class UserPatch(BaseModel):
+    """Any subset; a change of role, password or active flag ends the user's current sessions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = None
+    password: Utf8Text | None = Field(default=None, min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
+    active: bool | None = None
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from storage.UserRecord
+
+    id: str
+    username: str
+    role: str
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+    password_changed_at: datetime
+    last_login_at: datetime | None
+    created_by: str | None
+
+
+class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Utf8Text = Field(min_length=1, max_length=100, pattern=r"\S", examples=["pacs-router"])
+    role: Role
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="Empty: never expires.")
+
+
+class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from storage.ApiKeyRecord
+
+    id: str
+    name: str
+    role: str
+    prefix: str = Field(description="The key's first characters, to recognise it; the key itself is never shown again.")
+    created_by: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreatedOut(ApiKeyOut):
+    key: str = Field(description="The secret: send it as `X-API-Key` or `Authorization: Bearer`. Shown only now.")

@@ -8,7 +8,7 @@ From the outside in:
 4. `AuthenticationMiddleware`: every route the table does not make public needs a valid token or API key; 401
    is answered before the request body is even read. Stores the `Principal` for `authorize` and `current_user`.
 5. `RateLimitMiddleware`: RATE_LIMIT per user or API key (anonymous callers: per client address), 429 with
-   Retry-After; the probes (/health, /ready, /metrics) are exempt. Failed logins have their own, stricter
+   Retry-After; the probes (/health, /ready) are exempt. Failed logins have their own, stricter
    budget per client address and username (`LoginThrottle`, LOGIN_RATE_LIMIT).
 6. `authorize`, an app-wide dependency (`FastAPI(dependencies=[AUTHORIZE])`): looks up the route FastAPI selected
    in api/permissions.py and answers 403 to a role it does not list, and to everyone on a route it does not list.
@@ -52,7 +52,7 @@ from storage import StorageError, normalize_username
 
 logger = logging.getLogger("cxr.security")
 
-PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})  # exempt from rate limiting: monitors poll them
+PROBE_PATHS = frozenset({"/health", "/ready"})  # exempt from rate limiting: monitors poll them
 DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 
@@ -178,12 +178,12 @@ def _route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
-def public_routes(settings: Settings) -> list[tuple[str, re.Pattern[str]]]:
-    """(method, compiled template) of every route the table opens to anyone under these settings."""
+def public_routes() -> list[tuple[str, re.Pattern[str]]]:
+    """(method, compiled template) of every route the table opens to anyone."""
     return [
         (method, compile_path(path)[0])
         for (method, path), access in ROUTE_PERMISSIONS.items()
-        if access.is_public(settings)
+        if access.public
     ]
 
 
@@ -196,7 +196,7 @@ class AuthenticationMiddleware:
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.public = public_routes(settings)
+        self.public = public_routes()
 
     def is_public(self, scope: Scope) -> bool:
         method = "GET" if scope["method"] == "HEAD" else scope["method"]
@@ -252,7 +252,7 @@ def authorize(request: Request) -> None:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "This endpoint is not in the permission table, so it is closed to everyone."
         )
-    if access.is_public(request.app.state.security_settings):
+    if access.public:
         return
     principal = getattr(request.state, "principal", None)
     if not isinstance(principal, Principal):  # a route the middleware took for public: fail closed
@@ -378,7 +378,7 @@ def redact_access_log_queries() -> None:
         access_logger.addFilter(AccessLogQueryRedaction())
 
 
-def document_security(app: FastAPI, settings: Settings) -> None:
+def document_security(app: FastAPI) -> None:
     """Make the OpenAPI document state how to authenticate and which roles may call each operation."""
     build_schema: Callable[[], dict[str, Any]] = app.openapi
 
@@ -391,14 +391,14 @@ def document_security(app: FastAPI, settings: Settings) -> None:
         schemes["apiKeyAuth"] = {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
         for path, operations in schema.get("paths", {}).items():
             for method, operation in operations.items():
-                _document_operation(operation, access_for(method, path), settings)
+                _document_operation(operation, access_for(method, path))
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _document_operation(operation: dict[str, Any], access: Access | None, settings: Settings) -> None:
-    if access is not None and access.is_public(settings):
+def _document_operation(operation: dict[str, Any], access: Access | None) -> None:
+    if access is not None and access.public:
         operation["security"] = []
         return
     operation["security"] = [{"bearerAuth": []}, {"apiKeyAuth": []}]
@@ -440,5 +440,5 @@ def install_security(app: FastAPI, settings: Settings) -> None:
             max_age=600,
         )
     app.add_middleware(SecurityHeadersMiddleware)
-    document_security(app, settings)
+    document_security(app)
     redact_access_log_queries()

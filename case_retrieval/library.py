@@ -43,14 +43,12 @@ from case_retrieval.index import (
 )
 from case_retrieval.store import (
     THUMBNAIL_DIR,
-    atomic_write_bytes,
     current_generation,
-    fsync_dir,
-    fsync_file,
     read_snapshot,
     write_snapshot,
 )
 from case_retrieval.thumbnails import check_png
+from storage import fsync_path, write_durably
 
 MAX_K = 100
 COMPACT_HOLE_FRACTION = 0.2  # rebuild the index once this share of rows are removed entries
@@ -453,16 +451,16 @@ class CaseLibrary:
     def _write_thumbnail(self, entry_id: str, png: bytes) -> None:
         path = self._thumbnail_file(entry_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, png, sync=False)  # made durable in one pass by save()
+        write_durably(path, png, sync=False)  # made durable in one pass by save()
         self._unsynced_thumbnails.add(path)
         self._thumbnails_to_delete.discard(path)
 
     def _sync_thumbnails(self) -> None:
         for path in self._unsynced_thumbnails:
             if path.is_file():
-                fsync_file(path)
+                fsync_path(path)
         if self._unsynced_thumbnails:
-            fsync_dir(self._directory / THUMBNAIL_DIR)
+            fsync_path(self._directory / THUMBNAIL_DIR)
         self._unsynced_thumbnails.clear()
 
     def _delete_removed_thumbnails(self) -> None:

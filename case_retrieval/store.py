@@ -30,6 +30,7 @@ from typing import Any
 import faiss
 
 from case_retrieval.errors import LibraryConflictError, LibraryCorruptError, LibraryNotFoundError
+from storage import fsync_path, write_durably
 
 FORMAT_NAME = "cxr-case-library"
 FORMAT_VERSION = 1
@@ -95,7 +96,7 @@ def write_snapshot(directory: Path, index: faiss.Index, meta: dict[str, Any], ex
         _write_staging(staging, index, meta)
         final = directory / _snapshot_name(generation)
         os.replace(staging, final)
-        fsync_dir(directory)
+        fsync_path(directory)
         _publish(directory, final.name)
         _prune(directory, keep={final.name, _snapshot_name(published)})
     return generation
@@ -112,30 +113,6 @@ def writer_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
-    """Write a file so that readers see either the old or the new content, never a partial one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        if sync:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    fsync_file(path)
-
-
 def _write_staging(staging: Path, index: faiss.Index, meta: dict[str, Any]) -> None:
     if staging.exists():
         shutil.rmtree(staging)
@@ -149,15 +126,14 @@ def _write_staging(staging: Path, index: faiss.Index, meta: dict[str, Any]) -> N
         "index": {**meta.get("index", {}), "bytes": index_path.stat().st_size, "sha256": _sha256(index_path)},
     }
     (staging / META_FILE).write_text(json.dumps(header, separators=(",", ":")), encoding="utf-8")
-    fsync_file(index_path)
-    fsync_file(staging / META_FILE)
-    fsync_dir(staging)
+    fsync_path(index_path)
+    fsync_path(staging / META_FILE)
+    fsync_path(staging)
 
 
 def _publish(directory: Path, snapshot_name: str) -> None:
     """The commit point of a save: CURRENT names the new snapshot."""
-    atomic_write_bytes(directory / CURRENT_FILE, f"{snapshot_name}\n".encode())
-    fsync_dir(directory)
+    write_durably(directory / CURRENT_FILE, f"{snapshot_name}\n".encode())
 
 
 def _prune(directory: Path, keep: set[str]) -> None:

@@ -9,6 +9,8 @@ Public surface:
   `update_case(id, **changes)`, `sign_case(id, signed_by)`; plain records `CaseRecord`, `PatientInfo`, `NewCase`,
   `CasePage`; `CaseStatus`
 - `ArtifactStore(root)`: derived files per case (heatmaps), `safe_artifact_name(*parts)`
+- Durable files (storage/files.py): `write_durably(path, data)`, `fsync_path(path)`,
+  `create_secret_file_once(path, make_secret)`: every file the product must not lose or half-write
 - `ImageStore(root)`: `put(bytes) -> sha256`, `get(sha256)`, `path(sha256)`, `exists(sha256)`, `check_writable()`
 - PHI encryption: `PhiCipher`, `load_phi_cipher(settings)`, `configure_phi_cipher`, `active_phi_cipher`,
   `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys)`
@@ -44,6 +46,7 @@ from storage.errors import (
     StorageError,
     StorageUnavailableError,
 )
+from storage.files import create_secret_file_once, fsync_path, write_durably
 from storage.images import ImageStore
 from storage.migrate import head_revision, migrate, migrate_database, schema_revision
 from storage.models import Base, Case, CaseStatus, new_case_id
@@ -104,6 +107,8 @@ __all__ = [
     "active_phi_cipher",
     "configure_phi_cipher",
     "create_database_engine",
+    "create_secret_file_once",
+    "fsync_path",
     "generate_phi_key",
     "head_revision",
     "init_storage",
@@ -116,4 +121,5 @@ __all__ = [
     "rotate_phi_key",
     "safe_artifact_name",
     "schema_revision",
+    "write_durably",
 ]

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from storage.errors import InvalidImageKeyError
-from storage.images import write_atomically
+from storage.files import write_durably
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 
@@ -35,4 +35,4 @@ class ArtifactStore:
     def put(self, case_id: str, name: str, data: bytes) -> None:
         path = self.path(case_id, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, data)
+        write_durably(path, data)

@@ -10,13 +10,12 @@ to annotations, not to the case; a signed case cannot change; status "signed" al
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -27,7 +26,7 @@ from storage.crypto import active_phi_cipher
 from storage.database import Database
 from storage.errors import CaseNotFoundError, CaseStateError, InvalidCaseDataError, StorageUnavailableError
 from storage.models import Case, CaseStatus, new_case_id
-from storage.types import as_utc, utcnow
+from storage.types import as_utc, record_from_row, utcnow
 
 MAX_PAGE_SIZE = 500
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -281,30 +280,16 @@ def _new_row(new: NewCase, case_id: str) -> Case:
     return case
 
 
-# Record fields that are not one column of the same name, each with how it is read from the row.
-_DERIVED_FIELDS: dict[str, Callable[[Case], Any]] = {
-    "status": lambda case: CaseStatus(case.status),
-    "patient": lambda case: PatientInfo(
+def to_record(case: Case) -> CaseRecord:
+    patient = PatientInfo(
         patient_id=case.patient_id,
         name=case.patient_name,
         birth_date=case.patient_birth_date,
         age=case.patient_age,
         sex=case.patient_sex,
         clinical_history=case.clinical_history,
-    ),
-}
-
-
-def to_record(case: Case) -> CaseRecord:
-    """The row as a detached record; JSON documents are copied so a caller cannot change the session's objects."""
-    values = {
-        name: _DERIVED_FIELDS[name](case) if name in _DERIVED_FIELDS else copy.deepcopy(getattr(case, name))
-        for name in _RECORD_FIELDS
-    }
-    return CaseRecord(**values)
-
-
-_RECORD_FIELDS = tuple(f.name for f in fields(CaseRecord))
+    )
+    return record_from_row(CaseRecord, case, status=CaseStatus(case.status), patient=patient)
 
 
 def _day_start(day: date) -> datetime:

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from settings import Settings, get_settings
 from storage.errors import DecryptionError, EncryptionKeyError
+from storage.files import create_secret_file_once, write_durably
 
 logger = logging.getLogger(__name__)
 
@@ -108,26 +108,10 @@ def _split_keys(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_key_file(path: Path, keys: Sequence[str]) -> None:
     """Atomically replace the development key file (one key per line, primary first), mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, ("\n".join(keys) + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    write_durably(path, ("\n".join(keys) + "\n").encode("ascii"), mode=0o600)
 
 
 def read_key_file(path: Path) -> list[str]:
@@ -143,22 +127,8 @@ def read_key_file(path: Path) -> list[str]:
 
 def _create_key_file_once(path: Path) -> None:
     """Create the key file if absent; when two processes race, exactly one key wins and both use it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, (generate_phi_key() + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if another process published its key first: never overwrite a key
-        _fsync_dir(path.parent)
+    if create_secret_file_once(path, generate_phi_key):
         logger.warning("Generated a development PHI encryption key in %s (keep it: the data needs it).", path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
 
 
 def key_file_path(settings: Settings) -> Path:

@@ -9,7 +9,6 @@ before any path is built, which also rules out path traversal.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -21,16 +20,9 @@ from storage.errors import (
     InvalidImageKeyError,
     StorageUnavailableError,
 )
+from storage.files import fsync_path, write_durably
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ImageStore:
@@ -65,7 +57,7 @@ class ImageStore:
             return sha256
         try:
             self._make_dirs(target.parent)
-            self._write_atomically(target, data)
+            write_durably(target, data)
         except OSError as exc:
             raise StorageUnavailableError(
                 "The image store cannot write the image (disk full or not writable)."
@@ -96,25 +88,4 @@ class ImageStore:
         for folder in (directory.parent, directory):
             if not folder.is_dir():
                 folder.mkdir(exist_ok=True)
-                _fsync_dir(folder.parent)
-
-    @staticmethod
-    def _write_atomically(target: Path, data: bytes | bytearray | memoryview) -> None:
-        write_atomically(target, data)
-
-
-def write_atomically(target: Path, data: bytes | bytearray | memoryview) -> None:
-    """Temp file in the same folder, fsync, rename over `target`, fsync the folder: all or nothing."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, target)  # atomic; identical content if another writer got there first
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+                fsync_path(folder.parent)

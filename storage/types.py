@@ -6,9 +6,11 @@ compared in SQL (each encryption is randomised): filter on a keyed index column 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, Dialect, Text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -84,3 +86,16 @@ class EncryptedJSON(TypeDecorator[Any]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
         return None if value is None else json.loads(active_phi_cipher().decrypt(value))
+
+
+RecordT = TypeVar("RecordT")
+
+
+def record_from_row(record_type: type[RecordT], row: object, **derived: Any) -> RecordT:
+    """A frozen record dataclass from an ORM row: each field read from the column of the same name (JSON documents
+    deep-copied, so a caller cannot change the session's objects), except the `derived` values given."""
+    values = {
+        f.name: derived[f.name] if f.name in derived else copy.deepcopy(getattr(row, f.name))
+        for f in dataclasses.fields(record_type)  # type: ignore[arg-type]
+    }
+    return record_type(**values)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from storage.database import Database
 from storage.errors import StorageError, StorageUnavailableError
 from storage.models import Base
-from storage.types import UTCDateTime, utcnow
+from storage.types import UTCDateTime, record_from_row, utcnow
 
 ADMIN_ROLE = "admin"  # the role that must always keep one active account
 MAX_USERNAME_LENGTH = 64
@@ -145,32 +145,11 @@ class ApiKeyRecord:
 
 
 def _user_record(row: User) -> UserRecord:
-    return UserRecord(
-        id=row.id,
-        username=row.username,
-        role=row.role,
-        active=row.active,
-        token_version=row.token_version,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        password_changed_at=row.password_changed_at,
-        last_login_at=row.last_login_at,
-        created_by=row.created_by,
-    )
+    return record_from_row(UserRecord, row)
 
 
 def _key_record(row: ApiKey) -> ApiKeyRecord:
-    return ApiKeyRecord(
-        id=row.id,
-        name=row.name,
-        role=row.role,
-        prefix=row.prefix,
-        created_by=row.created_by,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
-    )
+    return record_from_row(ApiKeyRecord, row)
 
 
 # --- validation -------------------------------------------------------------------------------------------------------

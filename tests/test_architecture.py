@@ -23,7 +23,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "active_learning": {"storage", "settings"},
     "monitoring": {"storage", "settings"},
     "mlops": {"imaging", "labelled_data", "inference", "case_retrieval", "storage", "settings"},
-    "case_retrieval": {"inference", "imaging", "labelled_data", "settings"},
+    "case_retrieval": {"inference", "imaging", "labelled_data", "storage", "settings"},  # storage: durable files
     "reports": set(),
     "inference": {"imaging", "settings"},
     "labelled_data": {"imaging"},

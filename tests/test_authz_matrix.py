@@ -105,8 +105,8 @@ def call(http: httpx.Client, method: str, path: str, headers: dict[str, str]) ->
     return http.request(method, PATH_PARAMETER.sub(str(uuid.UUID(int=0)), path), headers=headers)
 
 
-def expected_outcome(access: Access, caller: Caller, settings: Settings) -> str:
-    if access.is_public(settings):
+def expected_outcome(access: Access, caller: Caller) -> str:
+    if access.public:
         return "not-auth"
     if caller.role is None:
         return "401"
@@ -149,11 +149,10 @@ def test_the_table_only_names_known_roles_and_methods() -> None:
     for (method, path), access in ROUTE_PERMISSIONS.items():
         assert method in {m.upper() for m in HTTP_METHODS}, (method, path)
         assert path.startswith("/"), path
-        assert access.roles <= set(Role) and (access.public or access.roles or access.public_setting), (method, path)
+        assert access.roles <= set(Role) and (access.public or access.roles), (method, path)
 
 
 def test_authorisation_matrix(api_url: str, http: httpx.Client, callers: list[Caller]) -> None:
-    settings = Settings(metrics_public=True)  # the session server runs with the default METRICS_PUBLIC
     operations = openapi_operations(api_url)
     assert len(operations) >= 20
     failures: list[str] = []
@@ -163,7 +162,7 @@ def test_authorisation_matrix(api_url: str, http: httpx.Client, callers: list[Ca
         assert access is not None
         for caller in callers:
             response = call(http, method, path, caller.headers)
-            expected, got = expected_outcome(access, caller, settings), response.status_code
+            expected, got = expected_outcome(access, caller), response.status_code
             checked += 1
             if expected == "401" and got != 401:
                 failures.append(f"{caller.name} {method} {path}: {got}, expected 401")

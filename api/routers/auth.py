@@ -4,37 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
 
-from api.auth import BEARER_CHALLENGE, MAX_PASSWORD_LENGTH, AuthDep, AuthenticationError, CurrentUser, Utf8Text
+from api.auth import BEARER_CHALLENGE, AuthDep, AuthenticationError, CurrentUser
 from api.errors import ApiError
-from api.permissions import Role
+from api.schemas import LoginIn, MeOut, PasswordChangeIn, TokenOut
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
-
-
-class LoginIn(BaseModel):
-    username: Utf8Text = Field(min_length=1, max_length=64, examples=["dr.house"])
-    password: Utf8Text = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
-
-
-class TokenOut(BaseModel):
-    access_token: str
-    token_type: str = Field(examples=["bearer"])
-    expires_in: int = Field(description="Seconds until the token expires (TOKEN_TTL_MINUTES).")
-    role: Role
-
-
-class MeOut(BaseModel):
-    id: str
-    username: str
-    role: Role
-    kind: str = Field(description="`user` (logged in with a token) or `api_key` (service account).")
-
-
-class PasswordChangeIn(BaseModel):
-    current_password: Utf8Text = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
-    new_password: Utf8Text = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
 
 
 def _client_address(request: Request) -> str:

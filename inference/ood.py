@@ -26,15 +26,14 @@ presented as reliable and the case goes to review (it is also flagged uncertain)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from inference.checkpoint import CheckpointError, ModelCheckpoint
+from inference.checkpoint import ModelCheckpoint
 
 OOD_EXTRA_KEY = "ood"
 REFERENCE_KIND = "mahalanobis-class-conditional-ledoit-wolf"
@@ -322,3 +321,10 @@ class InputGate:
                 f"(embedding distance {turned:.1f} instead of {distance:.1f})"
             )
         return None
+
+
+def _settings() -> Any:
+    # settings are read at first use, not at import: the gate is built long after the process starts
+    from settings import get_settings
+
+    return get_settings()

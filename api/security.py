@@ -180,11 +180,7 @@ def _route_path(scope: Scope) -> str:
 
 def public_routes() -> list[tuple[str, re.Pattern[str]]]:
     """(method, compiled template) of every route the table opens to anyone."""
-    return [
-        (method, compile_path(path)[0])
-        for (method, path), access in ROUTE_PERMISSIONS.items()
-        if access.public
-    ]
+    return [(method, compile_path(path)[0]) for (method, path), access in ROUTE_PERMISSIONS.items() if access.public]
 
 
 class AuthenticationMiddleware:

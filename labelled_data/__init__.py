@@ -5,6 +5,8 @@ A ground-floor room (imports only `imaging`, for the one decoding path). Public 
 - `discover`, `read_manifest`, `load_samples`, `select`, `relabel`: finding samples and defining the task
 - `split_by_patient`, `assign_test_split`, `patient_id_from_name`: patient-level splits
 - `cache_images`, `load_square_images`, `label_indices`: decoded, cached arrays for training and evaluation
+- `DataSource`, `parse_source`, `load_source`, `train_val_split`: several datasets in one run, each with its own task
+  definition, population tag and validation split
 """
 
 from labelled_data.catalog import (
@@ -24,10 +26,12 @@ from labelled_data.catalog import (
     select,
     split_by_patient,
 )
+from labelled_data.sources import DataSource, load_source, parse_source, train_val_split
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "DataOptions",
+    "DataSource",
     "DatasetError",
     "Sample",
     "assign_test_split",
@@ -35,10 +39,13 @@ __all__ = [
     "discover",
     "label_indices",
     "load_samples",
+    "load_source",
     "load_square_images",
+    "parse_source",
     "patient_id_from_name",
     "read_manifest",
     "relabel",
     "select",
     "split_by_patient",
+    "train_val_split",
 ]

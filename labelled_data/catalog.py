@@ -45,6 +45,8 @@ class Sample:
     label: str
     split: str
     patient_id: str
+    population: str = ""  # who the film shows (e.g. children, adults): set by the source it was loaded from
+    view: str = ""  # projection (AP, PA) where the manifest has `view_position`; empty when unknown
 
 
 def patient_id_from_name(path: Path) -> str:
@@ -91,7 +93,8 @@ def read_manifest(manifest: Path, split_column: str = "split") -> list[Sample]:
         path = manifest.parent / row["file"]
         patient = (row.get("patient_id") or "").strip() or patient_id_from_name(path)
         split = (row.get(split_column) or "").strip()
-        samples.append(Sample(path=path, label=row["label"].strip(), split=split, patient_id=patient))
+        view = (row.get("view_position") or "").strip().upper()
+        samples.append(Sample(path=path, label=row["label"].strip(), split=split, patient_id=patient, view=view))
     return samples
 
 

@@ -206,6 +206,19 @@ def score_samples(predictor: Predictor, samples: Sequence[Sample], batch_size: i
 # --- the report --------------------------------------------------------------------------------------------------
 
 
+def task_options(checkpoint: ModelCheckpoint, data_dir: Path) -> DataOptions:
+    """The task definition the checkpoint was trained with on this dataset.
+
+    A model trained on several datasets stores one definition per source (e.g. RSNA relabelled to NORMAL /
+    PNEUMONIA, Kermany as it is); the source whose folder has the same name as `data_dir` is used, else the
+    first source's definition (single-dataset checkpoints store only that).
+    """
+    for source in checkpoint.extra.get("sources") or ():
+        if source.get("name") == data_dir.resolve().name:
+            return DataOptions.from_dict(source.get("options"))
+    return DataOptions.from_dict(checkpoint.extra.get("data_options"))
+
+
 def _interval_lists(intervals: dict[str, tuple[float, float]], keys: Sequence[str]) -> dict[str, list[float]]:
     return {k: [float(intervals[k][0]), float(intervals[k][1])] for k in keys if k in intervals}
 
@@ -225,7 +238,7 @@ def evaluate(
     checkpoint = load_checkpoint(checkpoint_path)
     if len(checkpoint.class_names) != 2:
         raise EvaluationError(f"binary checkpoints only; this one has classes {checkpoint.class_names}")
-    options = options or DataOptions.from_dict(checkpoint.extra.get("data_options"))
+    options = options or task_options(checkpoint, Path(data_dir))
     chosen = evaluation_samples(Path(data_dir), split, options, restore_duplicates)
     predictor = Predictor(checkpoint, threads=threads, cache_size=1)
     scored = score_samples(predictor, chosen.samples)

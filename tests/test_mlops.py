@@ -7,6 +7,7 @@ MLflow points at a temporary SQLite store so the real one under var/ is never to
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import random
 import shutil
@@ -21,10 +22,11 @@ import torch
 
 import labelled_data as datasets
 from imaging import decode_image
-from inference import Predictor, load_checkpoint, save_checkpoint
+from inference import CheckpointError, Predictor, load_checkpoint, save_checkpoint
 from labelled_data import DataOptions, DatasetError, Sample
 from mlops import evaluate as evaluation
 from mlops import registry
+from mlops.populations import balanced_weights, population_metrics, selection_score
 from mlops.train import TrainConfig, parse_args, train
 from mlops.validate import validate_dataset
 from settings import get_settings
@@ -53,9 +55,9 @@ def _synthetic_image(positive: bool, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image * 255, 0, 255).astype(np.uint8)
 
 
-def _write_manifest(root: Path, rows: list[dict[str, str]]) -> None:
+def _write_manifest(root: Path, rows: list[dict[str, str]], fields: list[str] = MANIFEST_FIELDS) -> None:
     with (root / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -80,6 +82,24 @@ def make_synthetic_dataset(root: Path, train_patients: int = 24, test_patients: 
         for kept in test_rows[:2]:
             writer.writerow(["orig/dup-" + Path(kept["file"]).name, "test", kept["label"], "exact duplicate",
                              "orig/" + kept["file"], kept["file"]])  # fmt: skip
+    return root
+
+
+def make_adult_dataset(root: Path, seed: int = 1) -> Path:
+    """An RSNA-like manifest: train/val/test splits, a view_position column and three source labels, where
+    OTHER_ABNORMAL (smooth, like NEGATIVE) must become a negative. One image per patient."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    labels = ("POSITIVE", "NEGATIVE", "OTHER_ABNORMAL")
+    for split, patients in (("train", 24), ("val", 12), ("test", 6)):
+        for p in range(patients):
+            label, view = labels[p % 3], ("AP", "PA")[(p // 3) % 2]
+            name = f"{label}/{split}-a{p:03d}.png"
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / name), _synthetic_image(label == "POSITIVE", rng))
+            rows.append({"file": name, "label": label, "split": split, "patient_id": f"a-{split}-{p:03d}",
+                         "view_position": view})  # fmt: skip
+    _write_manifest(root, rows, [*MANIFEST_FIELDS, "view_position"])
     return root
 
 
@@ -179,6 +199,171 @@ def test_cli_keeps_old_options_and_parses_task_definition() -> None:
     options = nodule.data_options()
     assert options.class_names == ["NO_NODULE", "NODULE"]
     assert options.split_column == "col" and options.positive_labels == ("NODULE_OR_MASS",)
+
+
+# --- several datasets in one run --------------------------------------------------------------------------------
+
+ADULT_TASK = ":population=adults:positive=POSITIVE:positive-name=POSITIVE:negative=NEGATIVE+OTHER_ABNORMAL:negative-name=NEGATIVE"  # noqa: E501
+
+
+def test_source_spec_overrides_the_task_for_its_dataset_only() -> None:
+    defaults = DataOptions(positive_name="PNEUMONIA", negative_name="NO_PNEUMONIA")
+    plain = datasets.parse_source("../data/kermany-pneumonia", defaults)
+    assert (plain.population, plain.val_split, plain.options) == ("kermany-pneumonia", "auto", defaults)
+
+    rsna = datasets.parse_source(
+        "../data/rsna:population=adults:positive=PNEUMONIA:negative=NORMAL+OTHER_ABNORMAL:negative-name=NORMAL:val=carve",
+        defaults,
+    )
+    assert (rsna.path, rsna.population, rsna.val_split) == (Path("../data/rsna"), "adults", "carve")
+    assert rsna.options.positive_labels == ("PNEUMONIA",)
+    assert rsna.options.negative_labels == ("NORMAL", "OTHER_ABNORMAL")
+    assert rsna.options.class_names == ["NORMAL", "PNEUMONIA"]
+    with pytest.raises(DatasetError, match="unknown data source option 'populaton'"):
+        datasets.parse_source("d:populaton=adults", defaults)
+    with pytest.raises(DatasetError, match="'adults' in 'd:adults' is not key=value"):
+        datasets.parse_source("d:adults", defaults)
+
+
+def test_adult_manifest_keeps_view_and_population_and_validates_on_its_own_val_split(tmp_path: Path) -> None:
+    root = make_adult_dataset(tmp_path / "adults")
+    source = datasets.parse_source(f"{root}{ADULT_TASK}", DataOptions())
+    samples = datasets.load_source(source)
+    assert {s.population for s in samples} == {"adults"}
+    assert {s.view for s in samples} == {"AP", "PA"}
+    assert {s.label for s in samples} == {"NEGATIVE", "POSITIVE"}  # OTHER_ABNORMAL became a negative
+
+    classes = ["NEGATIVE", "POSITIVE"]
+    train_part, val_part = datasets.train_val_split(source, samples, classes, "train", 0.25, seed=0)
+    assert (len(train_part), len(val_part)) == (24, 12)
+    assert {s.split for s in val_part} == {"val"}
+    carved = dataclasses.replace(source, val_split="carve")
+    train_part, val_part = datasets.train_val_split(carved, samples, classes, "train", 0.25, seed=0)
+    assert {s.split for s in val_part} == {"train"} and len(train_part) + len(val_part) == 24
+    assert not {s.patient_id for s in train_part} & {s.patient_id for s in val_part}
+
+
+def _tagged(population: str, view: str, label: str, count: int) -> list[Sample]:
+    return [Sample(Path(f"{population}-{view}-{label}-{i}.png"), label, "train", f"{population}{view}{label}{i}",
+                   population, view) for i in range(count)]  # fmt: skip
+
+
+def test_balanced_sampling_gives_populations_equal_shares_and_removes_the_view_shortcut() -> None:
+    samples = [
+        *_tagged("children", "", "NORMAL", 3),
+        *_tagged("children", "", "PNEUMONIA", 1),
+        *_tagged("adults", "AP", "PNEUMONIA", 2),
+        *_tagged("adults", "AP", "NORMAL", 1),
+        *_tagged("adults", "PA", "PNEUMONIA", 1),
+        *_tagged("adults", "PA", "NORMAL", 4),
+    ]
+    weights = balanced_weights(samples)
+    expected = [1 / 12] * 3 + [1 / 4] + [1 / 16] * 2 + [1 / 8] + [1 / 8] + [1 / 32] * 4
+    assert weights == pytest.approx(expected)
+
+    def share(**fields: str) -> float:
+        return sum(
+            w for s, w in zip(samples, weights, strict=True) if all(getattr(s, k) == v for k, v in fields.items())
+        )
+
+    assert share(population="children") == pytest.approx(0.5)
+    # in what the model is shown, an AP film is no likelier to be pneumonia than a PA film
+    for view in ("AP", "PA"):
+        assert share(view=view, label="PNEUMONIA") / share(view=view) == pytest.approx(0.5)
+
+
+def test_within_view_auroc_exposes_a_model_that_only_reads_the_projection() -> None:
+    samples = [*_tagged("adults", "AP", "x", 4), *_tagged("adults", "PA", "x", 4), *_tagged("children", "", "x", 2)]
+    labels = np.array([1, 1, 1, 0, 1, 0, 0, 0, 1, 0])
+    probs = np.array([0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.9, 0.1])  # AP -> 0.9, PA -> 0.1
+    by_population = population_metrics(labels, probs, samples, threshold=0.5)
+    adults = by_population["adults"]
+    assert adults["auroc"] == pytest.approx(0.75)  # the pooled adult number looks useful...
+    assert (adults["auroc_AP"], adults["auroc_PA"]) == (0.5, 0.5)  # ...but within each projection it is chance
+    assert (adults["n_AP"], adults["n_PA"], adults["n"]) == (4, 4, 8)
+    assert "auroc_AP" not in by_population["children"] and by_population["children"]["auroc"] == 1.0
+    assert selection_score(by_population) == pytest.approx((0.75 + 1.0) / 2)
+
+
+def test_joint_training_validates_each_population_and_fine_tunes_from_a_checkpoint(
+    trained: dict, synthetic_dir: Path, tmp_path: Path
+) -> None:
+    adults = make_adult_dataset(tmp_path / "rsna-like")
+    config = TrainConfig(
+        data=[f"{synthetic_dir}:population=children", f"{adults}{ADULT_TASK}"],
+        task="synthetic",
+        architecture="resnet10t",
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        lr=1e-9,  # so small that the final weights must still be the starting checkpoint's
+        ema_decay=0.8,
+        val_fraction=0.25,
+        seed=7,
+        device="cpu",
+        output=tmp_path / "joint.pt",
+        track=False,
+        balanced_sampling=True,
+        epoch_samples=32,
+        init_from=trained["path"],
+    )
+    logs: list[str] = []
+    _, summary = train(config, log=logs.append)
+    checkpoint = load_checkpoint(config.output)
+
+    assert checkpoint.class_names == ["NEGATIVE", "POSITIVE"]
+    assert checkpoint.extra["validated_populations"] == ["adults", "children"]
+    by_population = checkpoint.metrics["validation_by_population"]
+    assert by_population["adults"]["n"] == 12  # the adult set's own val split
+    assert (by_population["adults"]["n_AP"], by_population["adults"]["n_PA"]) == (6, 6)
+    assert by_population["children"]["n"] == 12  # 3 + 3 of 24 train patients carved out, 2 images each
+    assert "auroc_AP" not in by_population["children"]
+    assert checkpoint.extra["init_from"]["version"] == trained["checkpoint"].version
+    assert [s["population"] for s in checkpoint.extra["sources"]] == ["children", "adults"]
+    assert any("epoch 1/2 step 4/4" in line for line in logs)  # 32 draws per epoch, batch 8
+
+    for record in summary["history"]:
+        assert {"val_auroc_children", "val_auroc_adults", "val_auroc_adults_AP", "val_auroc_adults_PA"} <= set(record)
+        expected = np.nanmean([record["val_auroc_children"], record["val_auroc_adults"]])
+        assert record["val_selection_auroc"] == pytest.approx(expected)
+    start = trained["checkpoint"].state_dict
+    for name, tensor in checkpoint.state_dict.items():
+        if name.endswith("weight") and tensor.dim() == 4:  # conv kernels: untouched by batch-norm statistics
+            torch.testing.assert_close(tensor, start[name], atol=1e-5, rtol=0)
+
+    # evaluation rebuilds each dataset's own task from the checkpoint: the adult test split is relabelled
+    options = evaluation.task_options(checkpoint, adults)
+    test_labels = [s.label for s in evaluation.evaluation_samples(adults, "test", options).samples]
+    assert sorted(set(test_labels)) == ["NEGATIVE", "POSITIVE"] and len(test_labels) == 6
+    assert evaluation.task_options(checkpoint, synthetic_dir) == DataOptions.from_dict(
+        checkpoint.extra["sources"][0]["options"]
+    )
+
+
+def test_init_from_refuses_a_checkpoint_of_another_architecture(
+    trained: dict, synthetic_dir: Path, tmp_path: Path
+) -> None:
+    config = TrainConfig(
+        data=synthetic_dir, architecture="resnet18", image_size=32, track=False, output=tmp_path / "x.pt",
+        init_from=trained["path"],
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match="is resnet10t with classes"):
+        train(config, log=lambda _: None)
+
+
+def test_cli_repeats_data_for_a_joint_run() -> None:
+    config = parse_args(
+        ["--data", "kermany:population=children", "--data", "rsna:population=adults:positive=PNEUMONIA",
+         "--balanced-sampling", "--epoch-samples", "64", "--init-from", "models/pneumonia.pt"]
+    )  # fmt: skip
+    assert config.data == ["kermany:population=children", "rsna:population=adults:positive=PNEUMONIA"]
+    assert (config.balanced_sampling, config.epoch_samples, config.init_from) == (
+        True,
+        64,
+        Path("models/pneumonia.pt"),
+    )
+    assert [s.population for s in config.sources()] == ["children", "adults"]
+    assert parse_args(["--data", "d"]).data == Path("d")  # one dataset: the old single-folder config
 
 
 # --- evaluation --------------------------------------------------------------------------------------------------

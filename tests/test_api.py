@@ -1,4 +1,5 @@
-"""HTTP tests of the backbone API against a real uvicorn process (tests/live_server.py), SQLite on disk."""
+"""HTTP tests of the backbone API against a real uvicorn process (tests/live_server.py) serving the shipped model,
+each run twice: with SQLite on disk and with PostgreSQL (`client` and friends, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from PIL import Image
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1, RLELossless
 
+from inference import ModelCheckpoint, load_checkpoint
+from tests.conftest import LiveApi, make_tiny_checkpoint, server_env, started_api
 from tests.factories import dicom_bytes, jpeg_bytes, png_bytes, synthetic_radiograph, tiff_bytes, to_stored
 
 PREDICTION_FIELDS = {"prediction", "confidence", "probabilities", "processing_time_ms", "model_version", "timestamp"}
@@ -33,16 +36,24 @@ def assert_prediction(body: dict) -> None:
     assert body["confidence"] == pytest.approx(body["probabilities"][body["prediction"]], abs=1e-6)
 
 
-def test_health_ready_and_model_info(client: httpx.Client) -> None:
+@pytest.fixture(scope="module")
+def checkpoint(shipped_model) -> ModelCheckpoint:
+    return load_checkpoint(shipped_model)
+
+
+def test_health_ready_and_model_info(client: httpx.Client, live_api: LiveApi, checkpoint: ModelCheckpoint) -> None:
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model_loaded"] is True
-    assert health["model_version"] == "test-tiny-1" and health["uptime_s"] >= 0
+    assert health["model_version"] == checkpoint.version and health["uptime_s"] >= 0
     ready = client.get("/ready")
     assert ready.status_code == 200
-    assert {"database", "model", "image_store"} <= set(ready.json()["checks"])
+    checks = ready.json()["checks"]
+    assert {"database", "model", "image_store"} <= set(checks)
+    assert checks["database"]["ok"] is True and checks["database"]["detail"] == live_api.database
     info = client.get("/model/info").json()
     assert info["architecture"] == "resnet18" and info["classes"] == ["NORMAL", "PNEUMONIA"]
-    assert info["input_size"] == 64 and info["threshold"] == 0.5 and info["metrics"]["test"]["auroc"] == 0.5
+    assert info["input_size"] == 192 and info["threshold"] == pytest.approx(checkpoint.threshold)
+    assert info["threshold"] < 0.3  # the shipped operating point, not 0.5
 
 
 def test_openapi_documents_every_endpoint(client: httpx.Client) -> None:
@@ -227,7 +238,7 @@ def test_case_image_heatmap_and_inspect(client: httpx.Client) -> None:
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
     overlay = client.get(f"/v1/cases/{case_id}/heatmap", params={"alpha": 0.6, "colormap": "inferno"})
     assert overlay.status_code == 200 and overlay.content.startswith(b"\x89PNG")
-    assert overlay.headers["x-model-version"] == "test-tiny-1"
+    assert overlay.headers["x-model-version"] == client.get("/health").json()["model_version"]
     raw = client.get(f"/v1/cases/{case_id}/heatmap", params={"format": "raw"})
     decoded = Image.open(io.BytesIO(raw.content))
     assert decoded.mode.startswith("I") and decoded.size == (256, 256)  # 16-bit, the original image's size
@@ -239,9 +250,19 @@ def test_case_image_heatmap_and_inspect(client: httpx.Client) -> None:
     assert base64.b64decode(tags["preview_png_base64"]).startswith(b"\x89PNG")
 
 
-def test_similar_cases_without_a_library_says_how_to_build_it(client: httpx.Client) -> None:
-    case_id = create_study(client, png_bytes(to_stored(radiograph(52))))["case_id"]
-    response = client.get(f"/v1/cases/{case_id}/similar", params={"k": 3})
+@pytest.fixture(scope="module")
+def library_less_api(tmp_path_factory: pytest.TempPathFactory):
+    """A server that has no similar-case library (a tiny model, so it starts in seconds)."""
+    root = tmp_path_factory.mktemp("no-library")
+    env = server_env(root / "var", make_tiny_checkpoint(root / "tiny.pt"), library=None)
+    with started_api(env, "sqlite") as api:
+        yield api
+
+
+def test_similar_cases_without_a_library_says_how_to_build_it(library_less_api: LiveApi) -> None:
+    with library_less_api.client("radiologist") as http:
+        case_id = create_study(http, png_bytes(to_stored(radiograph(52))))["case_id"]
+        response = http.get(f"/v1/cases/{case_id}/similar", params={"k": 3})
     assert response.status_code == 503 and "case_retrieval build" in response.json()["detail"]
 
 

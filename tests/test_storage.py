@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -57,9 +56,8 @@ from storage import (
     schema_revision,
 )
 from storage.cli import main as storage_cli
+from tests.conftest import DATABASES, postgres_schema
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-UNDER_CI = os.environ.get("CI", "").lower() == "true"
 PATIENT_NAME = "Zebediah Quixote-Fairweather"
 PATIENT_ID = "MRN-7734-XQ"
 HISTORY = "Fever and productive cough for nine days"
@@ -68,43 +66,14 @@ HISTORY = "Fever and productive cough for nine days"
 # --- fixtures ----------------------------------------------------------------------------------------------------
 
 
-def _libpq_url(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    """The PostgreSQL URL, after checking the server answers; skip (fail under CI) when it does not."""
-    try:
-        with psycopg.connect(_libpq_url(POSTGRES_URL), connect_timeout=3) as connection:
-            connection.execute("SELECT 1")
-    except psycopg.Error as exc:
-        message = f"PostgreSQL at {make_url(POSTGRES_URL).render_as_string()} is unreachable: {exc}"
-        if UNDER_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return POSTGRES_URL
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL to an empty database: a fresh SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'cases.db'}"
         return
-    server_url = request.getfixturevalue("postgres_server")
-    schema = f"test_storage_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_libpq_url(server_url), autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield (
-            make_url(server_url)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with psycopg.connect(_libpq_url(server_url), autocommit=True) as connection:
-            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with postgres_schema(request.getfixturevalue("postgres_server"), "test_storage") as url:
+        yield url
 
 
 @pytest.fixture
@@ -723,7 +692,7 @@ def test_image_store_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypa
     def disk_full(*_args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("storage.images.os.replace", disk_full)  # the crash point: after fsync, before rename
+    monkeypatch.setattr("storage.files.os.replace", disk_full)  # the crash point: after fsync, before rename
     with pytest.raises(StorageUnavailableError):
         store.put(b"never stored")
     monkeypatch.undo()

@@ -5,7 +5,10 @@ A click is what the UI sends: the upload (`POST /v1/dicom/inspect` when the file
 freshly started backend (empty caches), one report and one similar-case request of an existing case. The CPU time
 is read from the uvicorn process (user + system, all threads) before and after each step.
 
-    python -m bench.click [--films 8] [--library-images 300]
+    python -m bench.click [--films 8] [--library-images 300] [--dicom-side 2800]
+
+With `--dicom-side N` each film is sent as a 12-bit uncompressed DICOM of N x N pixels (the size a digital
+radiography detector writes), where every extra decode of the upload costs real time.
 
 Needs ../shared/datasets/kermany-pneumonia (CXR_DATA_DIR) and the shipped model.
 """
@@ -24,10 +27,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 import psutil
 
+from imaging import decode_image
 from settings import get_settings
+from tests.factories import dicom_bytes, to_stored
 from tests.live_server import running_api
 
 BENCH_ADMIN = {"ADMIN_USERNAME": "bench-admin", "ADMIN_PASSWORD": "Bench-Only-" + secrets.token_urlsafe(12)}
@@ -62,10 +69,16 @@ def backend(var_dir: Path) -> Iterator[tuple[httpx.Client, psutil.Process]]:
         yield client, backend_process()
 
 
-def click(client: httpx.Client, film: Path) -> str:
+def upload_bytes(film: Path, dicom_side: int) -> bytes:
+    if not dicom_side:
+        return film.read_bytes()
+    pixels = cv2.resize(decode_image(film.read_bytes()).pixels, (dicom_side, dicom_side), interpolation=cv2.INTER_CUBIC)
+    return dicom_bytes(to_stored(np.clip(pixels, 0, 1), bits=12), bits_stored=12)
+
+
+def click(client: httpx.Client, name: str, data: bytes) -> str:
     """One click as the UI makes it; returns the case id."""
-    data = film.read_bytes()
-    files = {"file": (film.name, data, "image/jpeg")}
+    files = {"file": (name, data, "application/octet-stream")}
     inspected = client.post("/v1/dicom/inspect", files=files).raise_for_status().json()
     patient = {"patient": json.dumps({"name": "Bench Patient", "age": 5})}
     if inspected.get("upload_id"):  # the backend kept the upload: the bytes are not sent twice
@@ -96,18 +109,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.click", description=__doc__.splitlines()[0])
     parser.add_argument("--films", type=int, default=8)
     parser.add_argument("--library-images", type=int, default=300)
+    parser.add_argument("--dicom-side", type=int, default=0, help="send each film as an N x N 12-bit DICOM")
     args = parser.parse_args(argv)
     data = Path(get_settings().cxr_data_dir) / "kermany-pneumonia"
-    films = sorted((data / "test" / "PNEUMONIA").glob("*.jp*g"))[: args.films]
+    paths = sorted((data / "test" / "PNEUMONIA").glob("*.jp*g"))[: args.films]
+    films = [(path.name, upload_bytes(path, args.dicom_side)) for path in paths]
     with tempfile.TemporaryDirectory(prefix="bench-click-") as tmp:
         var_dir = Path(tmp)
         build = [sys.executable, "-m", "case_retrieval", "build", "--data", str(data), "--split", "train"]
         build += ["--limit", str(args.library_images)]
         subprocess.run(build, check=True, env={**os.environ, "VAR_DIR": str(var_dir)})
         with backend(var_dir) as (client, process):
-            click(client, films[0])  # warm-up: first Grad-CAM, first FAISS search
-            clicks = [measured(process, lambda film=film: click(client, film)) for film in films]
-            case_ids = [click(client, film) for film in films[:3]]
+            click(client, *films[0])  # warm-up: first Grad-CAM, first FAISS search
+            clicks = [measured(process, lambda film=film: click(client, *film)) for film in films]
+            case_ids = [click(client, *film) for film in films[:3]]
         # Each on a freshly started backend (empty caches), so neither profits from the other's forward pass.
         similar = fresh_backend_cost(var_dir, [f"/v1/cases/{c}/similar" for c in case_ids])
         reports = fresh_backend_cost(var_dir, [f"/v1/cases/{c}/report" for c in case_ids])

@@ -1,14 +1,15 @@
 """The workstation UI: page logic with streamlit's AppTest against the real backend, plus the UI's pure helpers.
 
-The backend runs as a real uvicorn process on a tiny random-weight checkpoint (tests/ui_backend.py). The tests
-adapt to what that backend offers (login, inspect, heatmaps, ...) because the backend grows alongside the UI;
-where an endpoint is missing they check that the page says so instead of failing.
+The backend runs as a real uvicorn process on the shipped checkpoint (threshold 0.189, tests/ui_backend.py); every
+route the pages use must be there (a missing one fails the test). The finding and the probabilities the page shows
+are compared with what the API returned for the case.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from streamlit.testing.v1 import AppTest
 from settings import get_settings
 from tests.factories import DEFAULT_PATIENT_TAGS, dicom_bytes, synthetic_radiograph, to_stored
 from tests.live_server import ROOT, free_port, running_api
-from tests.ui_backend import UI_ADMIN, backend_env, tiny_checkpoint
+from tests.test_clinical_path import BETWEEN_THRESHOLD_AND_HALF
+from tests.ui_backend import UI_ADMIN, backend_env
 from ui.case_data import load_artifacts
 from ui.client import BackendClient, BackendError, detail_of
 from ui.formatting import (
@@ -48,12 +50,11 @@ RUN_TIMEOUT_S = 60  # one AppTest run may include a model forward pass and Grad-
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def backend(tmp_path_factory: pytest.TempPathFactory, shipped_model: Path) -> Iterator[dict[str, str]]:
     workdir = tmp_path_factory.mktemp("ui-backend")
-    env = backend_env(workdir / "var", tiny_checkpoint(workdir / "tiny.pt"))
+    env = backend_env(workdir / "var", shipped_model)
     with running_api(env) as url:
-        routes = httpx.get(f"{url}/openapi.json", timeout=10).json()["paths"]
-        yield {**env, "url": url, "auth": "1" if "/v1/auth/login" in routes else ""}
+        yield {**env, "url": url, "auth": "1"}
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def started_app(backend: dict[str, str]) -> AppTest:
     """The app after its first run, logged in when the backend has accounts (as its first admin)."""
     at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S).run()
     assert not at.exception, at.exception
-    if backend["auth"]:
+    if backend["auth"]:  # the backend always has accounts now; kept for the login page test
         at.text_input[0].input(UI_ADMIN)
         at.text_input[1].input(backend["ADMIN_PASSWORD"])
         at.button[0].click().run()
@@ -348,14 +349,38 @@ def test_analyze_a_real_radiograph(ui_settings: dict[str, str], kermany_dir: Pat
     assert "Result ready" in text
     assert len(at.get("plotly_chart")) == 2  # confidence gauge and per-class probabilities
     assert at.image, "the radiograph (and its overlay when the backend has heatmaps) is shown"
-    if ui_settings_has(ui_settings, "GET", "/v1/cases/{case_id}/report"):
-        assert len(at.get("download_button")) == 3
-    if ui_settings_has(ui_settings, "POST", "/v1/cases/{case_id}/sign"):
-        next(b for b in at.button if b.label == "Sign case").click().run()
-        assert not at.exception, at.exception
-        assert "Case signed." in [s.value for s in at.success]
-        stored = httpx.get(f"{ui_settings['url']}/v1/cases/{case_id}", headers=auth_headers(ui_settings), timeout=10)
-        assert stored.json()["signed_by"] == (UI_ADMIN if ui_settings["auth"] else stored.json()["signed_by"])
+    assert len(at.get("download_button")) == 3
+    next(b for b in at.button if b.label == "Sign case").click().run()
+    assert not at.exception, at.exception
+    assert "Case signed." in [s.value for s in at.success]
+    stored = httpx.get(f"{ui_settings['url']}/v1/cases/{case_id}", headers=auth_headers(ui_settings), timeout=10)
+    assert stored.json()["signed_by"] == UI_ADMIN
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def test_the_page_shows_the_class_and_probability_the_api_returned(
+    ui_settings: dict[str, str], kermany_dir: Path
+) -> None:
+    """A film the threshold (0.189) calls PNEUMONIA although NORMAL has the larger probability: the headline, the
+    gauge and the bars must show what the API stored for the case, not the arg-max."""
+    at = started_app(ui_settings)
+    image = kermany_dir / "test" / BETWEEN_THRESHOLD_AND_HALF[0]
+    at.file_uploader[0].upload(image.name, image.read_bytes(), "image/jpeg").run()
+    next(b for b in at.button if b.label == "Run AI analysis").click().run()
+    assert not at.exception, at.exception
+    case_id = at.session_state["analyze-case-id"]
+    case = httpx.get(f"{ui_settings['url']}/v1/cases/{case_id}", headers=auth_headers(ui_settings), timeout=10).json()
+    assert case["prediction"] == "PNEUMONIA" and case["probabilities"]["NORMAL"] > 0.5  # the film is what we think
+    headline = [m.value for m in at.markdown if "ai-finding" in str(m.value)]
+    assert len(headline) == 1 and re.search(r">([^<]*)</h2>", headline[0])[1] == "PNEUMONIA", headline
+    gauge, bars = chart_specs(at)
+    assert gauge["data"][0]["value"] == pytest.approx(case["confidence"] * 100, abs=0.051)
+    shown = dict(zip(bars["data"][0]["y"], bars["data"][0]["x"], strict=True))
+    assert shown == pytest.approx({name: p * 100 for name, p in case["probabilities"].items()}, abs=1e-6)
+    assert bars["data"][0]["text"] == [f"{case['probabilities'][n] * 100:.1f}%" for n in bars["data"][0]["y"]]
 
 
 def test_unusable_file_shows_the_backend_message(ui_settings: dict[str, str]) -> None:
@@ -375,14 +400,11 @@ def test_dicom_upload_prefills_the_patient_form(ui_settings: dict[str, str]) -> 
     data = dicom_bytes(to_stored(synthetic_radiograph(256, 256), bits=12), bits_stored=12, window=(2048, 4096))
     at.file_uploader[0].upload("study.dcm", data, "application/dicom").run()
     assert not at.exception, at.exception
-    if ui_settings_has(ui_settings, "POST", "/v1/dicom/inspect"):
-        assert at.text_input(key="analyze-patient_id").value == "CXR-TEST-0001"
-        assert at.text_input(key="analyze-name").value == "Doe, Jane"
-        assert at.number_input(key="analyze-age").value == 34
-        assert at.selectbox(key="analyze-sex").value == "F"
-        assert at.image, "the backend's windowed preview is shown"
-    else:
-        assert "no inspect endpoint yet" in page_text(at)
+    assert at.text_input(key="analyze-patient_id").value == "CXR-TEST-0001"
+    assert at.text_input(key="analyze-name").value == "Doe, Jane"
+    assert at.number_input(key="analyze-age").value == 34
+    assert at.selectbox(key="analyze-sex").value == "F"
+    assert at.image, "the backend's windowed preview is shown"
 
 
 def test_history_finds_and_reopens_cases(ui_settings: dict[str, str], kermany_dir: Path) -> None:
@@ -417,12 +439,10 @@ def test_health_page(ui_settings: dict[str, str]) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Backend"] == "ok" and metrics["Model loaded"] == "yes"
     tables = [str(table.value.to_dict()) for table in at.table]
-    assert any("ui-test-tiny" in text for text in tables)  # the model card summary
+    served = httpx.get(f"{ui_settings['url']}/health", timeout=10).json()["model_version"]
+    assert any(served in text for text in tables)  # the model card summary
     assert any("database" in text and "OK" in text for text in tables)  # the readiness checks
-    if not ui_settings_has(ui_settings, "GET", "/v1/system/stats"):
-        assert "not available on this backend yet" in page_text(at)
-    else:
-        assert any(label.endswith(" use") for label in metrics)
+    assert any(label.endswith(" use") for label in metrics)
 
 
 def test_unreachable_backend_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,8 +457,6 @@ def test_unreachable_backend_is_explained(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_rejected_token_returns_to_login(ui_settings: dict[str, str]) -> None:
-    if not ui_settings["auth"]:
-        pytest.skip("the backend has no login yet: there is no token to reject")
     at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
     at.session_state[IDENTITY_KEY] = Identity(username="ghost", role=RADIOLOGIST, token="forged-token")
     at.session_state["auth_enabled"] = True
@@ -462,8 +480,3 @@ def auth_headers(backend: dict[str, str]) -> dict[str, str]:
     )
     answer.raise_for_status()
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-
-def ui_settings_has(backend: dict[str, str], method: str, path: str) -> bool:
-    routes = httpx.get(f"{backend['url']}/openapi.json", timeout=10).json()["paths"]
-    return method.lower() in routes.get(path, {})

@@ -25,9 +25,12 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from playwright import sync_api as playwright_api
 
+from tests.conftest import missing
 from tests.live_server import ROOT, running_api
-from tests.ui_backend import SHIPPED_MODEL, UI_ADMIN, backend_env, running_ui, tiny_checkpoint
+from tests.test_clinical_path import BETWEEN_THRESHOLD_AND_HALF
+from tests.ui_backend import UI_ADMIN, backend_env, running_ui
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -52,10 +55,7 @@ DICOM_SAMPLE = "1.3.6.1.4.1.11129.5.5.110503645592756492463169821050252582267888
 DICOM_JPEG_SAMPLE = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"  # CR PA, JPEG baseline, 1024 px
 VIEWPORT = {"width": 1440, "height": 900}  # a common laptop/reading-room browser window
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 expect = playwright_api.expect
-if not CHROMIUM.exists():
-    pytest.skip("Debian chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
 
 
 def routes_of(url: str) -> dict[str, dict]:
@@ -72,10 +72,10 @@ def build_reference_library(env: dict[str, str], kermany_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, kermany_dir: Path) -> Iterator[dict[str, str]]:
-    """Backend (shipped model when present, else a tiny one) + UI, both on free ports."""
+def stack(tmp_path_factory: pytest.TempPathFactory, kermany_dir: Path, shipped_model: Path) -> Iterator[dict[str, str]]:
+    """Backend on the shipped model (threshold 0.189) + UI, both on free ports."""
     workdir = tmp_path_factory.mktemp("ui-browser")
-    model = SHIPPED_MODEL if SHIPPED_MODEL.is_file() else tiny_checkpoint(workdir / "tiny.pt")
+    model = shipped_model
     env = backend_env(workdir / "var", model)
     build_reference_library(env, kermany_dir)
     with running_api(env) as api_url, running_ui(api_url) as ui_url:
@@ -84,6 +84,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kermany_dir: Path) -> Iterat
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        missing(f"Debian chromium ({CHROMIUM}) is not installed; scripts/ensure_system_packages.sh installs it")
     with playwright_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield chromium
@@ -205,6 +207,25 @@ def screenshot_on_failure(page: Page) -> Iterator[None]:
         raise
 
 
+def assert_shows_what_the_api_returned(page: Page, stack: dict[str, str], film: Path) -> None:
+    """A film the threshold calls PNEUMONIA although NORMAL has the larger probability: the headline and the bar
+    labels in the browser are the class and the probabilities the API stored for the case."""
+    analyse(page, film, "UI-BROWSER-THRESHOLD")
+    login = {"username": UI_ADMIN, "password": stack["ADMIN_PASSWORD"]}
+    token = httpx.post(f"{stack['api']}/v1/auth/login", json=login, timeout=30).json()["access_token"]
+    cases = httpx.get(f"{stack['api']}/v1/cases", params={"patient_id": "UI-BROWSER-THRESHOLD"},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["items"]  # fmt: skip
+    case = cases[0]
+    assert case["prediction"] == "PNEUMONIA" and case["probabilities"]["NORMAL"] > 0.5
+    assert page.locator("h2.ai-finding").inner_text() == case["prediction"]
+    labels = page.evaluate(
+        """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] text')).map(t => t.textContent)"""
+    )
+    for name, probability in case["probabilities"].items():
+        assert f"{probability * 100:.1f}%" in labels, (name, probability, labels)
+    shoot(page, "05b-analyze-threshold-film")
+
+
 def test_radiologist_workflow(page: Page, stack: dict[str, str], kermany_dir: Path, dicom_samples_dir: Path) -> None:
     with screenshot_on_failure(page):
         routes = routes_of(stack["api"])
@@ -219,6 +240,7 @@ def test_radiologist_workflow(page: Page, stack: dict[str, str], kermany_dir: Pa
         images = sorted((kermany_dir / "test" / "PNEUMONIA").glob("*.jpg"))[:2]
         images += sorted((kermany_dir / "test" / "NORMAL").glob("*.jpg"))[: TIMED_RUNS - 2]
         timings = [analyse(page, image, f"UI-BROWSER-{i}") for i, image in enumerate(images)]
+        assert_shows_what_the_api_returned(page, stack, kermany_dir / "test" / BETWEEN_THRESHOLD_AND_HALF[0])
         warm_dicom = analyse(page, dicom_samples_dir / "dcm" / DICOM_JPEG_SAMPLE, None)
         shoot(page, "05-analyze-result")
         finding = page.locator("h2.ai-finding").inner_text()

@@ -1,4 +1,4 @@
-"""What the UI tests run against: the real backend on a tiny checkpoint, and `streamlit run app.py` on a free port."""
+"""What the UI tests run against: the real backend (shipped checkpoint) and `streamlit run app.py` on a free port."""
 
 from __future__ import annotations
 
@@ -12,33 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import torch
 
-from imaging import PreprocessSpec
-from inference import ModelCheckpoint, create_model, save_checkpoint
 from tests.live_server import ROOT, free_port
 
-SHIPPED_MODEL = ROOT / "models" / "pneumonia.pt"
 UI_ADMIN = "ui-test-admin"
-
-
-def tiny_checkpoint(path: Path) -> Path:
-    """resnet18 at 64 px with random weights: real serving code, a forward pass of a few milliseconds."""
-    torch.manual_seed(0)
-    model = create_model("resnet18", num_classes=2)
-    checkpoint = ModelCheckpoint(
-        architecture="resnet18",
-        task="pneumonia",
-        class_names=["NORMAL", "PNEUMONIA"],
-        preprocess=PreprocessSpec(input_size=64),
-        state_dict=model.state_dict(),
-        threshold=0.5,
-        version="ui-test-tiny",
-        metrics={"test": {"auroc": 0.5, "accuracy": 0.5}},
-        data_fingerprint="ui-test",
-    )
-    save_checkpoint(checkpoint, path)
-    return path
 
 
 def backend_env(var_dir: Path, model_path: Path) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ from reports.layout import decode_picture
 from reports.records import MAX_ID_CHARS, MAX_NAME_CHARS, MAX_NOTE_CHARS, MAX_QUALITY_WARNINGS
 from reports.samples import sample_case, synthetic_radiograph, to_png
 from reports.typography import CJK, font_chain
+from tests.conftest import missing
 
 SIGNED_AT = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
 MULTILINGUAL_NAME = "Zoë Müller-Straße Ελληνικά Кириллица 中文 日本語 한국어"
@@ -61,10 +61,7 @@ def squashed(text: str) -> str:
 def require_pdftoppm() -> str:
     path = shutil.which("pdftoppm")
     if path is None:
-        message = "pdftoppm is absent (apt-get install poppler-utils)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("pdftoppm is absent (apt-get install poppler-utils; scripts/ensure_system_packages.sh does it)")
     return path
 
 

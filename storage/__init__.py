@@ -16,7 +16,7 @@ Public surface:
   `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys)`
 - ORM: `Base` (other rooms add tables on it), `Case`, `new_case_id()`; errors: `StorageError` and its subclasses
 - Accounts (storage/users.py): `UserRepository(database)` (users and hashed API keys), `User`, `ApiKey`,
-  `UserRecord`, `ApiKeyRecord`, `normalize_username`, `ADMIN_ROLE`; errors `UserNotFoundError`,
+  `UserRecord`, `ApiKeyRecord`, `RevokedToken` (logout), `normalize_username`, `ADMIN_ROLE`; errors `UserNotFoundError`,
   `UsernameTakenError`, `LastAdminError`, `ApiKeyNotFoundError`, `InvalidUserDataError`
 - Command line: `python -m storage migrate | generate-phi-key | rotate-phi-key [--new-key KEY]`
 """
@@ -58,6 +58,7 @@ from storage.users import (
     ApiKeyRecord,
     InvalidUserDataError,
     LastAdminError,
+    RevokedToken,
     User,
     UsernameTakenError,
     UserNotFoundError,
@@ -96,6 +97,7 @@ __all__ = [
     "NewCase",
     "PatientInfo",
     "PhiCipher",
+    "RevokedToken",
     "Storage",
     "StorageError",
     "StorageUnavailableError",

@@ -77,6 +77,8 @@ class Case(Base):
     ood: Mapped[bool | None] = mapped_column(Boolean)
     ood_reason: Mapped[str | None] = mapped_column(Text)
     quality_warnings: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    # Free text of "send for review": may name the patient, so encrypted like the patient fields.
+    review_reason: Mapped[str | None] = mapped_column(EncryptedText())
     model_version: Mapped[str] = mapped_column(String(128))
     # float32 bytes of the model's embedding (model_version's model): similar cases without another forward pass.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -97,4 +99,5 @@ ENCRYPTED_CASE_COLUMNS: tuple[str, ...] = (
     "patient_birth_date",
     "clinical_history",
     "study_metadata",
+    "review_reason",
 )

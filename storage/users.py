@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, func, select
+from sqlalchemy import Boolean, ForeignKey, Integer, String, delete, func, select
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -104,6 +104,17 @@ class ApiKey(Base):
 
     def __repr__(self) -> str:
         return f"ApiKey(id={self.id!r}, name={self.name!r}, role={self.role!r}, revoked={self.revoked_at is not None})"
+
+
+class RevokedToken(Base):
+    """A login token ended before its expiry (logout). Kept until the token would have expired anyway."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(36))
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 # --- plain records ----------------------------------------------------------------------------------------------------
@@ -330,6 +341,20 @@ class UserRepository:
                 row.revoked_at = utcnow()
             session.flush()
             return _key_record(row)
+
+    # revoked login tokens (logout)
+
+    def revoke_token(self, jti: str, user_id: str | None, expires_at: datetime) -> None:
+        """Record that the token `jti` is ended (idempotent), and forget revocations whose tokens have expired."""
+        now = utcnow()
+        with _database_errors(), self.database.transaction() as session:
+            session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+            if session.get(RevokedToken, _text("jti", jti, 64)) is None:
+                session.add(RevokedToken(jti=jti, user_id=user_id, revoked_at=now, expires_at=expires_at))
+
+    def is_token_revoked(self, jti: str) -> bool:
+        with _database_errors(), self.database.session() as session:
+            return session.get(RevokedToken, jti) is not None
 
     def touch_api_key(self, record: ApiKeyRecord) -> None:
         """Refresh last_used_at, at most once per `LAST_USED_RESOLUTION` (most requests write nothing)."""

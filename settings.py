@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     rate_limit_storage_uri: str = "memory://"  # `limits` storage; e.g. redis://host:6379 shared by several replicas
     request_timeout_s: float = Field(default=60.0, ge=0)  # 0 disables; a request still running then gets 504
 
+    # --- monitoring (monitoring/, api/observability.py, api/routers/monitoring.py) ---------------------------------
+    # GET /metrics answers anonymous callers on this machine (loopback, no proxy headers); everyone else needs a token
+    # or API key. Turn off when a proxy on this machine relays outside traffic without X-Forwarded-For.
+    # Several workers: export PROMETHEUS_MULTIPROC_DIR (an empty folder) before start; see monitoring/metrics.py.
+    metrics_loopback_anonymous: bool = True
+
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header
     institution_logo_path: Path | None = None  # PNG/JPEG; unset or unreadable: reports print without a logo

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from api.auth import Principal
+from api.observability import observe_predictions
 from api.permissions import Role, redact_for
 from api.schemas import CaseOut, PatientIn
 from api.services import Services
@@ -59,6 +60,7 @@ def analyze_study(
         data, (_, decoded) = upload, services.media.decode_upload(upload)
     sha256 = services.storage.images.put(data)
     prediction = predictor.predict(decoded.pixels, sha256)
+    observe_predictions(task, [prediction])
     case_id = new_case_id()
     services.media.keep_pixels(case_id, decoded.pixels)  # before the row: an acknowledged case has its pixels
     record = services.storage.cases.create_case(

@@ -10,9 +10,11 @@ from fastapi import FastAPI
 
 from api.auth import AuthService, check_security_settings
 from api.errors import install_error_handlers
-from api.routers import auth, explain, health, media, predict, reports, similar, studies, users
+from api.observability import ObservabilityMiddleware
+from api.routers import auth, explain, health, media, monitoring, predict, reports, similar, studies, users
 from api.security import AUTHORIZE, install_security
 from api.services import Services
+from monitoring import mark_process_dead
 from settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -33,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.auth = AuthService.start(settings, services.storage.database)
         yield
         services.close()
+        mark_process_dead()
 
     app = FastAPI(
         title="CXR Workstation API",
@@ -42,10 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[AUTHORIZE],  # every route: its line in api/permissions.py against the caller's role
     )
     install_error_handlers(app)
-    routers = (health, predict, studies, media, explain, similar, reports, auth, users)
+    routers = (health, monitoring, predict, studies, media, explain, similar, reports, auth, users)
     for module in routers:
         app.include_router(module.router)
     install_security(app, settings)  # last: authorisation from api/permissions.py covers every route above
+    app.add_middleware(ObservabilityMiddleware)  # outermost: counts the security layers' answers too
     return app
 
 

@@ -23,10 +23,12 @@ from api.schemas import CaseOut, Role
 
 @dataclass(frozen=True)
 class Access:
-    """Who may call one route: anyone (`public`), or a signed-in caller whose role is in `roles`."""
+    """Who may call one route: anyone (`public`), or a signed-in caller whose role is in `roles`; with `loopback`,
+    also an anonymous caller on this machine (no proxy in between: api/security.py `is_anonymous_loopback`)."""
 
     roles: frozenset[Role] = frozenset()
     public: bool = False
+    loopback: bool = False
 
     def allows(self, role: Role | str) -> bool:
         return role in self.roles
@@ -53,6 +55,8 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     ("POST", "/v1/auth/password"): EVERY_ROLE,
     ("GET", "/model/info"): EVERY_ROLE,
     ("GET", "/v1/system/stats"): EVERY_ROLE,
+    # Prometheus scrapes with an API key of any role, or anonymously from this machine; never anonymous from outside.
+    ("GET", "/metrics"): Access(frozenset(Role), loopback=True),
     # Clinical work: analysis, patient-identifying data, reports, sign-off.
     ("POST", "/predict"): CLINICAL,
     ("POST", "/predict/batch"): CLINICAL,

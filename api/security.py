@@ -19,6 +19,7 @@ states each operation's security and roles.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import re
@@ -183,6 +184,32 @@ def public_routes() -> list[tuple[str, re.Pattern[str]]]:
     return [(method, compile_path(path)[0]) for (method, path), access in ROUTE_PERMISSIONS.items() if access.public]
 
 
+def loopback_routes() -> list[tuple[str, re.Pattern[str]]]:
+    """(method, compiled template) of every route the table opens to anonymous callers on this machine."""
+    return [(method, compile_path(path)[0]) for (method, path), access in ROUTE_PERMISSIONS.items() if access.loopback]
+
+
+def _route_in(routes: list[tuple[str, re.Pattern[str]]], scope: Scope) -> bool:
+    method = "GET" if scope["method"] == "HEAD" else scope["method"]
+    path = _route_path(scope)
+    return any(method == allowed and pattern.match(path) for allowed, pattern in routes)
+
+
+_PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def is_anonymous_loopback(scope: Scope) -> bool:
+    """No credentials, from a loopback address, and not relayed by a proxy (whose own address would be loopback)."""
+    headers = Headers(scope=scope)
+    if any(name in headers for name in ("authorization", API_KEY_HEADER.lower(), *_PROXY_HEADERS)):
+        return False
+    client = scope.get("client")
+    try:
+        return bool(client) and ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:  # a unix socket or another non-IP peer
+        return False
+
+
 class AuthenticationMiddleware:
     """Who is calling, decided before the request body is read: public routes pass; everything else needs a valid
     token or API key (401 otherwise), and the `Principal` is stored for `authorize` and `current_user`.
@@ -193,15 +220,18 @@ class AuthenticationMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.public = public_routes()
+        self.loopback = loopback_routes() if settings.metrics_loopback_anonymous else []
 
     def is_public(self, scope: Scope) -> bool:
-        method = "GET" if scope["method"] == "HEAD" else scope["method"]
-        path = _route_path(scope)
-        return any(method == allowed and pattern.match(path) for allowed, pattern in self.public)
+        return _route_in(self.public, scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS" or self.is_public(scope):
             await self.app(scope, receive, send)  # OPTIONS: CORS preflight (answered outside) or 405
+            return
+        if _route_in(self.loopback, scope) and is_anonymous_loopback(scope):
+            scope.setdefault("state", {})["anonymous_loopback"] = True  # `authorize` lets it through
+            await self.app(scope, receive, send)
             return
         answer = await self._authenticate(scope)
         if isinstance(answer, Response):
@@ -248,7 +278,7 @@ def authorize(request: Request) -> None:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "This endpoint is not in the permission table, so it is closed to everyone."
         )
-    if access.public:
+    if access.public or (access.loopback and getattr(request.state, "anonymous_loopback", False)):
         return
     principal = getattr(request.state, "principal", None)
     if not isinstance(principal, Principal):  # a route the middleware took for public: fail closed

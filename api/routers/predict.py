@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.analysis import uncertainty_dict
 from api.errors import ApiError, imaging_status
+from api.observability import observe_predictions
 from api.schemas import BatchIn, BatchItemError, BatchOut, PredictionOut
 from api.services import Services, ServicesDep
 from api.uploads import decode_base64_image, read_upload
@@ -41,6 +42,7 @@ def _decode_and_predict(services: Services, data: bytes) -> PredictionOut:
     predictor = services.predictor()
     decoded = decode_image(data)
     prediction = predictor.predict(decoded.pixels, hashlib.sha256(data).hexdigest())
+    observe_predictions(predictor.checkpoint.task, [prediction])
     return prediction_out(prediction, decoded, predictor.checkpoint.threshold)
 
 
@@ -79,6 +81,7 @@ def _predict_batch(services: Services, payloads: list[bytes | ApiError]) -> list
     predictions = predictor.predict_batch(
         [decoded.pixels for _, _, decoded in good], [hashlib.sha256(data).hexdigest() for _, data, _ in good]
     )
+    observe_predictions(predictor.checkpoint.task, predictions)
     for (index, _, decoded), prediction in zip(good, predictions, strict=True):
         results[index] = prediction_out(prediction, decoded, predictor.checkpoint.threshold)
     return [r for r in results if r is not None]

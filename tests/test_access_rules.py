@@ -2,7 +2,7 @@
 
 This table is deliberately not read from api/permissions.py: it is the independent statement that table must agree
 with. The rules (README, DESIGN.md):
-- anyone: the probes, the docs and logging in;
+- anyone: the probes, the docs and logging in; the metrics to anyone signed in, and anonymously from this host only;
 - every signed-in role: who am I, changing one's own password, which model is served, how the machine is doing;
 - radiologists (and admins): analysing studies and anything that shows who the patient is or is about one patient
   (case lists searchable by patient id, DICOM tags, PDFs printing the name), heatmaps and similar cases, review and
@@ -40,6 +40,7 @@ WHO_MAY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/health"): ANYONE,
     ("GET", "/ready"): ANYONE,
     ("POST", "/v1/auth/login"): ANYONE,
+    ("GET", "/metrics"): ANYONE,  # anonymous only from this host (a local Prometheus); the tests call from 127.0.0.1
     ("GET", "/v1/auth/me"): SIGNED_IN,
     ("POST", "/v1/auth/password"): SIGNED_IN,
     ("GET", "/model/info"): SIGNED_IN,

@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     # or API key. Turn off when a proxy on this machine relays outside traffic without X-Forwarded-For.
     # Several workers: export PROMETHEUS_MULTIPROC_DIR (an empty folder) before start; see monitoring/metrics.py.
     metrics_loopback_anonymous: bool = True
+    disk_min_free_gb: float = Field(default=1.0, ge=0)  # /ready fails (503) below this much free space under VAR_DIR
 
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header

@@ -26,6 +26,7 @@ from case_retrieval import (
 )
 from inference import DEFAULT_TASK, CheckpointError, Predictor, load_checkpoint
 from mlops.registry import RegistryError, resolve_serving_model
+from monitoring import ComponentCheck, check_database, check_disk, check_image_store, check_schema
 from settings import Settings
 from storage import CaseRecord, Storage, init_storage
 
@@ -109,25 +110,22 @@ class Services:
     def get_case(self, case_id: str) -> CaseRecord:
         return self.storage.cases.get_case(case_id)  # CaseNotFoundError -> 404 by the error handlers
 
-    def readiness_checks(self) -> dict[str, dict[str, str | bool]]:
-        checks: dict[str, dict[str, str | bool]] = {}
-        try:
-            self.storage.database.ping()
-            checks["database"] = {"ok": True, "detail": self.storage.database.engine.dialect.name}
-        except Exception as exc:  # any failure to reach the database means "not ready"
-            checks["database"] = {"ok": False, "detail": type(exc).__name__}
-        try:
-            self.storage.images.check_writable()
-            checks["image_store"] = {"ok": True, "detail": "writable"}
-        except Exception as exc:  # read-only or missing folder
-            checks["image_store"] = {"ok": False, "detail": type(exc).__name__}
-        checks["similar_cases"] = {"ok": True, "detail": self.library_status}  # optional: never blocks readiness
-        predictor = self.predictors.get(DEFAULT_TASK)
-        checks["model"] = (
-            {"ok": True, "detail": predictor.version}
-            if predictor
-            else {"ok": False, "detail": self.model_errors.get(DEFAULT_TASK, "not loaded")}
-        )
+    def readiness_checks(self) -> list[ComponentCheck]:
+        """Every component `/ready` reports: storage's (monitoring.health), each task's model, the library."""
+        storage, settings = self.storage, self.settings
+        checks = [
+            check_database(storage.database),
+            check_schema(storage.database),
+            check_image_store(storage.images),
+            check_disk(settings.var_dir, settings.disk_min_free_gb),
+        ]
+        for task in sorted({DEFAULT_TASK, *self.predictors, *self.model_errors}):
+            predictor = self.predictors.get(task)
+            detail = predictor.version if predictor else self.model_errors.get(task, "not loaded")
+            name = "model" if task == DEFAULT_TASK else f"model:{task}"
+            checks.append(ComponentCheck(name, predictor is not None, detail))
+        library_ready = self.similar_library is not None  # optional: similar cases never block readiness
+        checks.append(ComponentCheck("similar_cases", library_ready, self.library_status, required=False))
         return checks
 
     @property

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from api.schemas import HealthOut, ModelInfoOut, ReadyOut
 from api.services import ServicesDep
 from inference import DEFAULT_TASK
-from monitoring import system_stats
+from monitoring import is_ready, system_stats
 
 router = APIRouter(tags=["health"])
 
@@ -24,11 +24,11 @@ def health(services: ServicesDep) -> HealthOut:
     )
 
 
-@router.get("/ready", response_model=ReadyOut, summary="Readiness: database, model and image store")
+@router.get("/ready", response_model=ReadyOut, summary="Readiness of each component, with the reason it fails")
 def ready(services: ServicesDep) -> JSONResponse:
     checks = services.readiness_checks()
-    ok = all(bool(check["ok"]) for check in checks.values())
-    body = ReadyOut(ready=ok, checks=checks).model_dump()
+    ok = is_ready(checks)
+    body = ReadyOut(ready=ok, checks={check.name: check.as_dict() for check in checks}).model_dump()
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

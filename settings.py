@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # Several workers: export PROMETHEUS_MULTIPROC_DIR (an empty folder) before start; see monitoring/metrics.py.
     metrics_loopback_anonymous: bool = True
     disk_min_free_gb: float = Field(default=1.0, ge=0)  # /ready fails (503) below this much free space under VAR_DIR
+    # HMAC key of the audit trail's hash chain (python -m monitoring.audit verify needs the same one). Empty:
+    # generated once into var_dir/audit.key (0600). Keep a copy apart from the database: whoever holds both can forge.
+    audit_key: SecretStr = SecretStr("")
 
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header

@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 
 from api.auth import Principal
-from api.observability import observe_predictions
+from api.observability import actor_fields, observe_predictions
 from api.permissions import Role, redact_for
 from api.schemas import CaseOut, PatientIn
 from api.services import Services
 from imaging import DecodedImage, assess_quality
 from inference import DEFAULT_TASK, Prediction, Predictor
+from monitoring import AuditEntry
 from storage import CaseRecord, CaseStatus, NewCase, PatientInfo, new_case_id
 
 _DICOM_SEX = {"M": "M", "F": "F", "O": "O"}
@@ -66,6 +67,9 @@ def analyze_study(
     record = services.storage.cases.create_case(
         new_case(predictor, prediction, decoded, sha256, patient, user), case_id=case_id
     )
+    detail = {"what": "study", "task": task, "label": prediction.label}
+    version, actor = prediction.model_version, actor_fields(user)
+    services.audit.record(AuditEntry("prediction", case_id=record.id, model_version=version, detail=detail, **actor))
     out = case_out(record, user.role)
     out.processing_time_ms, out.cached = prediction.processing_time_ms, prediction.cached
     return out

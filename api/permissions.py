@@ -82,6 +82,9 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     ("GET", "/v1/api-keys"): ADMIN_ONLY,
     ("POST", "/v1/api-keys"): ADMIN_ONLY,
     ("DELETE", "/v1/api-keys/{key_id}"): ADMIN_ONLY,
+    ("GET", "/v1/audit"): ADMIN_ONLY,
+    ("GET", "/v1/audit/verify"): ADMIN_ONLY,
+    ("GET", "/v1/audit/export"): ADMIN_ONLY,
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
 
@@ -281,3 +281,39 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreatedOut(ApiKeyOut):
     key: str = Field(description="The secret: send it as `X-API-Key` or `Authorization: Bearer`. Shown only now.")
+
+
+# --- monitoring: audit trail ------------------------------------------------------------------------------------------
+
+
+class AuditEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from monitoring's AuditEvent rows
+
+    id: int
+    at: datetime
+    action: str = Field(examples=["case.view"])
+    outcome: str = Field(examples=["ok"])
+    actor_id: str | None
+    actor_name: str | None
+    actor_role: str | None
+    client: str | None = Field(description="The caller's address")
+    target_id: str | None = Field(description="The case (or other object) acted on")
+    model_version: str | None
+    detail: dict[str, Any]
+    request_id: str | None
+    hash: str
+
+
+class AuditPageOut(BaseModel):
+    items: list[AuditEventOut]
+    limit: int
+    offset: int
+
+
+class AuditVerifyOut(BaseModel):
+    intact: bool
+    records: int
+    head_hash: str = Field(description="Keep a copy elsewhere: a chain cut short at the end is still intact")
+    problem: str | None = Field(description="The first altered, inserted or deleted record, in words")
+    problem_kind: str | None = Field(examples=["altered"])
+    problem_record: int | None

@@ -26,7 +26,14 @@ from case_retrieval import (
 )
 from inference import DEFAULT_TASK, CheckpointError, Predictor, load_checkpoint
 from mlops.registry import RegistryError, resolve_serving_model
-from monitoring import ComponentCheck, check_database, check_disk, check_image_store, check_schema
+from monitoring import (
+    AuditTrail,
+    ComponentCheck,
+    check_database,
+    check_disk,
+    check_image_store,
+    check_schema,
+)
 from settings import Settings
 from storage import CaseRecord, Storage, init_storage
 
@@ -38,6 +45,7 @@ class Services:
     settings: Settings
     storage: Storage
     media: CaseMedia
+    audit: AuditTrail
     predictors: dict[str, Predictor] = field(default_factory=dict)
     model_errors: dict[str, str] = field(default_factory=dict)  # task -> why its model is not loaded
     similar_library: CaseLibrary | None = None
@@ -47,7 +55,12 @@ class Services:
     @classmethod
     def start(cls, settings: Settings) -> Services:
         storage = init_storage(settings)
-        services = cls(settings=settings, storage=storage, media=CaseMedia(storage.images, storage.artifacts))
+        services = cls(
+            settings=settings,
+            storage=storage,
+            media=CaseMedia(storage.images, storage.artifacts),
+            audit=AuditTrail.from_settings(settings, storage.database),
+        )
         services.load_models()
         services.load_library()
         threading.Thread(target=services.warm_explainer, daemon=True).start()

@@ -2,6 +2,10 @@
 
 Public surface:
 - `system_stats(disk_path) -> SystemStats` (CPU, memory, disk, process memory and uptime via psutil)
+- Audit trail (monitoring/audit.py): `AuditTrail(database, key)` / `.from_settings`: `record(AuditEntry)`,
+  `verify() -> Verification` (first altered/inserted/deleted record), `events(AuditFilter)`, `export_csv`;
+  `REQUEST_CONTEXT` / `RequestContext` (request id and client of the current request);
+  `python -m monitoring.audit verify | export`
 - Readiness (monitoring/health.py): `ComponentCheck(name, ok, detail, required)`, `check_database`,
   `check_schema`, `check_image_store`, `check_disk(path, min_free_gb)`, `is_ready(checks)`
 - Metrics (monitoring/metrics.py): `record_request(method, route, status, seconds)`,
@@ -10,6 +14,15 @@ Public surface:
   PROMETHEUS_MULTIPROC_DIR
 """
 
+from monitoring.audit import (
+    REQUEST_CONTEXT,
+    AuditEntry,
+    AuditFilter,
+    AuditTrail,
+    ChainProblem,
+    RequestContext,
+    Verification,
+)
 from monitoring.health import (
     ComponentCheck,
     check_database,
@@ -31,11 +44,18 @@ from monitoring.metrics import (
 from monitoring.system import SystemStats, system_stats
 
 __all__ = [
+    "REQUEST_CONTEXT",
     "UNMATCHED_ROUTE",
+    "AuditEntry",
+    "AuditFilter",
+    "AuditTrail",
+    "ChainProblem",
     "ComponentCheck",
     "Gauge",
     "PredictionSample",
+    "RequestContext",
     "SystemStats",
+    "Verification",
     "check_database",
     "check_disk",
     "check_image_store",

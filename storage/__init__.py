@@ -14,7 +14,8 @@ Public surface:
 - `ImageStore(root)`: `put(bytes) -> sha256`, `get(sha256)`, `path(sha256)`, `exists(sha256)`, `check_writable()`
 - PHI encryption: `PhiCipher`, `load_phi_cipher(settings)`, `configure_phi_cipher`, `active_phi_cipher`,
   `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys)`
-- ORM: `Base` (other rooms add tables on it), `Case`, `new_case_id()`; errors: `StorageError` and its subclasses
+- ORM: `Base` (other rooms add tables on it), `Case`, `new_case_id()`; column types for those tables `JSONType`,
+  `UTCDateTime`, `utcnow()`; errors: `StorageError` and its subclasses
 - Accounts (storage/users.py): `UserRepository(database)` (users and hashed API keys), `User`, `ApiKey`,
   `UserRecord`, `ApiKeyRecord`, `RevokedToken` (logout), `normalize_username`, `ADMIN_ROLE`; errors `UserNotFoundError`,
   `UsernameTakenError`, `LastAdminError`, `ApiKeyNotFoundError`, `InvalidUserDataError`
@@ -51,6 +52,7 @@ from storage.images import ImageStore
 from storage.migrate import head_revision, migrate, migrate_database, schema_revision
 from storage.models import Base, Case, CaseStatus, new_case_id
 from storage.rotation import rotate_phi_key
+from storage.types import JSONType, UTCDateTime, utcnow
 from storage.users import (
     ADMIN_ROLE,
     ApiKey,
@@ -93,6 +95,7 @@ __all__ = [
     "InvalidImageDataError",
     "InvalidImageKeyError",
     "InvalidUserDataError",
+    "JSONType",
     "LastAdminError",
     "NewCase",
     "PatientInfo",
@@ -101,6 +104,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageUnavailableError",
+    "UTCDateTime",
     "User",
     "UserNotFoundError",
     "UserRecord",
@@ -123,5 +127,6 @@ __all__ = [
     "rotate_phi_key",
     "safe_artifact_name",
     "schema_revision",
+    "utcnow",
     "write_durably",
 ]

@@ -8,12 +8,22 @@ from fastapi.responses import JSONResponse, Response
 from api.auth import BEARER_CHALLENGE, AuthDep, AuthenticationError, CurrentUser
 from api.errors import ApiError
 from api.schemas import LoginIn, MeOut, PasswordChangeIn, TokenOut
+from monitoring import AuditEntry
+from storage import UserRecord
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
 def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def _audit_login(request: Request, action: str, outcome: str, username: str, user: UserRecord | None = None) -> None:
+    """Logins and refused logins go to the audit trail (the name tried, for a refused one)."""
+    entry = AuditEntry(action, outcome=outcome, actor_name=username[:128])
+    if user is not None:
+        entry = AuditEntry(action, outcome=outcome, actor_id=user.id, actor_name=user.username, actor_role=user.role)
+    request.app.state.services.audit.record(entry)
 
 
 @router.post(
@@ -27,6 +37,7 @@ def login(body: LoginIn, request: Request, auth: AuthDep) -> TokenOut | JSONResp
     client = _client_address(request)
     retry_after = throttle.retry_after_s(client, body.username)
     if retry_after is not None:
+        _audit_login(request, "login.throttled", "denied", body.username)
         return JSONResponse(
             {"detail": f"Too many failed logins for this account from here; try again in {retry_after} s."},
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -36,12 +47,14 @@ def login(body: LoginIn, request: Request, auth: AuthDep) -> TokenOut | JSONResp
         issued = auth.login(body.username, body.password)
     except AuthenticationError as exc:
         throttle.failed(client, body.username)
+        _audit_login(request, "login.failed", "failed", body.username)
         return JSONResponse(
             {"detail": str(exc)},
             status_code=status.HTTP_401_UNAUTHORIZED,
             headers=BEARER_CHALLENGE,
         )
     throttle.succeeded(client, body.username)
+    _audit_login(request, "login", "ok", issued.user.username, issued.user)
     return TokenOut(
         access_token=issued.access_token, token_type=issued.token_type, expires_in=issued.expires_in, role=issued.role
     )

@@ -1,12 +1,19 @@
-"""Monitoring: `GET /metrics` (Prometheus text; an API key or loopback, see api/permissions.py)."""
+"""Monitoring: `GET /metrics` (Prometheus text; an API key or loopback, see api/permissions.py) and the audit trail
+(`GET /v1/audit`, `GET /v1/audit/verify`, `GET /v1/audit/export`)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import io
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from api.schemas import AuditEventOut, AuditPageOut, AuditVerifyOut
 from api.services import Services, ServicesDep
-from monitoring import Gauge, render_metrics, system_stats
+from monitoring import AuditFilter, Gauge, render_metrics, system_stats
 from storage import CaseStatus
 
 router = APIRouter(tags=["monitoring"])
@@ -50,3 +57,57 @@ def _model_labels(services: Services, task: str) -> dict[str, str]:
 def metrics(services: ServicesDep) -> Response:
     body, content_type = render_metrics(lambda: workstation_gauges(services))
     return Response(body, media_type=content_type)
+
+
+# --- audit trail ----------------------------------------------------------------------------------------------------
+
+
+def audit_filter(
+    user: str | None = Query(None, max_length=128, description="User id or username"),
+    action: str | None = Query(None, max_length=64, examples=["case.view"]),
+    patient_id: str | None = Query(None, max_length=64),
+    date_from: date | None = Query(None, description="First day included (UTC)"),
+    date_to: date | None = Query(None, description="Last day included (UTC)", le=date(9999, 12, 30)),
+) -> AuditFilter:
+    return AuditFilter(actor=user, action=action, patient_id=patient_id, date_from=date_from, date_to=date_to)
+
+
+AuditFilterDep = Annotated[AuditFilter, Depends(audit_filter)]
+
+
+@router.get("/v1/audit", response_model=AuditPageOut, summary="Audit events, newest first, with filters")
+def audit_events(
+    services: ServicesDep,
+    where: AuditFilterDep,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=1_000_000_000),
+) -> AuditPageOut:
+    rows = services.audit.events(where, limit=limit, offset=offset)
+    return AuditPageOut(items=[AuditEventOut.model_validate(row) for row in rows], limit=limit, offset=offset)
+
+
+@router.get("/v1/audit/verify", response_model=AuditVerifyOut, summary="Check the audit trail's hash chain")
+def verify_audit(services: ServicesDep) -> AuditVerifyOut:
+    result = services.audit.verify()
+    problem = result.problem
+    return AuditVerifyOut(
+        intact=result.intact,
+        records=result.records,
+        head_hash=result.head_hash,
+        problem=problem.message if problem else None,
+        problem_kind=problem.kind if problem else None,
+        problem_record=problem.record_id if problem else None,
+    )
+
+
+@router.get(
+    "/v1/audit/export",
+    summary="The filtered audit events as CSV, oldest first, with their hashes",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def export_audit(services: ServicesDep, where: AuditFilterDep) -> Response:
+    buffer = io.StringIO()
+    await run_in_threadpool(services.audit.export_csv, where, buffer)
+    headers = {"Content-Disposition": 'attachment; filename="audit.csv"'}
+    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)

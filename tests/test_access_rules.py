@@ -68,6 +68,8 @@ WHO_MAY: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/api-keys"): ADMIN,
     ("DELETE", "/v1/api-keys/{key_id}"): ADMIN,
 }
+# Served but left out of the OpenAPI schema (a scraper's endpoint, not part of the documented API).
+NOT_IN_SCHEMA = {("GET", "/metrics")}
 # Routes whose answer, for a radiologist, shows the patient's name (the identity column of the table).
 SHOWS_IDENTITY = {
     ("POST", "/v1/studies"),
@@ -143,7 +145,7 @@ def callers(api: LiveApi) -> Iterator[dict[str, httpx.Client]]:
 def test_every_route_has_a_rule(api: LiveApi) -> None:
     served = operations(api)
     assert served - set(WHO_MAY) == set(), "routes without a hand-written rule in WHO_MAY"
-    assert set(WHO_MAY) - served == set(), "rules for routes the server no longer has"
+    assert set(WHO_MAY) - served == NOT_IN_SCHEMA, "rules for routes the server no longer has"
 
 
 def test_each_role_may_call_exactly_what_the_rules_say(callers: dict[str, httpx.Client]) -> None:
@@ -151,6 +153,7 @@ def test_each_role_may_call_exactly_what_the_rules_say(callers: dict[str, httpx.
     Requests carry no body and a random id, so the allowed ones end in 2xx/404/422 without changing anything."""
     wrong: list[str] = []
     for (method, path), allowed in sorted(WHO_MAY.items()):
+        assert callers[ADM].request(method, PATH_PARAMETER.sub(str(uuid.uuid4()), path)).status_code != 405, path
         for who, http in callers.items():
             answer = http.request(method, PATH_PARAMETER.sub(str(uuid.uuid4()), path))
             got = answer.status_code

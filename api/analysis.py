@@ -6,6 +6,7 @@ case row is committed before the answer is sent, so nothing acknowledged to the 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from api.permissions import Role, redact_for
 from api.schemas import CaseOut, PatientIn
 from api.services import Services
 from imaging import DecodedImage, assess_quality
-from inference import DEFAULT_TASK, Prediction, Predictor
+from inference import DEFAULT_TASK, Prediction, Predictor, ScopeResult
 from monitoring import AuditEntry
 from storage import CaseRecord, CaseStatus, NewCase, PatientInfo, new_case_id
 
@@ -47,6 +48,14 @@ def uncertainty_dict(prediction: Prediction) -> dict[str, Any] | None:
     return {**prediction.uncertainty.to_dict(), "reasons": list(prediction.uncertain_reasons)}
 
 
+def scoped(prediction: Prediction, verdict: ScopeResult) -> Prediction:
+    """A film outside the validated scope still gets its analysis, counted as uncertain (with the reason)."""
+    if not verdict.outside:
+        return prediction
+    reasons = (*prediction.uncertain_reasons, f"outside the validated scope: {verdict.reason}")
+    return dataclasses.replace(prediction, uncertain=True, uncertain_reasons=reasons)
+
+
 def analyze_study(
     services: Services, upload: bytes | str, patient: PatientIn, user: Principal, task: str = DEFAULT_TASK
 ) -> CaseOut:
@@ -60,12 +69,15 @@ def analyze_study(
     else:
         data, (_, decoded) = upload, services.media.decode_upload(upload)
     sha256 = services.storage.images.put(data)
+    patient_info = merge_patient(patient, decoded.metadata)
     prediction = predictor.predict(decoded.pixels, sha256)
+    verdict = services.scope(task).check(prediction.embedding, patient_info.age)
+    prediction = scoped(prediction, verdict)
     observe_predictions(task, [prediction])
     case_id = new_case_id()
     services.media.keep_pixels(case_id, decoded.pixels)  # before the row: an acknowledged case has its pixels
     record = services.storage.cases.create_case(
-        new_case(predictor, prediction, decoded, sha256, patient, user), case_id=case_id
+        new_case(predictor, prediction, verdict, decoded, sha256, patient_info, user), case_id=case_id
     )
     detail = {"what": "study", "task": task, "label": prediction.label}
     version, actor = prediction.model_version, actor_fields(user)
@@ -78,9 +90,10 @@ def analyze_study(
 def new_case(
     predictor: Predictor,
     prediction: Prediction,
+    verdict: ScopeResult,
     decoded: DecodedImage,
     sha256: str,
-    patient: PatientIn,
+    patient: PatientInfo,
     user: Principal,
 ) -> NewCase:
     return NewCase(
@@ -93,7 +106,7 @@ def new_case(
         positive_probability=prediction.positive_probability,
         threshold=predictor.checkpoint.threshold,
         model_version=prediction.model_version,
-        patient=merge_patient(patient, decoded.metadata),
+        patient=patient,
         study_metadata=study_metadata(decoded),
         quality_warnings=[w.as_dict() for w in assess_quality(decoded)],
         created_by=user.id,
@@ -101,7 +114,9 @@ def new_case(
         uncertain=prediction.uncertain,
         ood=prediction.ood,
         ood_reason=prediction.ood_reason or None,
-        # Uncertain or out-of-distribution results go straight to the expert review queue.
+        scope=verdict.scope,
+        scope_reason=verdict.reason or None,
+        # Uncertain (including outside the validated scope) or out-of-distribution results go to expert review.
         status=CaseStatus.QUEUED_FOR_REVIEW if prediction.uncertain or prediction.ood else CaseStatus.ANALYZED,
         embedding=prediction.embedding.astype(np.float32).tobytes(),
     )

@@ -80,6 +80,11 @@ class PredictionOut(BaseModel):
     uncertain: bool = Field(default=False, description="True: the case needs expert review (policy in settings)")
     ood: bool = Field(default=False, description="True: the image does not look like a frontal chest radiograph")
     ood_reason: str | None = None
+    scope: str | None = Field(
+        default=None,
+        description="validated | outside_validated | unchecked: is the film from a validated population",
+    )
+    scope_reason: str | None = Field(default=None, description="Why the film is outside the validated scope")
 
 
 class BatchIn(BaseModel):
@@ -142,6 +147,11 @@ class CaseOut(BaseModel):
     uncertain: bool = False
     ood: bool | None = None
     ood_reason: str | None = None
+    scope: str | None = Field(
+        default=None,
+        description="validated | outside_validated | unchecked: is the film from a validated population",
+    )
+    scope_reason: str | None = Field(default=None, description="Why the film is outside the validated scope")
     quality_warnings: list[dict] = Field(default_factory=list)
     patient: PatientOut
     study: dict = Field(

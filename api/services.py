@@ -24,7 +24,15 @@ from case_retrieval import (
     pixel_reader,
     rebuild_library,
 )
-from inference import DEFAULT_TASK, CheckpointError, Predictor, load_checkpoint
+from inference import (
+    DEFAULT_TASK,
+    CheckpointError,
+    ModelCheckpoint,
+    OODError,
+    Predictor,
+    ScopeCheck,
+    load_checkpoint,
+)
 from mlops.registry import RegistryError, resolve_serving_model
 from monitoring import (
     AuditTrail,
@@ -48,6 +56,7 @@ class Services:
     audit: AuditTrail
     predictors: dict[str, Predictor] = field(default_factory=dict)
     model_errors: dict[str, str] = field(default_factory=dict)  # task -> why its model is not loaded
+    scopes: dict[str, ScopeCheck] = field(default_factory=dict)  # task -> the served model's validated scope
     similar_library: CaseLibrary | None = None
     library_status: str = "not loaded"  # why similar cases are unavailable, shown to the user
     started_at: float = field(default_factory=time.time)
@@ -145,6 +154,10 @@ class Services:
     def uptime_s(self) -> float:
         return round(time.time() - self.started_at, 1)
 
+    def scope(self, task: str = DEFAULT_TASK) -> ScopeCheck:
+        """The validated scope of the task's served model (empty, so every film `unchecked`, when it states none)."""
+        return self.scopes.get(task) or ScopeCheck(())
+
     def predictor(self, task: str = DEFAULT_TASK) -> Predictor:
         """The task's Predictor; 404 for a task with no model configured, 503 for one whose model failed to load."""
         if task in self.predictors:
@@ -170,11 +183,22 @@ class Services:
             return
         for task, path in paths.items():
             try:
-                self.predictors[task] = Predictor.from_settings(load_checkpoint(path), self.settings)
+                checkpoint = load_checkpoint(path)
+                self.predictors[task] = Predictor.from_settings(checkpoint, self.settings)
+                self.scopes[task] = scope_of(checkpoint)
                 logger.info("loaded %s model %s", task, self.predictors[task].version)
             except CheckpointError as exc:
                 self.model_errors[task] = str(exc)
                 logger.error("model for %s not loaded: %s", task, exc)
+
+
+def scope_of(checkpoint: ModelCheckpoint) -> ScopeCheck:
+    """The checkpoint's scope; a stale one must not stop serving: films are then `unchecked` (logged)."""
+    try:
+        return ScopeCheck.from_checkpoint(checkpoint)
+    except OODError as exc:
+        logger.error("validated scope not loaded: %s", exc)
+        return ScopeCheck(())
 
 
 def get_services(request: Request) -> Services:

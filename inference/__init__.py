@@ -8,6 +8,8 @@ Public surface:
   target_class) -> Heatmap`
 - heatmaps (inference.explain): `Explainer`, `Heatmap`, `ExplainError`, `find_target_layer`, `overlay_png`,
   `overlay_rgb`, `heatmap_to_png16`, `heatmap_from_png16`, `CAM_METHODS`, `COLORMAPS`
+- validated scope (inference.scope): `ScopeCheck` (per population: age range + embedding reference),
+  `ScopeResult`, `OUTSIDE_VALIDATED`, `with_scope`, `SCOPE_EXTRA_KEY` (fitted by `python -m mlops.fit_scope`)
 - uncertainty (inference.uncertainty): `Uncertainty`, `UncertaintyPolicy`, `UncertaintyError`
 - input gate (inference.ood): `InputGate`, `GateResult`, `ImageChecks`, `MahalanobisReference`, `OODError`,
   `fit_reference`, `reference_from_checkpoint`, `with_reference` (fitted by `python -m mlops.fit_gate`)
@@ -44,12 +46,15 @@ from inference.ood import (
     with_reference,
 )
 from inference.predictor import Prediction, Predictor
+from inference.scope import OUTSIDE_VALIDATED, SCOPE_EXTRA_KEY, ScopeCheck, ScopeResult, with_scope
 from inference.uncertainty import Uncertainty, UncertaintyError, UncertaintyPolicy
 
 __all__ = [
     "CAM_METHODS",
     "COLORMAPS",
     "DEFAULT_TASK",
+    "OUTSIDE_VALIDATED",
+    "SCOPE_EXTRA_KEY",
     "CheckpointError",
     "ExplainError",
     "Explainer",
@@ -62,6 +67,8 @@ __all__ = [
     "OODError",
     "Prediction",
     "Predictor",
+    "ScopeCheck",
+    "ScopeResult",
     "Uncertainty",
     "UncertaintyError",
     "UncertaintyPolicy",
@@ -76,4 +83,5 @@ __all__ = [
     "reference_from_checkpoint",
     "save_checkpoint",
     "with_reference",
+    "with_scope",
 ]

@@ -65,6 +65,14 @@ def _assessment(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
                 styles.body,
             )
         )
+    if case.outside_scope:
+        content.append(
+            writer.rich(
+                f'<font color="{CAUTION.hexval()}"><b>Outside the validated populations:</b></font> '
+                + writer.m(f"{clip(case.scope_reason or '')}; the AI result has not been validated for this patient."),
+                styles.body,
+            )
+        )
     if case.quality_warnings:
         joined = " ".join(f"{warning.rstrip('.')}." for warning in displayed_warnings(case.quality_warnings))
         label = f'<font color="{CAUTION.hexval()}"><b>Image quality:</b></font>'

@@ -173,6 +173,14 @@ def display_label(label: str) -> str:
     return words.capitalize() if words.isupper() or words.islower() else words
 
 
+def class_text(label: str, positive_class: str) -> str:
+    """How a class of the model is named for people. The negative class says what the model looked for and did not
+    find ("No pneumonia-like opacity found"), never "Normal": the model does not rule out other disease."""
+    if label == positive_class:
+        return display_label(label)
+    return f"No {display_label(positive_class).lower()}-like opacity found"
+
+
 def clip(text: str, max_chars: int = DISPLAY_NOTE_CHARS) -> str:
     """`text` stripped, and cut at `max_chars` with an ellipsis when longer."""
     text = text.strip()

@@ -9,7 +9,14 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, KeepTogether, Table, TableStyle
 
 from reports.content import metric_fields, model_fields, patient_fields, study_fields
-from reports.formatting import clip, display_label, displayed_warnings, format_datetime, format_percent
+from reports.formatting import (
+    class_text,
+    clip,
+    display_label,
+    displayed_warnings,
+    format_datetime,
+    format_percent,
+)
 from reports.layout import (
     ACCENT,
     CAUTION,
@@ -69,10 +76,11 @@ def _clinical_history(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
 def _result(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
     styles = writer.styles
     flags = _flags(case)
-    # A flagged result is shown in the caution colour: a green "Normal" must not reassure when the AI is unsure.
+    # A flagged result is shown in the caution colour: a green negative must not reassure when the AI is unsure.
     color = CAUTION if flags else POSITIVE if case.is_positive else NEGATIVE
     finding = writer.rich(
-        f'AI finding: <font color="{color.hexval()}">{writer.m(display_label(case.finding))}</font>', styles.finding
+        f'AI finding: <font color="{color.hexval()}">{writer.m(class_text(case.finding, case.positive_class))}</font>',
+        styles.finding,
     )
     details = [f"<b>Calibrated confidence</b> {format_percent(case.confidence)}"]
     if case.threshold is not None:
@@ -95,6 +103,8 @@ def _flags(case: ReportCase) -> list[str]:
         flags.append(
             f"OUT OF DISTRIBUTION: {reason}" if reason else "OUT OF DISTRIBUTION: image unlike the training data"
         )
+    if case.outside_scope:
+        flags.append(f"OUTSIDE VALIDATED SCOPE: {clip(case.scope_reason or '')}")
     return flags
 
 
@@ -141,7 +151,7 @@ def _probabilities(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
     for label, probability in sorted(case.probabilities.items(), key=lambda item: -item[1]):
         is_positive_class = label == case.positive_class
         marker = case.threshold if is_positive_class else None
-        name = display_label(label) + ("  (model output)" if label == case.finding else "")
+        name = class_text(label, case.positive_class) + ("  (model output)" if label == case.finding else "")
         rows.append(
             [
                 writer.para(name, styles.small),

@@ -163,6 +163,7 @@ class ReportCase:
     uncertain: bool = False
     ood: bool = False  # the image looks unlike the training data
     ood_reason: str | None = None
+    scope_reason: str | None = None  # set when the film is outside the populations the model is validated on
     quality_warnings: Sequence[str] = ()
     similar_cases: Sequence[SimilarCase] = ()
     heatmap_png: bytes | None = field(default=None, repr=False)  # Grad-CAM overlay of the same image
@@ -178,6 +179,7 @@ class ReportCase:
         _check_image("image_png", self.image_png, required=True)
         _check_image("heatmap_png", self.heatmap_png)
         _check_text("ood_reason", self.ood_reason, MAX_NOTE_CHARS)
+        _check_text("scope_reason", self.scope_reason, MAX_NOTE_CHARS)
         self._check_lists()
         self._check_signature()
 
@@ -218,6 +220,10 @@ class ReportCase:
     @property
     def is_positive(self) -> bool:
         return self.finding == self.positive_class
+
+    @property
+    def outside_scope(self) -> bool:
+        return bool(self.scope_reason)
 
     @property
     def is_signed(self) -> bool:

@@ -53,7 +53,7 @@ def clinical_finding_sentence(case: ReportCase) -> str:
     condition = display_label(case.positive_class).lower()
     if case.is_positive:
         return f"Findings suggestive of {condition}."
-    return f"No radiographic signs of {condition} detected by the AI."
+    return f"No {condition}-like opacity found by the AI. This does not rule out other disease."
 
 
 def clinical_recommendations(case: ReportCase) -> list[str]:
@@ -70,6 +70,8 @@ def clinical_recommendations(case: ReportCase) -> list[str]:
         items.append("A negative AI result does not exclude disease; re-image if symptoms persist or worsen.")
     if case.ood:
         items.append("Rely on the radiologist's read rather than the AI: the image is unlike the AI's training images.")
+    if case.outside_scope:
+        items.append("Rely on the radiologist's read: the AI has not been validated on patients like this one.")
     if case.quality_warnings:
         items.append("Image quality limits the assessment; consider repeating the radiograph if it is non-diagnostic.")
     if not case.is_signed:
@@ -85,11 +87,19 @@ def patient_result_sentence(case: ReportCase) -> str:
     condition = patient_condition(case)
     if case.is_positive:
         return f"The computer program found signs on your X-ray that can be seen with {condition}."
-    return f"The computer program did not find signs of {condition} on your X-ray."
+    return (
+        f"The computer program did not find the kind of shadow on your X-ray that {condition} can cause. "
+        "It does not look for other illnesses."
+    )
 
 
 def patient_certainty_sentences(case: ReportCase) -> list[str]:
     """How sure the program was, as a natural frequency ("about 9 times out of 10") rather than a probability."""
+    if case.outside_scope:
+        return [
+            "The computer program has not been tested on X-rays of people like you, so its result may not apply.",
+            "A doctor will look at your X-ray especially carefully.",
+        ]
     if case.uncertain or case.ood:
         return [
             "The computer program was not sure about your X-ray.",

@@ -70,6 +70,8 @@ class NewCase:
     created_by: str | None = None
     status: CaseStatus | str = CaseStatus.ANALYZED
     embedding: bytes | None = None  # float32 embedding of the image under model_version
+    scope: str | None = None  # inference.scope verdict: validated, outside_validated, unchecked
+    scope_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,8 @@ class CaseRecord:
     signed_by: str | None
     signed_at: datetime | None
     embedding: bytes | None = field(default=None, repr=False)
+    scope: str | None = None
+    scope_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +279,8 @@ def _new_row(new: NewCase, case_id: str) -> Case:
         model_version=_required_text("model_version", new.model_version, 128),
         created_by=_user_id("created_by", new.created_by),
         embedding=_embedding(new.embedding),
+        scope=_optional_text("scope", new.scope, 32),
+        scope_reason=_optional_text("scope_reason", new.scope_reason, None),
     )
     _apply_patient(case, _patient(new.patient))
     return case

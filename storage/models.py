@@ -76,6 +76,9 @@ class Case(Base):
     uncertain: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     ood: Mapped[bool | None] = mapped_column(Boolean)
     ood_reason: Mapped[str | None] = mapped_column(Text)
+    # Validated scope (inference.scope): "validated", "outside_validated" (with the reason) or "unchecked".
+    scope: Mapped[str | None] = mapped_column(String(32))
+    scope_reason: Mapped[str | None] = mapped_column(Text)
     quality_warnings: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     # Free text of "send for review": may name the patient, so encrypted like the patient fields.
     review_reason: Mapped[str | None] = mapped_column(EncryptedText())

@@ -252,6 +252,9 @@ def test_reports_after_sign_off_carry_the_signer_and_the_time(
     patient = pdf_text(radiologist, case_id, "patient")
     assert words(f"Checked by {signer} on {when}.") in patient
     assert (
-        words("The computer program did not find signs of pneumonia (an infection of the lungs) on your X-ray.")
+        words(
+            "The computer program did not find the kind of shadow on your X-ray that pneumonia (an infection of the "
+            "lungs) can cause. It does not look for other illnesses."
+        )
         in patient
     )

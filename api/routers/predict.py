@@ -8,19 +8,23 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, File, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from api.analysis import uncertainty_dict
+from api.analysis import scoped, uncertainty_dict
 from api.errors import ApiError, imaging_status
 from api.observability import observe_predictions
 from api.schemas import BatchIn, BatchItemError, BatchOut, PredictionOut
 from api.services import Services, ServicesDep
 from api.uploads import decode_base64_image, read_upload
 from imaging import DecodedImage, ImagingError, assess_quality, decode_image
-from inference import Prediction
+from inference import Prediction, ScopeResult
 
 router = APIRouter(tags=["prediction"])
 
 
-def prediction_out(prediction: Prediction, decoded: DecodedImage, threshold: float) -> PredictionOut:
+def prediction_out(
+    prediction: Prediction, decoded: DecodedImage, threshold: float, verdict: ScopeResult
+) -> PredictionOut:
+    """The stateless answer; the scope is judged from the film alone (no age is sent to these routes)."""
+    prediction = scoped(prediction, verdict)
     return PredictionOut(
         prediction=prediction.label,
         confidence=round(prediction.confidence, 6),
@@ -35,6 +39,8 @@ def prediction_out(prediction: Prediction, decoded: DecodedImage, threshold: flo
         uncertain=prediction.uncertain,
         ood=prediction.ood,
         ood_reason=prediction.ood_reason or None,
+        scope=verdict.scope,
+        scope_reason=verdict.reason or None,
     )
 
 
@@ -43,7 +49,8 @@ def _decode_and_predict(services: Services, data: bytes) -> PredictionOut:
     decoded = decode_image(data)
     prediction = predictor.predict(decoded.pixels, hashlib.sha256(data).hexdigest())
     observe_predictions(predictor.checkpoint.task, [prediction])
-    return prediction_out(prediction, decoded, predictor.checkpoint.threshold)
+    verdict = services.scope().check(prediction.embedding)
+    return prediction_out(prediction, decoded, predictor.checkpoint.threshold, verdict)
 
 
 @router.post(
@@ -83,7 +90,8 @@ def _predict_batch(services: Services, payloads: list[bytes | ApiError]) -> list
     )
     observe_predictions(predictor.checkpoint.task, predictions)
     for (index, _, decoded), prediction in zip(good, predictions, strict=True):
-        results[index] = prediction_out(prediction, decoded, predictor.checkpoint.threshold)
+        verdict = services.scope().check(prediction.embedding)
+        results[index] = prediction_out(prediction, decoded, predictor.checkpoint.threshold, verdict)
     return [r for r in results if r is not None]
 
 

@@ -16,7 +16,7 @@ from api.auth import CurrentUser
 from api.schemas import CaseOut, ReviewIn
 from api.services import Services, ServicesDep
 from imaging import to_display_png
-from inference import ModelCheckpoint, Predictor, heatmap_from_png16, overlay_png
+from inference import OUTSIDE_VALIDATED, ModelCheckpoint, Predictor, heatmap_from_png16, overlay_png
 from reports import (
     ModelCard,
     PatientDetails,
@@ -106,6 +106,7 @@ def report_case(services: Services, record: CaseRecord) -> ReportCase:
         uncertain=record.uncertain,
         ood=bool(record.ood),
         ood_reason=record.ood_reason,
+        scope_reason=record.scope_reason if record.scope == OUTSIDE_VALIDATED else None,
         quality_warnings=image_quality_messages(record),
         similar_cases=similar_for_report(services, record, predictor),
         heatmap_png=heatmap,

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     var_dir: Path = Field(default=PROJECT_ROOT / "var", description="Root of all files the workstation writes.")
     database_url: str = ""  # empty: SQLite file under var_dir
     image_store_dir: Path | None = None  # None: var_dir / "images"
+    # Stored images and case files with no committed case (left by a crash mid-study) are removed once older than
+    # ORPHAN_GRACE_S, at start and every ORPHAN_SWEEP_INTERVAL_S (0: only at start).
+    orphan_grace_s: int = Field(default=3600, ge=60)
+    orphan_sweep_interval_s: int = Field(default=3600, ge=0)
     # Fernet key for patient fields at rest; empty in development: generated once into var_dir/phi.key (0600).
     # Production refuses to start without it. Generate one with `python -m storage generate-phi-key`.
     phi_encryption_key: SecretStr = SecretStr("")
@@ -99,10 +103,21 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr = SecretStr("")
     token_ttl_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     cors_origins: str = ""  # comma-separated exact origins allowed to call the API from a browser; empty: none
+    # Off only for load tests and private deployments: RATE_LIMIT is then not enforced (the login backoff still is).
+    rate_limit_enabled: bool = True
     rate_limit: str = "300/minute"  # per user or API key (anonymous callers: per client address), e.g. "20/second"
-    login_rate_limit: str = "10/15 minutes"  # failed logins per client address and username before 429
+    # Failed logins per client address and username, then per username from any address, before each further failure
+    # makes the next attempt wait twice as long (1 s, 2 s, 4 s ... up to LOGIN_BACKOFF_MAX_S; 429 with Retry-After).
+    login_rate_limit: str = "10/15 minutes"
+    login_account_rate_limit: str = "30/15 minutes"
+    login_backoff_max_s: int = Field(default=60, ge=1, le=3600)
+    # Comma-separated addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed; empty: none,
+    # the client is the connecting address. Start uvicorn with --no-proxy-headers (scripts/run.sh does).
+    trusted_proxies: str = ""
     rate_limit_storage_uri: str = "memory://"  # `limits` storage; e.g. redis://host:6379 shared by several replicas
     request_timeout_s: float = Field(default=60.0, ge=0)  # 0 disables; a request still running then gets 504
+    max_json_bytes: int = Field(default=256 * 1024, ge=1024)  # a JSON body or field (not /predict/batch) beyond: 422
+    max_json_depth: int = Field(default=32, ge=2, le=256)  # nesting of arrays and objects in any JSON input beyond: 422
 
     # --- monitoring (monitoring/, api/observability.py, api/routers/monitoring.py) ---------------------------------
     # GET /metrics answers anonymous callers on this machine (loopback, no proxy headers); everyone else needs a token

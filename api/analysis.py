@@ -14,7 +14,7 @@ import numpy as np
 from api.auth import Principal
 from api.observability import actor_fields, observe_predictions
 from api.permissions import Role, redact_for
-from api.schemas import CaseOut, PatientIn
+from api.schemas import CaseOut, PatientIn, strip_controls
 from api.services import Services
 from imaging import DecodedImage, assess_quality
 from inference import DEFAULT_TASK, Prediction, Predictor, ScopeResult
@@ -25,11 +25,12 @@ _DICOM_SEX = {"M": "M", "F": "F", "O": "O"}
 
 
 def merge_patient(form: PatientIn, tags: dict[str, Any]) -> PatientInfo:
-    """Form fields win; DICOM tags fill the gaps the form left."""
-    name = form.name or (str(tags["PatientName"]).replace("^", " ").strip() if tags.get("PatientName") else None)
+    """Form fields win; DICOM tags fill the gaps the form left (without control or text-direction characters)."""
+    tag_name = strip_controls(str(tags.get("PatientName") or "")).replace("^", " ").strip()
+    tag_id = strip_controls(str(tags.get("PatientID") or "")).strip()
     return PatientInfo(
-        patient_id=form.patient_id or tags.get("PatientID"),
-        name=name or None,
+        patient_id=form.patient_id or tag_id or None,
+        name=form.name or tag_name or None,
         birth_date=form.birth_date,
         age=form.age if form.age is not None else tags.get("patient_age_years"),
         sex=form.sex or _DICOM_SEX.get(str(tags.get("PatientSex", "")).upper()),

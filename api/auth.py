@@ -94,6 +94,8 @@ class Principal:
     username: str
     role: Role
     kind: PrincipalKind = "user"
+    token_id: str | None = None  # the login token's `jti` (users only): what logout revokes
+    token_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -324,7 +326,7 @@ class AuthService:
                 self._secret,
                 algorithms=[JWT_ALGORITHM],
                 issuer=JWT_ISSUER,
-                options={"require": ["exp", "iat", "sub", "ver", "iss"]},
+                options={"require": ["exp", "iat", "sub", "ver", "iss", "jti"]},
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("The token has expired; log in again.") from None
@@ -333,7 +335,16 @@ class AuthService:
         user = self._user_or_none(claims["sub"])
         if user is None or not user.active or user.token_version != claims["ver"]:
             raise AuthenticationError("The token is no longer valid (the account changed); log in again.")
-        return Principal(user.id, user.username, _role(user.role), "user")
+        if not isinstance(claims["jti"], str) or self.users.is_token_revoked(claims["jti"]):
+            raise AuthenticationError("The token has been revoked (logged out); log in again.")
+        expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+        return Principal(user.id, user.username, _role(user.role), "user", claims["jti"], expires_at)
+
+    def logout(self, principal: Principal) -> None:
+        """End the caller's token now, on every replica (the revocation is stored in the database)."""
+        if principal.token_id is None or principal.token_expires_at is None:
+            raise AuthenticationError("API keys do not log out; an admin revokes them (DELETE /v1/api-keys/{id}).")
+        self.users.revoke_token(principal.token_id, principal.id, principal.token_expires_at)
 
     def _user_or_none(self, user_id: object) -> UserRecord | None:
         if not isinstance(user_id, str):

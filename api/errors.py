@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.json_limits import JsonLimitError
 from case_retrieval import EntryNotFoundError, InvalidInputError, ModelMismatchError, RetrievalError
 from imaging import CorruptImageError, EmptyImageError, ImagingError, UnsupportedFormatError, UnusableImageError
 from inference import ExplainError
@@ -77,6 +78,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(JsonLimitError)
+    async def _json_limit_error(_: Request, exc: JsonLimitError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(ImagingError)
     async def _imaging_error(_: Request, exc: ImagingError) -> JSONResponse:

@@ -52,6 +52,7 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     ("POST", "/v1/auth/login"): PUBLIC,
     # Any signed-in caller: who am I, own password, which model, how is the machine.
     ("GET", "/v1/auth/me"): EVERY_ROLE,
+    ("POST", "/v1/auth/logout"): EVERY_ROLE,
     ("POST", "/v1/auth/password"): EVERY_ROLE,
     ("GET", "/model/info"): EVERY_ROLE,
     ("GET", "/v1/system/stats"): EVERY_ROLE,
@@ -85,6 +86,7 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     ("GET", "/v1/audit"): ADMIN_ONLY,
     ("GET", "/v1/audit/verify"): ADMIN_ONLY,
     ("GET", "/v1/audit/export"): ADMIN_ONLY,
+    ("GET", "/v1/monitoring/summary"): ADMIN_ONLY,
 }
 
 
@@ -117,6 +119,9 @@ NON_IDENTIFYING_STUDY_KEYS: frozenset[str] = frozenset(
 )
 
 
+REVIEW_NOTE_CODE = "review_requested"  # a "send for review" entry in a case's notes list
+
+
 def sees_patient_identity(role: Role | str) -> bool:
     return role in ROLES_SEEING_PATIENT_IDENTITY
 
@@ -131,4 +136,13 @@ def redact_for(role: Role | str, case: CaseOut) -> CaseOut:
     if sees_patient_identity(role):
         return case
     patient = case.patient.model_copy(update=dict.fromkeys(IDENTIFYING_PATIENT_FIELDS))
-    return case.model_copy(update={"patient": patient, "study": redact_study(case.study)})
+    notes = [redact_note(note) for note in case.quality_warnings]
+    hidden = {"patient": patient, "study": redact_study(case.study), "review_reason": None, "quality_warnings": notes}
+    return case.model_copy(update=hidden)
+
+
+def redact_note(note: dict[str, Any]) -> dict[str, Any]:
+    """A review request without its free text (cases sent for review before the reason was stored apart)."""
+    if note.get("code") != REVIEW_NOTE_CODE or not isinstance(note.get("message"), str):
+        return note
+    return {**note, "message": note["message"].split(":", 1)[0].rstrip(".") + "."}

@@ -4,6 +4,7 @@ part of the public contract (issues #2, #4, #5). Nothing else of `api` is import
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -33,6 +34,44 @@ def require_utf8(text: str) -> str:
 
 # A request text field that is safe to hash, store and compare.
 Utf8Text = Annotated[str, AfterValidator(require_utf8)]
+
+# Explicit embeddings, overrides and isolates: they reorder how text is shown ("Trojan Source", CVE-2021-42574).
+_DIRECTION_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_LINE_BREAKS = frozenset("\n\r\t")
+
+
+def _refuse_controls(text: str, allowed: frozenset[str]) -> str:
+    for char in text:
+        if char in _DIRECTION_CONTROLS or (unicodedata.category(char) == "Cc" and char not in allowed):
+            raise ValueError("contains a control or text-direction character (e.g. NUL, ESC, U+202E); remove it.")
+    return text
+
+
+def clean_line(text: str) -> str:
+    """One line a person typed (a name, an id): NFC-normalised; control and direction characters refused."""
+    return _refuse_controls(unicodedata.normalize("NFC", require_utf8(text)), frozenset())
+
+
+def clean_free_text(text: str) -> str:
+    """Free text (history, reasons): like `clean_line`, but line breaks and tabs stay."""
+    return _refuse_controls(unicodedata.normalize("NFC", require_utf8(text)), _LINE_BREAKS)
+
+
+def strip_controls(text: str) -> str:
+    """A value from a file (a DICOM tag) that cannot be sent back: NFC, with the characters `clean_line` refuses
+    removed."""
+    normalized = unicodedata.normalize("NFC", text)
+    return "".join(c for c in normalized if c not in _DIRECTION_CONTROLS and unicodedata.category(c) != "Cc")
+
+
+def not_in_the_future(value: date | None) -> date | None:
+    if value is not None and value > date.today():
+        raise ValueError("the birth date is in the future.")
+    return value
+
+
+LineText = Annotated[str, AfterValidator(clean_line)]
+FreeText = Annotated[str, AfterValidator(clean_free_text)]
 
 
 class HealthOut(BaseModel):
@@ -107,12 +146,12 @@ class PatientIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    patient_id: str | None = Field(default=None, max_length=64, examples=["MRN-0042"])
-    name: str | None = Field(default=None, max_length=200, examples=["Jane Doe"])
+    patient_id: LineText | None = Field(default=None, max_length=64, examples=["MRN-0042"])
+    name: LineText | None = Field(default=None, max_length=200, examples=["Jane Doe"])
     age: int | None = Field(default=None, ge=0, le=150, examples=[4])
     sex: Literal["M", "F", "O", "U"] | None = Field(default=None, examples=["F"])
-    birth_date: date | None = Field(default=None, examples=["2022-03-01"])
-    clinical_history: str | None = Field(default=None, max_length=20000, examples=["Fever and cough for 3 days."])
+    birth_date: Annotated[date | None, AfterValidator(not_in_the_future)] = Field(default=None, examples=["2022-03-01"])
+    clinical_history: FreeText | None = Field(default=None, max_length=20000, examples=["Fever and cough for 3 days."])
 
 
 class PatientOut(BaseModel):
@@ -153,6 +192,7 @@ class CaseOut(BaseModel):
     )
     scope_reason: str | None = Field(default=None, description="Why the film is outside the validated scope")
     quality_warnings: list[dict] = Field(default_factory=list)
+    review_reason: str | None = Field(default=None, description="Why it was sent for review (hidden from annotators)")
     patient: PatientOut
     study: dict = Field(
         default_factory=dict,
@@ -205,7 +245,7 @@ class SimilarOut(BaseModel):
 
 
 class ReviewIn(BaseModel):
-    reason: str = Field(min_length=3, max_length=2000, examples=["Subtle opacity, please double-read."])
+    reason: FreeText = Field(min_length=3, max_length=2000, examples=["Subtle opacity, please double-read."])
 
 
 # --- accounts -----------------------------------------------------------------------------------------------------
@@ -270,7 +310,7 @@ class UserOut(BaseModel):
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Utf8Text = Field(min_length=1, max_length=100, pattern=r"\S", examples=["pacs-router"])
+    name: LineText = Field(min_length=1, max_length=100, pattern=r"\S", examples=["pacs-router"])
     role: Role
     expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="Empty: never expires.")
 

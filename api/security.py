@@ -8,9 +8,10 @@ From the outside in:
 4. `AuthenticationMiddleware`: every route the table does not make public needs a valid token or API key; 401
    is answered before the request body is even read. Stores the `Principal` for `authorize` and `current_user`.
 5. `RateLimitMiddleware`: RATE_LIMIT per user or API key (anonymous callers: per client address), 429 with
-   Retry-After; the probes (/health, /ready) are exempt. Failed logins have their own, stricter
-   budget per client address and username (`LoginThrottle`, LOGIN_RATE_LIMIT).
-6. `authorize`, an app-wide dependency (`FastAPI(dependencies=[AUTHORIZE])`): looks up the route FastAPI selected
+   Retry-After; the probes (/health, /ready) are exempt; RATE_LIMIT_ENABLED=false leaves it out. Failed logins
+   have their own, stricter budget per client address and username (`LoginThrottle`, LOGIN_RATE_LIMIT).
+6. `JsonBodyLimitMiddleware` (api/json_limits.py): size and nesting limits on JSON bodies, 422.
+7. `authorize`, an app-wide dependency (`FastAPI(dependencies=[AUTHORIZE])`): looks up the route FastAPI selected
    in api/permissions.py and answers 403 to a role it does not list, and to everyone on a route it does not list.
 Also: query strings are removed from uvicorn's access log (they can carry patient ids), and the OpenAPI document
 states each operation's security and roles.
@@ -47,6 +48,7 @@ from api.auth import (
     bearer_credential,
     check_security_settings,
 )
+from api.json_limits import JsonBodyLimitMiddleware
 from api.permissions import ROUTE_PERMISSIONS, Access, access_for
 from settings import Settings
 from storage import StorageError, normalize_username
@@ -453,7 +455,10 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     origins = parse_cors_origins(settings.cors_origins)
     app.state.login_throttle = LoginThrottle(settings.login_rate_limit, settings.rate_limit_storage_uri)
     # add_middleware puts each new layer outside the previous ones: innermost first.
-    app.add_middleware(RateLimitMiddleware, limiter=WindowLimiter(settings.rate_limit, settings.rate_limit_storage_uri))
+    app.add_middleware(JsonBodyLimitMiddleware, settings=settings)  # after authentication: 401 reads no body
+    if settings.rate_limit_enabled:
+        limiter = WindowLimiter(settings.rate_limit, settings.rate_limit_storage_uri)
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
     app.add_middleware(AuthenticationMiddleware, settings=settings)
     app.add_middleware(RequestTimeoutMiddleware, timeout_s=settings.request_timeout_s)
     if origins:

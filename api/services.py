@@ -43,7 +43,7 @@ from monitoring import (
     check_schema,
 )
 from settings import Settings
-from storage import CaseRecord, Storage, init_storage
+from storage import CaseRecord, OrphanSweeper, Storage, init_storage
 
 logger = logging.getLogger("cxr.api")
 
@@ -60,6 +60,7 @@ class Services:
     similar_library: CaseLibrary | None = None
     library_status: str = "not loaded"  # why similar cases are unavailable, shown to the user
     started_at: float = field(default_factory=time.time)
+    sweeper: OrphanSweeper | None = None
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -70,6 +71,7 @@ class Services:
             media=CaseMedia(storage.images, storage.artifacts),
             audit=AuditTrail.from_settings(settings, storage.database),
         )
+        services.sweeper = OrphanSweeper(storage, settings.orphan_grace_s, settings.orphan_sweep_interval_s).start()
         services.load_models()
         services.load_library()
         threading.Thread(target=services.warm_explainer, daemon=True).start()
@@ -83,6 +85,8 @@ class Services:
             predictor.heatmap(np.full((size, size), 0.5, dtype=np.float32))
 
     def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.stop()
         self.storage.close()
 
     def load_library(self) -> None:

@@ -30,6 +30,7 @@ from imaging.image import (
     MAX_PIXELS,
     MIN_SIDE_PX,
     DecodedImage,
+    check_chest_shape,
     check_min_side,
     check_pixel_count,
     colored_pixel_fraction,
@@ -86,6 +87,7 @@ def decode_image(data: bytes, min_side: int = MIN_SIDE_PX, max_pixels: int = MAX
         logger.warning("unexpected %s while decoding a %s upload", type(exc).__name__, fmt, exc_info=True)
         raise CorruptImageError(f"The {fmt} file could not be decoded ({type(exc).__name__}).") from None
     check_min_side(decoded, min_side)
+    check_chest_shape(decoded)
     return decoded
 
 

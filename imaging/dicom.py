@@ -48,9 +48,12 @@ DICOM_TAGS = (
     "BodyPartExamined",
     "Manufacturer",
 )
-# Projection radiography. OT (other) covers secondary captures of radiographs; DR is not a standard code but
-# some older devices write it.
+# Projection radiography. OT (other) covers radiographs some devices store under a generic SOP class; DR is not a
+# standard code but some older devices write it. A secondary capture (SOP class 1.2.840.10008.5.1.4.1.1.7[.x]) of
+# modality OT is a screenshot, a scanned document or a test pattern (pydicom's SC_* files): refused. A digitised film
+# stored as a secondary capture keeps its modality (CR/DX) and passes.
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "MG", "OT", "PX"})
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _BARE_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00")  # file meta or identifying group, little endian
@@ -208,9 +211,20 @@ def _check_projection_radiograph(ds: Dataset) -> tuple[int, int, int]:
             raise CorruptImageError("The DICOM file is an image but holds no pixel data: it is truncated or damaged.")
         raise UnusableImageError("The DICOM file holds no pixel data (it is not an image).")
     modality = str(_tag_value(ds, "Modality") or "").strip().upper()
-    if modality and modality not in PROJECTION_MODALITIES:
+    if not modality:
+        raise UnusableImageError(
+            "The DICOM object names no modality, so it is not known to be a radiograph; a chest X-ray (CR/DX) "
+            "is required."
+        )
+    if modality not in PROJECTION_MODALITIES:
         raise UnusableImageError(
             f"DICOM modality {modality} is not a projection radiograph; a chest X-ray (CR/DX) is required."
+        )
+    sop_class = _sop_class(ds)
+    if modality == "OT" and (sop_class == SECONDARY_CAPTURE or sop_class.startswith(SECONDARY_CAPTURE + ".")):
+        raise UnusableImageError(
+            "The DICOM object is a secondary capture (a screenshot, scanned document or test pattern), "
+            "not a chest radiograph (CR/DX)."
         )
     frames = _int_tag(ds, "NumberOfFrames", 1)
     if frames > 1:
@@ -230,11 +244,14 @@ def _check_projection_radiograph(ds: Dataset) -> tuple[int, int, int]:
     return rows, columns, samples
 
 
+def _sop_class(ds: Dataset) -> str:
+    file_meta = getattr(ds, "file_meta", None)
+    return _tag_text(ds, "SOPClassUID") or (_tag_text(file_meta, "MediaStorageSOPClassUID") if file_meta else "")
+
+
 def _is_image_storage(ds: Dataset) -> bool:
     """Whether the SOP class (dataset or file meta) is an image storage class, or the header describes pixels."""
-    file_meta = getattr(ds, "file_meta", None)
-    sop_class = _tag_text(ds, "SOPClassUID") or (_tag_text(file_meta, "MediaStorageSOPClassUID") if file_meta else "")
-    return "Image Storage" in UID(sop_class).name or "Rows" in ds
+    return "Image Storage" in UID(_sop_class(ds)).name or "Rows" in ds
 
 
 def _photometric(ds: Dataset) -> str:

@@ -10,6 +10,8 @@ import numpy as np
 from imaging.errors import CorruptImageError, UnusableImageError
 
 MIN_SIDE_PX = 64  # below this a chest radiograph carries too little detail to analyse
+# Detector and film formats run from 24 x 30 cm to 35 x 43 cm (about 1.25:1); beyond 4:1 it is not a chest film.
+MAX_ASPECT_RATIO = 4.0
 # Largest image we agree to decode. Flat-panel chest detectors reach ~4300 x 4300 (18 MP) and full-field
 # mammography ~25 MP; 50 MP leaves headroom while bounding memory (50 MP as float32 is 200 MB).
 MAX_PIXELS = 50_000_000
@@ -65,6 +67,16 @@ def check_min_side(image: DecodedImage, min_side: int) -> None:
     if min(image.height, image.width) < min_side:
         raise UnusableImageError(
             f"Image is {image.width}x{image.height} px; at least {min_side} px per side is needed for analysis."
+        )
+
+
+def check_chest_shape(image: DecodedImage) -> None:
+    """Refuse a shape no chest radiograph has (a strip, a banner): it gets a 422, never a finding."""
+    aspect = max(image.height, image.width) / max(1, min(image.height, image.width))
+    if aspect > MAX_ASPECT_RATIO:
+        raise UnusableImageError(
+            f"The image is {aspect:.3g} times longer than wide; no chest radiograph is more than "
+            f"{MAX_ASPECT_RATIO:g} times longer than wide."
         )
 
 

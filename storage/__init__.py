@@ -11,9 +11,11 @@ Public surface:
 - `ArtifactStore(root)`: derived files per case (heatmaps), `safe_artifact_name(*parts)`
 - Durable files (storage/files.py): `write_durably(path, data)`, `fsync_path(path)`,
   `create_secret_file_once(path, make_secret)`: every file the product must not lose or half-write
-- `ImageStore(root)`: `put(bytes) -> sha256`, `get(sha256)`, `path(sha256)`, `exists(sha256)`, `check_writable()`
+- `ImageStore(root, cipher=None)`: `put(bytes) -> sha256`, `get(sha256)`, `path(sha256)`, `exists(sha256)`,
+  `stored_keys()`, `check_writable()`; files are encrypted with the PHI keys
 - PHI encryption: `PhiCipher`, `load_phi_cipher(settings)`, `configure_phi_cipher`, `active_phi_cipher`,
-  `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys)`
+  `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys, images=store)`, `rotate_images(root, cipher)`
+- Files of studies that never committed: `sweep_orphans(storage, grace_s) -> SweepResult`, `OrphanSweeper`
 - ORM: `Base` (other rooms add tables on it), `Case`, `new_case_id()`; column types for those tables `JSONType`,
   `UTCDateTime`, `utcnow()`; errors: `StorageError` and its subclasses
 - Accounts (storage/users.py): `UserRepository(database)` (users and hashed API keys), `User`, `ApiKey`,
@@ -51,7 +53,8 @@ from storage.files import create_secret_file_once, fsync_path, write_durably
 from storage.images import ImageStore
 from storage.migrate import head_revision, migrate, migrate_database, schema_revision
 from storage.models import Base, Case, CaseStatus, new_case_id
-from storage.rotation import rotate_phi_key
+from storage.rotation import rotate_images, rotate_phi_key
+from storage.sweep import OrphanSweeper, SweepResult, sweep_orphans
 from storage.types import JSONType, UTCDateTime, utcnow
 from storage.users import (
     ADMIN_ROLE,
@@ -98,12 +101,14 @@ __all__ = [
     "JSONType",
     "LastAdminError",
     "NewCase",
+    "OrphanSweeper",
     "PatientInfo",
     "PhiCipher",
     "RevokedToken",
     "Storage",
     "StorageError",
     "StorageUnavailableError",
+    "SweepResult",
     "UTCDateTime",
     "User",
     "UserNotFoundError",
@@ -124,9 +129,11 @@ __all__ = [
     "new_case_id",
     "normalize_patient_id",
     "normalize_username",
+    "rotate_images",
     "rotate_phi_key",
     "safe_artifact_name",
     "schema_revision",
+    "sweep_orphans",
     "utcnow",
     "write_durably",
 ]

@@ -40,7 +40,7 @@ def init_storage(settings: Settings | None = None) -> Storage:
     try:
         database.ping()
         migrate_database(database)
-        images = ImageStore(settings.resolved_image_store_dir)
+        images = ImageStore(settings.resolved_image_store_dir, cipher=cipher)
     except BaseException:
         database.dispose()
         raise

@@ -29,6 +29,7 @@ from storage.models import Case, CaseStatus, new_case_id
 from storage.types import as_utc, record_from_row, utcnow
 
 MAX_PAGE_SIZE = 500
+MAX_REVIEW_REASON_LENGTH = 2000
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -102,6 +103,7 @@ class CaseRecord:
     signed_by: str | None
     signed_at: datetime | None
     embedding: bytes | None = field(default=None, repr=False)
+    review_reason: str | None = field(default=None, repr=False)  # free text, may name the patient: encrypted
     scope: str | None = None
     scope_reason: str | None = None
 
@@ -118,7 +120,18 @@ class CasePage:
 
 # Fields `update_case` accepts; everything the model produced stays as stored.
 UPDATABLE_FIELDS = frozenset(
-    {"status", "patient", "signed_by", "signed_at", "uncertain", "uncertainty", "ood", "ood_reason", "quality_warnings"}
+    {
+        "status",
+        "patient",
+        "signed_by",
+        "signed_at",
+        "uncertain",
+        "uncertainty",
+        "ood",
+        "ood_reason",
+        "quality_warnings",
+        "review_reason",
+    }
 )
 
 
@@ -470,6 +483,8 @@ def _apply_changes(row: Case, changes: Mapping[str, Any]) -> None:
         row.ood_reason = _optional_text("ood_reason", changes["ood_reason"], None)
     if "quality_warnings" in changes:
         row.quality_warnings = _warnings(changes["quality_warnings"])
+    if "review_reason" in changes:
+        row.review_reason = _optional_text("review_reason", changes["review_reason"], MAX_REVIEW_REASON_LENGTH)
     if row.status == CaseStatus.SIGNED.value:
         if row.signed_by is None:
             raise InvalidCaseDataError("Signing a case needs signed_by (the signing user's id).")

@@ -18,6 +18,7 @@ from storage.crypto import (
 )
 from storage.database import Database
 from storage.errors import EncryptionKeyError, StorageError
+from storage.images import ImageStore
 from storage.migrate import migrate_database
 from storage.rotation import rotate_phi_key
 
@@ -38,8 +39,11 @@ def _rotate_configured_key(settings: Settings, database: Database, requested_key
             "PHI_ENCRYPTION_KEY is set, so the new key comes from settings: set PHI_ENCRYPTION_KEY to the new key "
             "and PHI_ENCRYPTION_OLD_KEYS to the old one, restart the backend, then run this command without --new-key."
         )
-    count = rotate_phi_key(database, cipher.primary_key, cipher.keys[1:])
-    return f"Re-encrypted {count} case(s) under PHI_ENCRYPTION_KEY. Remove PHI_ENCRYPTION_OLD_KEYS and restart."
+    count = rotate_phi_key(database, cipher.primary_key, cipher.keys[1:], images=_images(settings))
+    return (
+        f"Re-encrypted {count} case(s) and the stored images under PHI_ENCRYPTION_KEY. "
+        "Remove PHI_ENCRYPTION_OLD_KEYS and restart."
+    )
 
 
 def _rotate_key_file(settings: Settings, database: Database, requested_key: str | None) -> str:
@@ -49,10 +53,14 @@ def _rotate_key_file(settings: Settings, database: Database, requested_key: str 
     new_key = (requested_key or generate_phi_key()).strip()
     PhiCipher([new_key], source="--new-key")  # validate before touching anything
     write_key_file(path, [new_key, *old_keys])
-    count = rotate_phi_key(database, new_key, old_keys)
-    write_key_file(path, [new_key])
+    count = rotate_phi_key(database, new_key, old_keys, images=_images(settings))
+    write_key_file(path, [new_key])  # only now: every case and image opens with the new key
     configure_phi_cipher(PhiCipher([new_key]))
-    return f"Re-encrypted {count} case(s) under a new key, now the only key in {path}."
+    return f"Re-encrypted {count} case(s) and the stored images under a new key, now the only key in {path}."
+
+
+def _images(settings: Settings) -> ImageStore:
+    return ImageStore(settings.resolved_image_store_dir)  # rotate_phi_key reads it with the rotation's keys
 
 
 def _rotate(settings: Settings, requested_key: str | None) -> str:

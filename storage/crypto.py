@@ -7,6 +7,10 @@ it get the same cipher lazily on first use.
 Keys: the first key encrypts, every key decrypts (cryptography's MultiFernet), so a rotation can run while old rows
 still carry the previous key. The patient_id index is an HMAC-SHA256 under a sub-key derived (HKDF) from each Fernet
 key; a lookup tries every configured key, so filtering keeps working in the middle of a rotation too.
+
+Stored files that can hold identity (uploaded originals: a DICOM header names the patient) are sealed with
+AES-256-GCM under another HKDF sub-key of the same keys (`encrypt_file`/`decrypt_file`); the header names which key,
+and the file's name is authenticated with it, so a file cannot be swapped for another one unnoticed.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import threading
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from settings import Settings, get_settings
@@ -32,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 KEY_FILE_NAME = "phi.key"
 _INDEX_KEY_INFO = b"cxr-workstation/patient-id-index/v1"
+_FILE_KEY_INFO = b"cxr-workstation/stored-files/v1"
+FILE_MAGIC = b"CXR-ENC1"  # first bytes of every encrypted stored file
+_KEY_ID_BYTES = 8
+_NONCE_BYTES = 12
 
 
 def generate_phi_key() -> str:
@@ -51,6 +62,17 @@ def _fernet(key: str, source: str) -> Fernet:
         raise EncryptionKeyError(f"{source} is not a valid Fernet key (32 url-safe base64-encoded bytes).") from exc
 
 
+def is_sealed_file(blob: bytes) -> bool:
+    """Whether `blob` was written by `PhiCipher.encrypt_file` (anything else is a plain file from before)."""
+    return blob.startswith(FILE_MAGIC)
+
+
+def _file_key(key: str) -> tuple[bytes, AESGCM]:
+    raw_key = base64.urlsafe_b64decode(key.strip().encode("ascii"))
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_FILE_KEY_INFO).derive(raw_key)
+    return hashlib.sha256(derived).digest()[:_KEY_ID_BYTES], AESGCM(derived)
+
+
 def _index_key(key: str) -> bytes:
     raw_key = base64.urlsafe_b64decode(key.strip().encode("ascii"))
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INDEX_KEY_INFO).derive(raw_key)
@@ -66,6 +88,7 @@ class PhiCipher:
         self._keys = [key.strip() for key in keys]
         self._multi = MultiFernet(fernets)
         self._index_keys = [_index_key(key) for key in self._keys]
+        self._file_keys = [_file_key(key) for key in self._keys]  # (key id, AES-GCM) per key, primary first
 
     @property
     def primary_key(self) -> str:
@@ -93,6 +116,36 @@ class PhiCipher:
             return self._multi.rotate(token.encode("ascii")).decode("ascii")
         except (InvalidToken, UnicodeError) as exc:
             raise DecryptionError("A stored value cannot be decrypted with any of the given keys.") from exc
+
+    # Whole files (stored uploads): AES-256-GCM under a sub-key of each Fernet key; no base64, so no size overhead.
+
+    def encrypt_file(self, data: bytes | bytearray | memoryview, context: str) -> bytes:
+        """`data` sealed under the primary key; `context` (e.g. the file's name) must be given again to open it."""
+        key_id, aead = self._file_keys[0]
+        nonce = os.urandom(_NONCE_BYTES)
+        header = FILE_MAGIC + key_id + nonce
+        return header + aead.encrypt(nonce, bytes(data), header + context.encode("utf-8"))
+
+    def decrypt_file(self, blob: bytes, context: str) -> bytes:
+        """The plaintext of `encrypt_file`'s output, under whichever configured key sealed it."""
+        header_end = len(FILE_MAGIC) + _KEY_ID_BYTES + _NONCE_BYTES
+        key_id, nonce = (
+            blob[len(FILE_MAGIC) : len(FILE_MAGIC) + _KEY_ID_BYTES],
+            blob[header_end - _NONCE_BYTES : header_end],
+        )
+        for candidate_id, aead in self._file_keys:
+            if candidate_id == key_id:
+                try:
+                    return aead.decrypt(nonce, blob[header_end:], blob[:header_end] + context.encode("utf-8"))
+                except InvalidTag:
+                    break
+        raise DecryptionError(
+            "A stored file cannot be decrypted with the configured key(s); check PHI_ENCRYPTION_KEY and "
+            "PHI_ENCRYPTION_OLD_KEYS, or the file was altered."
+        )
+
+    def sealed_under_primary(self, blob: bytes) -> bool:
+        return blob[len(FILE_MAGIC) : len(FILE_MAGIC) + _KEY_ID_BYTES] == self._file_keys[0][0]
 
     def patient_id_hash(self, patient_id: str) -> str:
         """Index value stored with a case: HMAC-SHA256 (hex) of the normalised id under the primary key."""

@@ -2,7 +2,8 @@
 
 Works on raw column values (Fernet tokens), so it needs no process-wide cipher and never holds plaintext longer
 than one row. All rows change in one transaction: readers see either the old or the new encryption, never a mix,
-and a failure (a token no given key opens) changes nothing. Running it again is harmless.
+and a failure (a token no given key opens) changes nothing. Running it again is harmless. The stored images follow,
+each file replaced atomically: a file already under the new key is left alone, so an interrupted run just resumes.
 
 Procedure for a deployment: set PHI_ENCRYPTION_KEY to the new key and PHI_ENCRYPTION_OLD_KEYS to the old one,
 restart (every replica now reads both), run `python -m storage rotate-phi-key`, then drop the old key.
@@ -11,12 +12,14 @@ restart (every replica now reads both), run `python -m storage rotate-phi-key`, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import String, Text, bindparam, column, select, table, update
 
 from storage.crypto import PhiCipher
 from storage.database import Database
+from storage.images import ImageStore
 from storage.models import ENCRYPTED_CASE_COLUMNS
 
 # The cases table seen without the ORM's encrypting column types: values are the stored tokens.
@@ -40,13 +43,34 @@ def _rotated_values(row: Any, cipher: PhiCipher) -> dict[str, Any]:
     return values
 
 
-def rotate_phi_key(database: Database, new_key: str, old_keys: Sequence[str], *, batch_size: int = 500) -> int:
-    """Re-encrypt all cases under `new_key` (tokens may be under `new_key` or any of `old_keys`); return the count.
+def rotate_phi_key(
+    database: Database,
+    new_key: str,
+    old_keys: Sequence[str],
+    *,
+    images: ImageStore | None = None,
+    batch_size: int = 500,
+) -> int:
+    """Re-encrypt all cases under `new_key` (tokens may be under `new_key` or any of `old_keys`), then every file in
+    `images` (plain files from before encryption too); return the number of cases.
 
     Afterwards the process must use a cipher whose primary key is `new_key`
     (`configure_phi_cipher(PhiCipher([new_key]))`, or restart with PHI_ENCRYPTION_KEY=new_key).
     """
     cipher = PhiCipher([new_key, *old_keys], source="key given for rotation")
+    rotated = _rotate_cases(database, cipher, batch_size)
+    if images is not None:
+        rotate_images(images.root, cipher)
+    return rotated
+
+
+def rotate_images(root: Path, cipher: PhiCipher) -> int:
+    """Seal every stored image under the cipher's primary key, one file at a time (each write atomic); the count."""
+    store = ImageStore(root, cipher=cipher)
+    return sum(store.reseal(sha256) for sha256 in list(store.stored_keys()))
+
+
+def _rotate_cases(database: Database, cipher: PhiCipher, batch_size: int) -> int:
     # Bound parameter names differ from the column names: SQLAlchemy reserves those in SET clauses.
     statement = (
         update(_raw_cases)

@@ -497,7 +497,7 @@ def test_dicom_without_pixel_data() -> None:
 
 
 def test_too_small_is_unusable() -> None:
-    stored = to_stored(synthetic_radiograph(40, 300))
+    stored = to_stored(synthetic_radiograph(40, 150))
     with pytest.raises(UnusableImageError, match="at least 64 px"):
         decode_image(png_bytes(stored))
     with pytest.raises(UnusableImageError, match="at least 64 px"):

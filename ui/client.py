@@ -170,6 +170,11 @@ class BackendClient:
         except (KeyError, TypeError, ValueError):
             raise BackendError("The backend's login answer lacks a token or role.", 200, "/v1/auth/login") from None
 
+    def logout(self) -> None:
+        """End this token on the backend (every server), so a copy of it is useless from now on."""
+        if self.token:
+            self.request("POST", "/v1/auth/logout", accept=(401,))  # 401: it had already ended
+
     # --- health -----------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         return self._json("GET", "/health")

@@ -229,4 +229,6 @@ def split_description(name: str, split: dict[str, Any]) -> str:
 def review_notes(case: dict[str, Any]) -> list[str]:
     """Review requests recorded on the case (kept by the backend beside the image-quality warnings)."""
     notes = case.get("quality_warnings") or []
-    return [str(n.get("message", "")) for n in notes if isinstance(n, dict) and n.get("code") == REVIEW_NOTE_CODE]
+    messages = [str(n.get("message", "")) for n in notes if isinstance(n, dict) and n.get("code") == REVIEW_NOTE_CODE]
+    reason = case.get("review_reason")  # the latest request's reason; absent for annotators
+    return [*messages, f"Reason: {reason}"] if reason else messages

@@ -6,6 +6,7 @@ radiologist; as soon as the backend starts refusing that (401), the session drop
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -78,6 +79,14 @@ def sign_out(notice: str | None = None) -> None:
         del st.session_state[key]
     if notice:
         st.session_state[NOTICE_KEY] = notice
+
+
+def log_out() -> None:
+    """End the token on the backend (so a copied token is useless), then forget this session; a backend that cannot
+    be reached does not keep the user signed in here."""
+    with contextlib.suppress(BackendError):  # unreachable: the token still expires on its own
+        client().logout()
+    sign_out("You have logged out.")
 
 
 def resolve_identity() -> Identity | None:

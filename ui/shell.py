@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui.client import BackendError
 from ui.registry import build_navigation
-from ui.session import SIGNED_OUT, Identity, backend_url, handle_auth_error, resolve_identity, sign_out
+from ui.session import SIGNED_OUT, Identity, backend_url, handle_auth_error, log_out, resolve_identity
 
 logger = logging.getLogger("cxr.ui")
 
@@ -27,7 +27,7 @@ def render_sidebar(identity: Identity | None) -> None:
         else:
             st.markdown(f"Signed in as **{identity.username}** · {identity.role}")
             if st.button("Log out", icon=":material/logout:", key="logout"):
-                sign_out("You have logged out.")
+                log_out()
                 st.rerun()
         st.caption(f"Backend: {backend_url()}")
         st.caption("AI decision support for clinicians; not a diagnosis.")

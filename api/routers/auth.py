@@ -1,4 +1,5 @@
-"""Login and the caller's own account: `POST /v1/auth/login`, `GET /v1/auth/me`, `POST /v1/auth/password`."""
+"""Login and the caller's own account: `POST /v1/auth/login`, `POST /v1/auth/logout`, `GET /v1/auth/me`,
+`POST /v1/auth/password`."""
 
 from __future__ import annotations
 
@@ -58,6 +59,21 @@ def login(body: LoginIn, request: Request, auth: AuthDep) -> TokenOut | JSONResp
     return TokenOut(
         access_token=issued.access_token, token_type=issued.token_type, expires_in=issued.expires_in, role=issued.role
     )
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="End the current token now, on every server (log out)",
+    responses={400: {"description": "API keys do not log out"}},
+)
+def logout(user: CurrentUser, auth: AuthDep) -> Response:
+    try:
+        auth.logout(user)
+    except AuthenticationError as exc:
+        raise ApiError(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/me", response_model=MeOut, summary="Who the credentials belong to")

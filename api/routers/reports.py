@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from api.analysis import case_out
 from api.auth import CurrentUser
+from api.permissions import REVIEW_NOTE_CODE
 from api.schemas import CaseOut, ReviewIn
 from api.services import Services, ServicesDep
 from imaging import to_display_png
@@ -33,7 +34,6 @@ from storage import CaseRecord, CaseStatus
 router = APIRouter(prefix="/v1", tags=["reports"])
 REPORT_IMAGE_SIDE = 768
 REPORT_SIMILAR_CASES = 5
-REVIEW_NOTE_CODE = "review_requested"
 MODEL_LIMITATIONS = (
     "Trained on pediatric (age 1-5) frontal chest radiographs from one hospital (Kermany et al. 2018); not validated "
     "on adults, lateral views or other institutions. Decision support only: a clinician reviews every result."
@@ -157,6 +157,9 @@ def sign_case(case_id: str, services: ServicesDep, user: CurrentUser) -> CaseOut
 def send_for_review(case_id: str, body: ReviewIn, services: ServicesDep, user: CurrentUser) -> CaseOut:
     record = services.get_case(case_id)
     notes = list(record.quality_warnings)
-    notes.append({"code": REVIEW_NOTE_CODE, "message": f"Sent for expert review by {user.username}: {body.reason}"})
-    updated = services.storage.cases.update_case(case_id, status=CaseStatus.QUEUED_FOR_REVIEW, quality_warnings=notes)
+    # The reason is free text that may name the patient: stored encrypted, not in the plain notes list.
+    notes.append({"code": REVIEW_NOTE_CODE, "message": f"Sent for expert review by {user.username}."})
+    updated = services.storage.cases.update_case(
+        case_id, status=CaseStatus.QUEUED_FOR_REVIEW, quality_warnings=notes, review_reason=body.reason
+    )
     return case_out(updated, user.role)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from api.analysis import analyze_study, case_out
 from api.auth import CurrentUser
 from api.errors import ApiError
+from api.json_limits import JsonLimits
 from api.schemas import CaseOut, CasePageOut, PatientIn
 from api.services import ServicesDep
 from api.uploads import read_upload
@@ -20,9 +21,10 @@ from storage import MAX_PAGE_SIZE
 router = APIRouter(prefix="/v1", tags=["cases"])
 
 
-def parse_patient(raw: str | None) -> PatientIn:
+def parse_patient(raw: str | None, limits: JsonLimits) -> PatientIn:
     if not raw:
         return PatientIn()
+    limits.check(raw.encode("utf-8", "surrogatepass"), "The `patient` field")  # before json.loads recurses
     try:
         return PatientIn.model_validate(json.loads(raw))
     except json.JSONDecodeError:
@@ -60,7 +62,7 @@ async def create_study(
         examples=['{"patient_id": "MRN-0042", "name": "Jane Doe", "age": 4, "sex": "F"}'],
     ),
 ) -> CaseOut:
-    patient_in = parse_patient(patient)
+    patient_in = parse_patient(patient, JsonLimits.from_settings(services.settings))
     if (file is None) == (upload_id is None):
         raise ApiError(
             status.HTTP_422_UNPROCESSABLE_CONTENT,

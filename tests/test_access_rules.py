@@ -67,6 +67,9 @@ WHO_MAY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/api-keys"): ADMIN,
     ("POST", "/v1/api-keys"): ADMIN,
     ("DELETE", "/v1/api-keys/{key_id}"): ADMIN,
+    ("GET", "/v1/audit"): ADMIN,  # the audit trail names who looked at which case
+    ("GET", "/v1/audit/verify"): ADMIN,
+    ("GET", "/v1/audit/export"): ADMIN,
 }
 # Served but left out of the OpenAPI schema (a scraper's endpoint, not part of the documented API).
 NOT_IN_SCHEMA = {("GET", "/metrics")}

@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     torch_threads: int = 2
     cache_size: int = 1024
     cache_ttl: int = 3600  # seconds
+    # Serving performance (inference/runtimes.py, inference/batching.py; measured by bench/load.py). The runtime that
+    # runs the classifier: torch, or the checkpoint's ONNX export on onnxruntime or openvino (exported on first load
+    # into RUNTIME_CACHE_DIR, keyed by version and weights sha). int8 needs onnxruntime/openvino and is made ahead by
+    # `python -m mlops.export_runtime --int8`. Grad-CAM and the MC-dropout head always stay on torch.
+    inference_runtime: Literal["torch", "onnxruntime", "openvino"] = "torch"
+    inference_precision: Literal["fp32", "int8"] = "fp32"
+    runtime_cache_dir: Path | None = None  # None: var_dir / "runtimes"
+    # Micro-batching: concurrent requests share one model pass of up to MAX_BATCH_SIZE images, collected for at most
+    # BATCH_WAIT_MS after the first one waits (a lone request waits that long at most).
+    enable_batching: bool = True
+    max_batch_size: int = Field(default=32, ge=1)
+    batch_wait_ms: float = Field(default=2.0, ge=0)
 
     # --- heatmaps, uncertainty, input gate (inference/explain.py, uncertainty.py, ood.py) -------------------------
     heatmap_method: Literal["gradcam", "gradcam++"] = "gradcam"
@@ -87,7 +99,7 @@ class Settings(BaseSettings):
 
     # --- API limits ---------------------------------------------------------------------------------------------
     max_upload_mb: float = 25.0
-    batch_max: int = 16
+    batch_max: int = 64  # images in one POST /predict/batch (they run as model batches of MAX_BATCH_SIZE)
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     ui_port: int = 8501
@@ -155,6 +167,10 @@ class Settings(BaseSettings):
     @property
     def resolved_mlflow_tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.var_dir / 'mlflow.db'}"
+
+    @property
+    def resolved_runtime_cache_dir(self) -> Path:
+        return self.runtime_cache_dir or self.var_dir / "runtimes"
 
     @property
     def mlflow_artifact_dir(self) -> Path:

@@ -10,11 +10,15 @@ Public surface:
   `overlay_rgb`, `heatmap_to_png16`, `heatmap_from_png16`, `CAM_METHODS`, `COLORMAPS`
 - validated scope (inference.scope): `ScopeCheck` (per population: age range + embedding reference),
   `ScopeResult`, `OUTSIDE_VALIDATED`, `with_scope`, `SCOPE_EXTRA_KEY` (fitted by `python -m mlops.fit_scope`)
+- serving speed: `BatchPolicy`, `PredictionCancelled` (inference.batching: micro-batching, per-request
+  cancellation); `RUNTIMES`, `Runtime`, `RuntimeSetupError` (inference.runtimes: torch / onnxruntime / openvino,
+  fp32 / int8 ONNX graphs made by inference.export and `python -m mlops.export_runtime`)
 - uncertainty (inference.uncertainty): `Uncertainty`, `UncertaintyPolicy`, `UncertaintyError`
 - input gate (inference.ood): `InputGate`, `GateResult`, `ImageChecks`, `MahalanobisReference`, `OODError`,
   `fit_reference`, `reference_from_checkpoint`, `with_reference` (fitted by `python -m mlops.fit_gate`)
 """
 
+from inference.batching import BatchPolicy, PredictionCancelled
 from inference.checkpoint import (
     DEFAULT_TASK,
     CheckpointError,
@@ -35,6 +39,7 @@ from inference.explain import (
     overlay_png,
     overlay_rgb,
 )
+from inference.export import RuntimeSetupError
 from inference.ood import (
     GateResult,
     ImageChecks,
@@ -46,6 +51,7 @@ from inference.ood import (
     with_reference,
 )
 from inference.predictor import Prediction, Predictor
+from inference.runtimes import RUNTIMES, Runtime
 from inference.scope import OUTSIDE_VALIDATED, SCOPE_EXTRA_KEY, ScopeCheck, ScopeResult, with_scope
 from inference.uncertainty import Uncertainty, UncertaintyError, UncertaintyPolicy
 
@@ -54,7 +60,9 @@ __all__ = [
     "COLORMAPS",
     "DEFAULT_TASK",
     "OUTSIDE_VALIDATED",
+    "RUNTIMES",
     "SCOPE_EXTRA_KEY",
+    "BatchPolicy",
     "CheckpointError",
     "ExplainError",
     "Explainer",
@@ -66,7 +74,10 @@ __all__ = [
     "ModelCheckpoint",
     "OODError",
     "Prediction",
+    "PredictionCancelled",
     "Predictor",
+    "Runtime",
+    "RuntimeSetupError",
     "ScopeCheck",
     "ScopeResult",
     "Uncertainty",

@@ -8,6 +8,10 @@ Every prediction also carries its uncertainty (MC dropout on the head by default
 `uncertain` flag of the settings' policy, and the input gate's verdict (`ood`, `ood_reason`, see inference.ood).
 Both reuse the one backbone pass. Heatmaps (`Predictor.heatmap`) run on a separate model copy (inference.explain),
 so gradients never touch the inference path.
+
+The backbone runs on the runtime chosen by name (inference.runtimes: torch, onnxruntime, openvino; fp32 or int8);
+MC dropout resamples the torch linear head on that runtime's embedding. With batching on (inference.batching),
+concurrent requests share model passes; `cancel` events withdraw a request's images before they reach the model.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,9 +29,11 @@ import torch
 from cachetools import TTLCache
 
 from imaging import preprocess
+from inference.batching import BatchPolicy, MicroBatcher, PredictionCancelled
 from inference.checkpoint import ModelCheckpoint
 from inference.explain import Explainer, Heatmap
 from inference.ood import GateResult, ImageChecks, InputGate, reference_from_checkpoint
+from inference.runtimes import Runtime, RuntimeRequest, create_runtime
 from inference.uncertainty import (
     Uncertainty,
     UncertaintyPolicy,
@@ -39,6 +46,9 @@ from inference.uncertainty import (
 from settings import Settings
 
 log = logging.getLogger(__name__)
+
+# One image's share of a model pass: logits (K,), embedding (D,), uncertainty samples (passes, K), method used.
+Row = tuple[np.ndarray, np.ndarray, np.ndarray, str]
 
 
 @dataclass(frozen=True)
@@ -69,12 +79,21 @@ class Predictor:
         *,
         uncertainty: UncertaintyPolicy | None = None,
         gate: InputGate | bool = True,
+        runtime: str = "torch",
+        precision: str = "fp32",
+        runtime_cache_dir: Path = Path("var/runtimes"),
+        batching: BatchPolicy | None = None,
     ):
         """Plain arguments (see `from_settings` for the serving configuration). `uncertainty`: None is the policy's
-        defaults. `gate`: an `InputGate`, True for the checkpoint's reference with default image checks, or False."""
+        defaults. `gate`: an `InputGate`, True for the checkpoint's reference with default image checks, or False.
+        `runtime`/`precision`: a name of inference.runtimes.RUNTIMES and fp32/int8, ONNX graphs cached in
+        `runtime_cache_dir`. `batching`: None runs each call alone (still in chunks of at most 32 images)."""
         torch.set_num_threads(max(1, threads))
         self.checkpoint = checkpoint
         self.model = checkpoint.build_model()
+        request = RuntimeRequest(checkpoint, self.model, precision, Path(runtime_cache_dir), threads)
+        self.runtime: Runtime = create_runtime(runtime, request)
+        self.batching = batching or BatchPolicy()
         self._model_lock = threading.Lock()  # one forward at a time: intra-op threads already use every core
         self._cache: TTLCache[tuple[str, str], Prediction] = TTLCache(maxsize=max(1, cache_size), ttl=cache_ttl)
         self._cache_lock = threading.Lock()
@@ -84,6 +103,9 @@ class Predictor:
         self._explainer: Explainer | None = None
         self._explainer_lock = threading.Lock()
         self._warm_up()
+        self._batcher: MicroBatcher[Row] | None = None
+        if self.batching.enabled:
+            self._batcher = MicroBatcher(self._forward_rows, self.batching, name=f"batcher-{checkpoint.task}")
 
     @classmethod
     def from_settings(cls, checkpoint: ModelCheckpoint, settings: Settings, **overrides: Any) -> Predictor:
@@ -94,6 +116,10 @@ class Predictor:
             "cache_size": settings.cache_size,
             "cache_ttl": settings.cache_ttl,
             "uncertainty": UncertaintyPolicy.from_settings(settings),
+            "runtime": settings.inference_runtime,
+            "precision": settings.inference_precision,
+            "runtime_cache_dir": settings.resolved_runtime_cache_dir,
+            "batching": BatchPolicy.from_settings(settings),
         } | overrides
         if "gate" not in arguments:
             arguments["gate"] = InputGate.from_settings(checkpoint, settings)
@@ -102,6 +128,11 @@ class Predictor:
     @property
     def version(self) -> str:
         return self.checkpoint.version
+
+    def close(self) -> None:
+        """Stop the batching worker after the images already queued."""
+        if self._batcher is not None:
+            self._batcher.close()
 
     def _make_gate(self, gate: InputGate | bool) -> InputGate:
         if isinstance(gate, InputGate):
@@ -129,31 +160,39 @@ class Predictor:
                 self.checkpoint.version,
             )
 
-    def predict(self, pixels: np.ndarray, content_hash: str | None = None) -> Prediction:
-        return self.predict_batch([pixels], [content_hash])[0]
+    def predict(
+        self, pixels: np.ndarray, content_hash: str | None = None, cancel: threading.Event | None = None
+    ) -> Prediction:
+        return self.predict_batch([pixels], [content_hash], cancel)[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray], content_hashes: Sequence[str | None]) -> list[Prediction]:
-        """Predict decoded [0, 1] images; cached results are reused, the rest run as one batch."""
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray],
+        content_hashes: Sequence[str | None],
+        cancel: threading.Event | None = None,
+    ) -> list[Prediction]:
+        """Predict decoded [0, 1] images; cached results are reused, the rest run as model batches (shared with
+        other requests when batching is on). Setting `cancel` withdraws the images not yet in a model pass
+        (`PredictionCancelled`)."""
         started = time.perf_counter()
         results: list[Prediction | None] = [self._cached(h) for h in content_hashes]
         todo = [i for i, result in enumerate(results) if result is None]
         if todo:
+            _raise_if_cancelled(cancel)
             batch = np.stack([preprocess(images[i], self.checkpoint.preprocess) for i in todo])
-            logits, embeddings, sampled, method = self._forward(batch)
-            uncertainties = uncertainties_from_logits(sampled, self.checkpoint.temperature, method)
-            verdicts = [self.gate.check(images[i], embeddings[row], self._embed) for row, i in enumerate(todo)]
+            rows = self._run(batch, cancel)
+            verdicts = [self.gate.check(images[i], rows[row][1], self._embed) for row, i in enumerate(todo)]
             elapsed_ms = (time.perf_counter() - started) * 1000 / len(todo)
-            for row, i in enumerate(todo):
-                results[i] = self._to_prediction(
-                    logits[row], embeddings[row], elapsed_ms, uncertainties[row], verdicts[row]
-                )
+            for (logits, embedding, sampled, method), verdict, i in zip(rows, verdicts, todo, strict=True):
+                uncertainty = uncertainties_from_logits(sampled[:, None], self.checkpoint.temperature, method)[0]
+                results[i] = self._to_prediction(logits, embedding, elapsed_ms, uncertainty, verdict)
                 self._store(content_hashes[i], results[i])
         return [r for r in results if r is not None]
 
     def forward_tensor(self, batch: torch.Tensor) -> torch.Tensor:
-        """Raw logits for an already preprocessed batch (benchmarks, explainability)."""
-        with self._model_lock, torch.inference_mode():
-            return self.model(batch)
+        """Raw logits of the serving runtime for an already preprocessed batch (benchmarks, explainability)."""
+        with self._model_lock:
+            return torch.from_numpy(self.runtime.run(np.ascontiguousarray(batch.numpy(), dtype=np.float32))[1])
 
     def heatmap(self, pixels: np.ndarray, method: str = "gradcam", target_class: str | None = None) -> Heatmap:
         """Grad-CAM heatmap of decoded [0, 1] pixels for the predicted class (see inference.explain)."""
@@ -169,19 +208,39 @@ class Predictor:
 
     def _embed(self, pixels: np.ndarray) -> np.ndarray:
         """Embedding of one more decoded image (the input gate's upside-down test)."""
-        batch = torch.from_numpy(preprocess(pixels, self.checkpoint.preprocess)[None])
-        with self._model_lock, torch.inference_mode():
-            return self.model.forward_head(self.model.forward_features(batch), pre_logits=True).float().numpy()
+        batch = preprocess(pixels, self.checkpoint.preprocess)[None]
+        with self._model_lock:
+            return self.runtime.run(batch)[0]
+
+    def _run(self, batch: np.ndarray, cancel: threading.Event | None) -> list[Row]:
+        """Rows of a preprocessed batch: through the shared batching worker, or here in chunks of the batch size."""
+        if self._batcher is not None:
+            return self._batcher.run(batch, cancel)
+        rows: list[Row] = []
+        for start in range(0, len(batch), self.batching.max_batch_size):
+            _raise_if_cancelled(cancel)
+            rows.extend(self._forward_rows(batch[start : start + self.batching.max_batch_size]))
+        return rows
+
+    def _forward_rows(self, batch: np.ndarray) -> list[Row]:
+        logits, embeddings, sampled, method = self._forward(batch)
+        return [(logits[i], embeddings[i], sampled[:, i], method) for i in range(len(batch))]
 
     def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        """Logits, embeddings and the (passes, B, K) uncertainty samples of one backbone pass."""
-        with self._model_lock, torch.inference_mode():
-            inputs = torch.from_numpy(batch)
-            features = self.model.forward_features(inputs)
-            embeddings = self.model.forward_head(features, pre_logits=True)
-            logits = self.model.forward_head(features)
-            sampled, method = sample_logits(self.model, self.policy, inputs, embeddings, logits, self._head_ok)
-        return logits.float().numpy(), embeddings.float().numpy(), sampled.float().numpy(), method
+        """Logits, embeddings and the (passes, B, K) uncertainty samples of one backbone pass of the runtime; the
+        samples resample the torch head on the runtime's embedding (TTA reruns the torch model)."""
+        with self._model_lock:
+            embeddings, logits = self.runtime.run(batch)
+            with torch.inference_mode():
+                sampled, method = sample_logits(
+                    self.model,
+                    self.policy,
+                    torch.from_numpy(batch),
+                    torch.from_numpy(embeddings),
+                    torch.from_numpy(logits),
+                    self._head_ok,
+                )
+        return logits, embeddings, sampled.float().numpy(), method
 
     def _to_prediction(
         self,
@@ -226,3 +285,8 @@ class Predictor:
         if content_hash is not None and prediction is not None:
             with self._cache_lock:
                 self._cache[(content_hash, self.version)] = prediction
+
+
+def _raise_if_cancelled(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise PredictionCancelled("the request was cancelled before it reached the model")

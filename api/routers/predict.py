@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, File, UploadFile, status
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, File, Request, UploadFile, status
 
 from api.analysis import scoped, uncertainty_dict
+from api.disconnect import run_until_disconnect
 from api.errors import ApiError, imaging_status
 from api.observability import observe_predictions
 from api.schemas import BatchIn, BatchItemError, BatchOut, PredictionOut
@@ -44,10 +45,10 @@ def prediction_out(
     )
 
 
-def _decode_and_predict(services: Services, data: bytes) -> PredictionOut:
+def _decode_and_predict(services: Services, data: bytes, cancel: threading.Event | None = None) -> PredictionOut:
     predictor = services.predictor()
     decoded = decode_image(data)
-    prediction = predictor.predict(decoded.pixels, hashlib.sha256(data).hexdigest())
+    prediction = predictor.predict(decoded.pixels, hashlib.sha256(data).hexdigest(), cancel)
     observe_predictions(predictor.checkpoint.task, [prediction])
     verdict = services.scope().check(prediction.embedding)
     return prediction_out(prediction, decoded, predictor.checkpoint.threshold, verdict)
@@ -65,15 +66,18 @@ def _decode_and_predict(services: Services, data: bytes) -> PredictionOut:
     },
 )
 async def predict(
+    request: Request,
     services: ServicesDep,
     file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM radiograph"),
 ) -> PredictionOut:
     data = await read_upload(file, services.settings.max_upload_bytes)
-    return await run_in_threadpool(_decode_and_predict, services, data)
+    return await run_until_disconnect(request, _decode_and_predict, services, data)
 
 
-def _predict_batch(services: Services, payloads: list[bytes | ApiError]) -> list[PredictionOut | BatchItemError]:
-    """Decode every item (bad ones become per-item errors), then run the good ones through one model batch."""
+def _predict_batch(
+    services: Services, payloads: list[bytes | ApiError], cancel: threading.Event | None = None
+) -> list[PredictionOut | BatchItemError]:
+    """Decode every item (bad ones become per-item errors), then run the good ones as model batches."""
     predictor = services.predictor()
     results: list[PredictionOut | BatchItemError | None] = [None] * len(payloads)
     good: list[tuple[int, bytes, DecodedImage]] = []
@@ -86,7 +90,7 @@ def _predict_batch(services: Services, payloads: list[bytes | ApiError]) -> list
         except ImagingError as exc:
             results[index] = BatchItemError(index=index, error=str(exc), status_code=imaging_status(exc))
     predictions = predictor.predict_batch(
-        [decoded.pixels for _, _, decoded in good], [hashlib.sha256(data).hexdigest() for _, data, _ in good]
+        [decoded.pixels for _, _, decoded in good], [hashlib.sha256(data).hexdigest() for _, data, _ in good], cancel
     )
     observe_predictions(predictor.checkpoint.task, predictions)
     for (index, _, decoded), prediction in zip(good, predictions, strict=True):
@@ -96,7 +100,7 @@ def _predict_batch(services: Services, payloads: list[bytes | ApiError]) -> list
 
 
 @router.post("/predict/batch", response_model=BatchOut, summary="Classify several base64-encoded radiographs")
-async def predict_batch(body: BatchIn, services: ServicesDep) -> BatchOut:
+async def predict_batch(request: Request, body: BatchIn, services: ServicesDep) -> BatchOut:
     limit = services.settings.batch_max
     if len(body.images) > limit:
         raise ApiError(
@@ -110,5 +114,5 @@ async def predict_batch(body: BatchIn, services: ServicesDep) -> BatchOut:
             payloads.append(decode_base64_image(text, services.settings.max_upload_bytes))
         except ApiError as exc:
             payloads.append(exc)
-    predictions = await run_in_threadpool(_predict_batch, services, payloads)
+    predictions = await run_until_disconnect(request, _predict_batch, services, payloads)
     return BatchOut(batch_size=len(predictions), predictions=predictions)

@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     # HMAC key of the audit trail's hash chain (python -m monitoring.audit verify needs the same one). Empty:
     # generated once into var_dir/audit.key (0600). Keep a copy apart from the database: whoever holds both can forge.
     audit_key: SecretStr = SecretStr("")
+    # Request and prediction history behind GET /v1/monitoring/summary: written every MONITORING_FLUSH_INTERVAL_S
+    # (seconds), rows older than MONITORING_RETENTION_DAYS deleted (keep it above the longest window, 7 days).
+    monitoring_flush_interval_s: float = Field(default=5.0, ge=0)
+    monitoring_retention_days: float = Field(default=8.0, gt=0)
 
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header

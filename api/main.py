@@ -14,7 +14,7 @@ from api.observability import ObservabilityMiddleware
 from api.routers import auth, explain, health, media, monitoring, predict, reports, similar, studies, users
 from api.security import AUTHORIZE, install_security
 from api.services import Services
-from monitoring import mark_process_dead
+from monitoring import HISTORY, mark_process_dead
 from settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -33,7 +33,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services.start(settings)
         app.state.services = services
         app.state.auth = AuthService.start(settings, services.storage.database)
+        interval, retention = settings.monitoring_flush_interval_s, settings.monitoring_retention_days
+        HISTORY.attach(services.storage.database, interval, retention)
         yield
+        HISTORY.detach()
         services.close()
         mark_process_dead()
 

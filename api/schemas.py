@@ -367,3 +367,36 @@ class AuditVerifyOut(BaseModel):
     problem: str | None = Field(description="The first altered, inserted or deleted record, in words")
     problem_kind: str | None = Field(examples=["altered"])
     problem_record: int | None
+
+
+# --- monitoring: summary ----------------------------------------------------------------------------------------------
+
+
+class FiguresOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from monitoring's Figures
+
+    requests: int
+    errors: int = Field(description="Answers with a 5xx status")
+    error_rate: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    predictions: int
+    prediction_mix: dict[str, int] = Field(examples=[{"NORMAL": 31, "PNEUMONIA": 12}])
+    mean_confidence: float | None
+    uncertain_share: float | None = Field(description="Share of predictions sent for expert review")
+    out_of_scope_share: float | None = Field(description="Share the input gate flagged")
+
+
+class SeriesPointOut(BaseModel):
+    start: datetime
+    figures: FiguresOut
+
+
+class MonitoringSummaryOut(BaseModel):
+    window: Literal["1h", "24h", "7d"]
+    start: datetime
+    end: datetime
+    throughput_per_min: float
+    totals: FiguresOut
+    series: list[SeriesPointOut]

@@ -6,6 +6,9 @@ Public surface:
   `verify() -> Verification` (first altered/inserted/deleted record), `events(AuditFilter)`, `export_csv`;
   `REQUEST_CONTEXT` / `RequestContext` (request id and client of the current request);
   `python -m monitoring.audit verify | export`
+- History (monitoring/history.py): `HISTORY` (buffers this process's requests and predictions; `attach(database,
+  flush_interval_s, retention_days)`, `flush()`, `prune()`, `detach()`), `summarize(database, window) -> Summary`
+  with `Figures` in total and per time bucket
 - Readiness (monitoring/health.py): `ComponentCheck(name, ok, detail, required)`, `check_database`,
   `check_schema`, `check_image_store`, `check_disk(path, min_free_gb)`, `is_ready(checks)`
 - Metrics (monitoring/metrics.py): `record_request(method, route, status, seconds)`,
@@ -31,6 +34,7 @@ from monitoring.health import (
     check_schema,
     is_ready,
 )
+from monitoring.history import HISTORY, WINDOWS, Figures, Summary, summarize
 from monitoring.metrics import (
     UNMATCHED_ROUTE,
     Gauge,
@@ -44,16 +48,20 @@ from monitoring.metrics import (
 from monitoring.system import SystemStats, system_stats
 
 __all__ = [
+    "HISTORY",
     "REQUEST_CONTEXT",
     "UNMATCHED_ROUTE",
+    "WINDOWS",
     "AuditEntry",
     "AuditFilter",
     "AuditTrail",
     "ChainProblem",
     "ComponentCheck",
+    "Figures",
     "Gauge",
     "PredictionSample",
     "RequestContext",
+    "Summary",
     "SystemStats",
     "Verification",
     "check_database",
@@ -66,5 +74,6 @@ __all__ = [
     "record_predictions",
     "record_request",
     "render_metrics",
+    "summarize",
     "system_stats",
 ]

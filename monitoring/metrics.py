@@ -23,6 +23,8 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
+from monitoring.history import HISTORY, PredictionFacts
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "<unmatched>"  # a path no route serves: one label value, not one per scanned URL
 
@@ -71,8 +73,10 @@ GATE_REFUSALS = Counter("cxr_gate_refusals", "Images the input gate flagged as o
 
 
 def record_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one answered request (Prometheus) and keep it in the database history (`HISTORY`)."""
     HTTP_REQUESTS.labels(method, route, str(status)).inc()
     HTTP_LATENCY.labels(method, route).observe(seconds)
+    HISTORY.add_request(method, route, status, seconds)
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,12 @@ class PredictionSample:
 
 
 def record_predictions(samples: Iterable[PredictionSample]) -> None:
-    """One model call's predictions: batch size (of the images that reached the model), cache, class mix, scores."""
+    """One model call's predictions: batch size (of the images that reached the model), cache, class mix, scores;
+    also kept in the database history (`HISTORY`)."""
+    samples = list(samples)
+    HISTORY.add_predictions(
+        PredictionFacts(s.task, s.label, s.confidence, s.uncertain, s.out_of_scope, s.model_version) for s in samples
+    )
     computed: dict[str, int] = {}
     for sample in samples:
         CACHE_LOOKUPS.labels(sample.task, "hit" if sample.cached else "miss").inc()

@@ -1,19 +1,20 @@
 """Monitoring: `GET /metrics` (Prometheus text; an API key or loopback, see api/permissions.py) and the audit trail
-(`GET /v1/audit`, `GET /v1/audit/verify`, `GET /v1/audit/export`)."""
+(`GET /v1/audit`, `GET /v1/audit/verify`, `GET /v1/audit/export`), the summary of recent activity
+(`GET /v1/monitoring/summary`)."""
 
 from __future__ import annotations
 
 import io
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from api.schemas import AuditEventOut, AuditPageOut, AuditVerifyOut
+from api.schemas import AuditEventOut, AuditPageOut, AuditVerifyOut, FiguresOut, MonitoringSummaryOut, SeriesPointOut
 from api.services import Services, ServicesDep
-from monitoring import AuditFilter, Gauge, render_metrics, system_stats
+from monitoring import HISTORY, AuditFilter, Figures, Gauge, render_metrics, summarize, system_stats
 from storage import CaseStatus
 
 router = APIRouter(tags=["monitoring"])
@@ -111,3 +112,28 @@ async def export_audit(services: ServicesDep, where: AuditFilterDep) -> Response
     await run_in_threadpool(services.audit.export_csv, where, buffer)
     headers = {"Content-Disposition": 'attachment; filename="audit.csv"'}
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+# --- summary --------------------------------------------------------------------------------------------------------
+
+
+def figures_out(figures: Figures) -> FiguresOut:
+    return FiguresOut.model_validate(figures, from_attributes=True)
+
+
+@router.get(
+    "/v1/monitoring/summary",
+    response_model=MonitoringSummaryOut,
+    summary="Latency percentiles, throughput, error rate and prediction mix over the last 1 h, 24 h or 7 d",
+)
+def monitoring_summary(services: ServicesDep, window: Literal["1h", "24h", "7d"] = "24h") -> MonitoringSummaryOut:
+    HISTORY.flush()  # this process's latest events; other processes' arrive within MONITORING_FLUSH_INTERVAL_S
+    summary = summarize(services.storage.database, window)
+    return MonitoringSummaryOut(
+        window=window,
+        start=summary.start,
+        end=summary.end,
+        throughput_per_min=summary.throughput_per_min,
+        totals=figures_out(summary.totals),
+        series=[SeriesPointOut(start=start, figures=figures_out(figures)) for start, figures in summary.series],
+    )

@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.alerting import Alerting
 from api.auth import AuthService, check_security_settings
 from api.errors import install_error_handlers
 from api.observability import ObservabilityMiddleware
-from api.routers import auth, explain, health, media, monitoring, predict, reports, similar, studies, users
-from api.security import AUTHORIZE, install_security
+from api.routers import alerts, auth, explain, health, media, monitoring, predict, reports, similar, studies, users
+from api.security import AUTHORIZE, install_client_address, install_security
 from api.services import Services
 from monitoring import HISTORY, mark_process_dead
 from settings import Settings, get_settings
@@ -35,7 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.auth = AuthService.start(settings, services.storage.database)
         interval, retention = settings.monitoring_flush_interval_s, settings.monitoring_retention_days
         HISTORY.attach(services.storage.database, interval, retention)
+        app.state.alerting = Alerting.start(services)
         yield
+        app.state.alerting.stop()
         HISTORY.detach()
         services.close()
         mark_process_dead()
@@ -48,11 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[AUTHORIZE],  # every route: its line in api/permissions.py against the caller's role
     )
     install_error_handlers(app)
-    routers = (health, monitoring, predict, studies, media, explain, similar, reports, auth, users)
+    routers = (health, monitoring, alerts, predict, studies, media, explain, similar, reports, auth, users)
     for module in routers:
         app.include_router(module.router)
     install_security(app, settings)  # last: authorisation from api/permissions.py covers every route above
     app.add_middleware(ObservabilityMiddleware)  # outermost: counts the security layers' answers too
+    install_client_address(app, settings)  # outside even that: the audit trail records the real client address
     return app
 
 

@@ -1,6 +1,8 @@
 """The API's protective layers, installed around the routers by `install_security(app, settings)`.
 
 From the outside in:
+0. `ClientAddressMiddleware`: the real client address (X-Forwarded-For believed only from TRUSTED_PROXIES);
+   `install_client_address(app, settings)` adds it, last, so that every layer (the audit trail's too) reads it.
 1. `SecurityHeadersMiddleware`: nosniff, no framing, no referrer, a strict CSP (relaxed for the docs pages),
    no-store caching unless a handler chose otherwise, HSTS on HTTPS.
 2. CORS (Starlette's), only for the exact origins in CORS_ORIGINS; none by default.
@@ -26,12 +28,14 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from limits import RateLimitItem
 from limits import parse as parse_rate_limit
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -170,6 +174,88 @@ def _consume_result(task: asyncio.Task[Any]) -> None:
     """Retrieve an abandoned task's outcome so asyncio does not report it as never retrieved."""
     if not task.cancelled() and task.exception() is not None:
         logger.warning("abandoned request ended with %s", type(task.exception()).__name__)
+
+
+# --- 0. who is really calling ----------------------------------------------------------------------------------------
+
+UNVERIFIED_CLIENT = "unverified-forwarded"  # one shared address for requests whose address came from a header
+
+
+class ClientAddressMiddleware:
+    """Sets `scope["client"]` to the real caller: the connecting address, or, only when that is one of
+    TRUSTED_PROXIES, the nearest X-Forwarded-For entry that is not a trusted proxy. Everything after it (rate limits,
+    the login throttle, the audit trail) reads that address.
+
+    uvicorn itself believes X-Forwarded-For from 127.0.0.1 unless started with --no-proxy-headers, so anyone on the
+    machine could name any address. A client address that appears in the request's own X-Forwarded-For was taken
+    from it by the server: it is not believed, and all such requests share the address `UNVERIFIED_CLIENT` (one
+    budget), so rotating the header gains nothing.
+    """
+
+    def __init__(self, app: ASGIApp, trusted_proxies: str) -> None:
+        self.app = app
+        self.trusted = parse_trusted_proxies(trusted_proxies)
+        self._warned = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope.get("client"):
+            host, port = scope["client"]
+            scope["client"] = (self.resolve(host, forwarded_for(scope)), port)
+        await self.app(scope, receive, send)
+
+    def resolve(self, host: str, forwarded: list[str]) -> str:
+        if forwarded and host in forwarded:
+            if not self._warned:
+                logger.warning(
+                    "The server took client addresses from X-Forwarded-For; they are not believed. Start uvicorn with "
+                    "--no-proxy-headers and list real proxies in TRUSTED_PROXIES."
+                )
+                self._warned = True
+            return UNVERIFIED_CLIENT
+        if not self._is_trusted(host):
+            return host
+        for hop in reversed(forwarded):
+            if not self._is_trusted(hop):
+                return hop
+        return forwarded[0] if forwarded else host
+
+    def _is_trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+
+def install_client_address(app: FastAPI, settings: Settings) -> None:
+    """Add `ClientAddressMiddleware` outside every layer added so far (call it after the last `add_middleware`)."""
+    app.add_middleware(ClientAddressMiddleware, trusted_proxies=settings.trusted_proxies)
+
+
+def parse_trusted_proxies(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """TRUSTED_PROXIES: comma-separated addresses or CIDR networks; ConfigurationError names a bad entry."""
+    networks = []
+    for part in (piece.strip() for piece in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigurationError(f"TRUSTED_PROXIES entry {part!r} is not an IP address or network.") from None
+    return networks
+
+
+def forwarded_for(scope: Scope) -> list[str]:
+    """The hosts in X-Forwarded-For, first (client side) to last, without ports or IPv6 brackets."""
+    values = [value.decode("latin-1") for name, value in scope.get("headers", ()) if name == b"x-forwarded-for"]
+    return [_host_only(hop.strip()) for hop in ",".join(values).split(",") if hop.strip()]
+
+
+def _host_only(hop: str) -> str:
+    if hop.startswith("["):  # [v6]:port
+        return hop[1:].split("]", 1)[0]
+    host, _, port = hop.rpartition(":")
+    return host if host and port.isdigit() and host.count(":") == 0 else hop
 
 
 # --- 4. authentication (middleware) and authorisation (app-wide dependency) -------------------------------------------
@@ -320,27 +406,69 @@ class WindowLimiter:
         self.strategy.clear(self.item, *key)
 
 
-class LoginThrottle:
-    """Failed logins per (client address, username) within LOGIN_RATE_LIMIT; a success clears the count. Keyed on
-    both so that one attacker cannot lock a colleague out from another machine."""
+@dataclass(frozen=True)
+class Lockout:
+    """A wait that one failed login has just imposed (recorded in the audit trail as `login.lockout`)."""
 
-    def __init__(self, limit: str, storage_uri: str = "memory://") -> None:
-        self.window = WindowLimiter(limit, storage_uri)
+    scope: Literal["address", "account"]  # this address and username, or the username from any address
+    failures: int
+    wait_s: int
+
+
+class LoginThrottle:
+    """Failed logins counted per (client address, username) within LOGIN_RATE_LIMIT's window and per username from
+    any address within LOGIN_ACCOUNT_RATE_LIMIT's. When a count reaches its limit, every further failure makes the
+    next attempt on that key wait twice as long as the last (1 s, 2 s, 4 s ... LOGIN_BACKOFF_MAX_S): attempts during
+    the wait get 429 without being checked or counted. A guesser gets about one guess per LOGIN_BACKOFF_MAX_S per
+    account, however many addresses it uses, and cannot lock the real user out: the wait after its last guess is at
+    most LOGIN_BACKOFF_MAX_S, from any address. A success clears the (address, username) count."""
+
+    COUNT_CAP = 10_000  # the failure counter's own limit: far above any count that matters
+
+    def __init__(self, settings: Settings) -> None:
+        self.storage = storage_from_string(settings.rate_limit_storage_uri)
+        self.limits = {"address": parse_rate_limit(settings.login_rate_limit)}
+        self.limits["account"] = parse_rate_limit(settings.login_account_rate_limit)
+        self.counter = MovingWindowRateLimiter(self.storage)
+        self.max_backoff_s = settings.login_backoff_max_s
 
     @staticmethod
-    def _key(client: str, username: str) -> tuple[str, str, str]:
-        return "login", client, normalize_username(username)[:64]
+    def _keys(client: str, username: str) -> dict[str, str]:
+        name = normalize_username(username)[:64]
+        return {"address": f"login/{client}/{name}", "account": f"login-account/{name}"}
 
     def retry_after_s(self, client: str, username: str) -> int | None:
         """Seconds until another attempt is allowed, or None when attempts are allowed now."""
-        key = self._key(client, username)
-        return None if self.window.allows(*key) else max(1, self.window.remaining_and_reset(*key)[1])
+        waits = [self._wait_left(key) for key in self._keys(client, username).values()]
+        return max(waits) if max(waits) > 0 else None
 
-    def failed(self, client: str, username: str) -> None:
-        self.window.hit(*self._key(client, username))
+    def failed(self, client: str, username: str) -> list[Lockout]:
+        """Count a failure; the waits it starts (none while a count is under its limit)."""
+        lockouts = []
+        for scope, key in self._keys(client, username).items():
+            item = self._counter_item(scope)
+            self.counter.hit(item, key)
+            failures = item.amount - self.counter.get_window_stats(item, key).remaining
+            if failures >= self.limits[scope].amount:
+                wait_s = min(self.max_backoff_s, 2 ** min(failures - self.limits[scope].amount, 20))
+                self.storage.clear(f"{key}/wait")
+                self.storage.incr(f"{key}/wait", wait_s)  # exists, expiring, for wait_s seconds
+                lockouts.append(Lockout(scope, failures, wait_s))  # type: ignore[arg-type]
+        return lockouts
 
     def succeeded(self, client: str, username: str) -> None:
-        self.window.clear(*self._key(client, username))
+        key = self._keys(client, username)["address"]
+        self.counter.clear(self._counter_item("address"), key)
+        self.storage.clear(f"{key}/wait")
+
+    def _counter_item(self, scope: str) -> RateLimitItem:
+        limit = self.limits[scope]
+        return type(limit)(self.COUNT_CAP, limit.multiples, namespace="LOGIN")
+
+    def _wait_left(self, key: str) -> int:
+        if self.storage.get(f"{key}/wait") <= 0:
+            return 0
+        return max(1, math.ceil(self.storage.get_expiry(f"{key}/wait") - time.time()))
 
 
 def rate_limit_key(scope: Scope) -> str:
@@ -453,7 +581,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     check_security_settings(settings)
     app.state.security_settings = settings
     origins = parse_cors_origins(settings.cors_origins)
-    app.state.login_throttle = LoginThrottle(settings.login_rate_limit, settings.rate_limit_storage_uri)
+    app.state.login_throttle = LoginThrottle(settings)
     # add_middleware puts each new layer outside the previous ones: innermost first.
     app.add_middleware(JsonBodyLimitMiddleware, settings=settings)  # after authentication: 401 reads no body
     if settings.rate_limit_enabled:

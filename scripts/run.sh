@@ -19,7 +19,7 @@ if [ ! -d "${VAR_DIR:-var}/retrieval" ] && [ -d "$DATA_DIR/kermany-pneumonia" ];
 fi
 # First start: make sure an admin exists (ADMIN_USERNAME/ADMIN_PASSWORD, else a random password printed once).
 .venv/bin/python -m api.admin ensure-admin
-.venv/bin/python -m uvicorn api.main:app --host "$HOST" --port "$API_PORT" &
+.venv/bin/python -m uvicorn api.main:app --host "$HOST" --port "$API_PORT" --no-proxy-headers &
 pids+=($!)
 for _ in $(seq 1 120); do
   .venv/bin/python -c "import urllib.request,sys; urllib.request.urlopen('$BACKEND_URL/health', timeout=1)" \

@@ -20,8 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api.main import create_app
+from monitoring import AuditFilter
 from settings import Settings
 from storage import (
     Database,
@@ -202,6 +204,55 @@ def test_birth_date_in_the_future_is_refused_and_names_are_normalised(station: d
     assert decomposed.status_code == 201, decomposed.text
     assert decomposed.json()["patient"]["name"] == "Jos\u00e9 Nu\u00f1ez"  # NFC: one code point per letter
     assert decomposed.json()["patient"]["clinical_history"] == "a\nb"  # line breaks stay in free text
+
+
+# --- 3. X-Forwarded-For believed only from trusted proxies; backoff instead of lockout; lockouts audited ------------
+
+
+def login_status(http: TestClient, password: str, forwarded_for: str | None = None) -> int:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    body = {"username": ADMIN[0], "password": password}
+    return http.post("/v1/auth/login", json=body, headers=headers).status_code
+
+
+def test_rotating_x_forwarded_for_does_not_buy_more_guesses(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    settings = hardening_settings(tmp_path, tiny_checkpoint, login_account_rate_limit="1000/hour")
+    # `uvicorn api.main:app` as started by default: uvicorn believes X-Forwarded-For from 127.0.0.1.
+    with TestClient(ProxyHeadersMiddleware(create_app(settings), "127.0.0.1"), client=("127.0.0.1", 50123)) as http:
+        answers = [login_status(http, "wrong-guess-123", f"203.0.113.{n}") for n in range(8)]
+    assert answers[:3] == [401, 401, 401]  # LOGIN_RATE_LIMIT=3/hour, then a wait
+    assert answers[3] == 429 and answers.count(401) <= 4
+
+
+def test_x_forwarded_for_is_believed_from_a_trusted_proxy(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    settings = hardening_settings(
+        tmp_path, tiny_checkpoint, login_account_rate_limit="1000/hour", trusted_proxies="10.0.0.0/8"
+    )
+    with workstation(settings, client=("10.0.0.5", 40000)) as http:
+        assert [login_status(http, "wrong-guess-123", "198.51.100.1") for _ in range(4)] == [401, 401, 401, 429]
+        assert login_status(http, "wrong-guess-123", "198.51.100.2") == 401  # another client behind the proxy
+        assert login_status(http, ADMIN[1], "198.51.100.3") == 200
+
+
+def test_an_attacker_cannot_lock_the_real_user_out(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with workstation(hardening_settings(tmp_path, tiny_checkpoint)) as http:  # one address for both
+        answers = [login_status(http, f"guess-number-{n}") for n in range(30)]
+        checked = answers.count(401)
+        assert checked <= 4 and answers.count(429) == 30 - checked  # 3 free guesses, then one per wait
+        time.sleep(1.2)  # LOGIN_BACKOFF_MAX_S=1: the longest the real user ever waits
+        assert login_status(http, ADMIN[1]) == 200
+
+
+def test_every_lockout_is_in_the_audit_trail(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with workstation(hardening_settings(tmp_path, tiny_checkpoint), client=("192.0.2.44", 4000)) as http:
+        for _ in range(4):
+            login_status(http, "wrong-guess-123")
+            time.sleep(1.1)  # past each wait, so that every attempt is checked
+        events = http.app.state.services.audit.events(AuditFilter(action="login.lockout"))  # type: ignore[attr-defined]
+    assert [(e.actor_name, e.client, e.outcome, e.detail["scope"], e.detail["failures"]) for e in events] == [
+        (ADMIN[0], "192.0.2.44", "denied", "address", 4),
+        (ADMIN[0], "192.0.2.44", "denied", "address", 3),
+    ]
 
 
 # --- 5. logout ends the token on every process ------------------------------------------------------------------------

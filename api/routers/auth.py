@@ -19,9 +19,16 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _audit_login(request: Request, action: str, outcome: str, username: str, user: UserRecord | None = None) -> None:
+def _audit_login(
+    request: Request,
+    action: str,
+    outcome: str,
+    username: str,
+    user: UserRecord | None = None,
+    detail: dict[str, object] | None = None,
+) -> None:
     """Logins and refused logins go to the audit trail (the name tried, for a refused one)."""
-    entry = AuditEntry(action, outcome=outcome, actor_name=username[:128])
+    entry = AuditEntry(action, outcome=outcome, actor_name=username[:128], detail=detail or {})
     if user is not None:
         entry = AuditEntry(action, outcome=outcome, actor_id=user.id, actor_name=user.username, actor_role=user.role)
     request.app.state.services.audit.record(entry)
@@ -40,15 +47,18 @@ def login(body: LoginIn, request: Request, auth: AuthDep) -> TokenOut | JSONResp
     if retry_after is not None:
         _audit_login(request, "login.throttled", "denied", body.username)
         return JSONResponse(
-            {"detail": f"Too many failed logins for this account from here; try again in {retry_after} s."},
+            {"detail": f"Too many failed logins for this account; try again in {retry_after} s."},
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
             headers={"Retry-After": str(retry_after)},
         )
     try:
         issued = auth.login(body.username, body.password)
     except AuthenticationError as exc:
-        throttle.failed(client, body.username)
+        lockouts = throttle.failed(client, body.username)
         _audit_login(request, "login.failed", "failed", body.username)
+        for lockout in lockouts:  # every wait a failure starts is in the audit trail
+            detail = {"scope": lockout.scope, "failures": lockout.failures, "wait_s": lockout.wait_s}
+            _audit_login(request, "login.lockout", "denied", body.username, detail=detail)
         return JSONResponse(
             {"detail": str(exc)},
             status_code=status.HTTP_401_UNAUTHORIZED,

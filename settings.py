@@ -145,6 +145,30 @@ class Settings(BaseSettings):
     monitoring_flush_interval_s: float = Field(default=5.0, ge=0)
     monitoring_retention_days: float = Field(default=8.0, gt=0)
 
+    # --- alerts (monitoring/alerts.py, monitoring/alert_channels.py) ----------------------------------------------
+    alert_interval_s: float = Field(default=60.0, ge=0)  # seconds between rule evaluations; 0: no scheduler
+    alert_cooldown_s: float = Field(default=900.0, ge=0)  # quiet reopening after a resolve; reminder interval
+    alert_retries: int = Field(default=3, ge=0)  # further attempts per channel after a failed send
+    alert_backoff_s: float = Field(default=2.0, ge=0)  # wait before the first retry, doubled before each next one
+    alert_min_expert_accuracy: float = 0.8  # accuracy on expert-labelled feedback below this fires
+    alert_min_expert_labels: int = 20  # fewer expert labels: the accuracy rule reports "no data"
+    alert_p95_latency_s: float = 2.0  # p95 request latency over the last hour above this fires
+    alert_error_rate: float = 0.05  # share of 5xx answers over the last hour above this fires
+    alert_min_requests: int = 20  # fewer requests in the hour: latency and error-rate rules report "no data"
+    alert_cpu_percent: float = 95.0
+    alert_memory_percent: float = 90.0
+    alert_disk_percent: float = 90.0  # of the disk holding VAR_DIR
+    # Channels: each one is on when its settings are filled in.
+    alert_webhook_url: str = ""  # generic webhook: the alert as JSON
+    alert_slack_webhook_url: str = ""  # Slack-compatible incoming webhook ({"text": ...})
+    alert_smtp_host: str = ""
+    alert_smtp_port: int = 25
+    alert_smtp_from: str = "cxr-workstation@localhost"
+    alert_smtp_to: str = ""  # comma-separated recipients
+    alert_smtp_username: str = ""
+    alert_smtp_password: SecretStr = SecretStr("")
+    alert_smtp_starttls: bool = False
+
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header
     institution_logo_path: Path | None = None  # PNG/JPEG; unset or unreadable: reports print without a logo

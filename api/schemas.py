@@ -400,3 +400,37 @@ class MonitoringSummaryOut(BaseModel):
     throughput_per_min: float
     totals: FiguresOut
     series: list[SeriesPointOut]
+
+
+# --- monitoring: alerts -----------------------------------------------------------------------------------------------
+
+
+class AlertOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from monitoring's Alert rows
+
+    id: int
+    rule: str = Field(examples=["p95_latency_high"])
+    state: Literal["firing", "acknowledged", "resolved"]
+    severity: str = Field(examples=["warning"])
+    message: str
+    value: float | None
+    fired_at: datetime
+    last_seen_at: datetime
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    notified_at: datetime | None
+
+
+class AlertChannelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    channel: str = Field(examples=["webhook"])
+    ok: bool
+    detail: str = Field(description="The last delivery: where it went, or why it failed")
+    at: datetime
+
+
+class AlertsOut(BaseModel):
+    alerts: list[AlertOut]
+    channels: list[AlertChannelOut]

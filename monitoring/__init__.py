@@ -9,6 +9,11 @@ Public surface:
 - History (monitoring/history.py): `HISTORY` (buffers this process's requests and predictions; `attach(database,
   flush_interval_s, retention_days)`, `flush()`, `prune()`, `detach()`), `summarize(database, window) -> Summary`
   with `Figures` in total and per time bucket
+- Alerts (monitoring/alerts.py): `RULES` by name, `Observations`, `Thresholds`, `AlertStore` (states firing ->
+  acknowledged -> resolved, dedup, cooldown, across processes), `AlertEngine`, `AlertScheduler`, `channel_check`;
+  `ExpertLabels` / `LabelledPrediction` / `no_expert_labels` (the learning loop plugs its final labels in here)
+- Alert channels (monitoring/alert_channels.py): `AlertChannel` with `WebhookChannel`, `SlackChannel`,
+  `SmtpChannel` registered by name in `CHANNELS`; `channels_from_settings`, `deliver` (retry with backoff)
 - Readiness (monitoring/health.py): `ComponentCheck(name, ok, detail, required)`, `check_database`,
   `check_schema`, `check_image_store`, `check_disk(path, min_free_gb)`, `is_ready(checks)`
 - Metrics (monitoring/metrics.py): `record_request(method, route, status, seconds)`,
@@ -17,6 +22,34 @@ Public surface:
   PROMETHEUS_MULTIPROC_DIR
 """
 
+from monitoring.alert_channels import (
+    CHANNELS,
+    AlertChannel,
+    DeliveryError,
+    DeliveryOutcome,
+    Notification,
+    SlackChannel,
+    SmtpChannel,
+    WebhookChannel,
+    channels_from_settings,
+    deliver,
+)
+from monitoring.alerts import (
+    ACKNOWLEDGED,
+    FIRING,
+    RESOLVED,
+    RULES,
+    AlertEngine,
+    AlertNotFoundError,
+    AlertScheduler,
+    AlertStore,
+    ExpertLabels,
+    LabelledPrediction,
+    Observations,
+    Thresholds,
+    channel_check,
+    no_expert_labels,
+)
 from monitoring.audit import (
     REQUEST_CONTEXT,
     AuditEntry,
@@ -48,29 +81,53 @@ from monitoring.metrics import (
 from monitoring.system import SystemStats, system_stats
 
 __all__ = [
+    "ACKNOWLEDGED",
+    "CHANNELS",
+    "FIRING",
     "HISTORY",
     "REQUEST_CONTEXT",
+    "RESOLVED",
+    "RULES",
     "UNMATCHED_ROUTE",
     "WINDOWS",
+    "AlertChannel",
+    "AlertEngine",
+    "AlertNotFoundError",
+    "AlertScheduler",
+    "AlertStore",
     "AuditEntry",
     "AuditFilter",
     "AuditTrail",
     "ChainProblem",
     "ComponentCheck",
+    "DeliveryError",
+    "DeliveryOutcome",
+    "ExpertLabels",
     "Figures",
     "Gauge",
+    "LabelledPrediction",
+    "Notification",
+    "Observations",
     "PredictionSample",
     "RequestContext",
+    "SlackChannel",
+    "SmtpChannel",
     "Summary",
     "SystemStats",
+    "Thresholds",
     "Verification",
+    "WebhookChannel",
+    "channel_check",
+    "channels_from_settings",
     "check_database",
     "check_disk",
     "check_image_store",
     "check_schema",
+    "deliver",
     "is_ready",
     "mark_process_dead",
     "multiprocess_dir",
+    "no_expert_labels",
     "record_predictions",
     "record_request",
     "render_metrics",

@@ -12,7 +12,7 @@ from storage import Database, head_revision
 from tests.conftest import make_tiny_checkpoint
 from tests.monitoring_support import in_process_api
 
-COMPONENTS = {"database", "schema", "image_store", "disk", "model", "similar_cases"}
+COMPONENTS = {"database", "schema", "image_store", "disk", "model", "similar_cases", "alert_channels"}
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def test_ready_lists_every_component_and_names_the_broken_one(tmp_path: Path, mo
         assert checks["schema"] == {"ok": True, "detail": head_revision(), "required": True}
         assert checks["model"] == {"ok": True, "detail": "test-tiny-1", "required": True}
         assert checks["disk"]["ok"] is True and "GB free" in checks["disk"]["detail"]
+        assert checks["alert_channels"] == {"ok": True, "detail": "no alert channel is configured", "required": False}
         # No library was built: reported with the command that builds one, but the workstation stays in service.
         assert checks["similar_cases"]["ok"] is False and checks["similar_cases"]["required"] is False
         assert "python -m case_retrieval build" in checks["similar_cases"]["detail"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from api.alerting import AlertingDep
 from api.schemas import HealthOut, ModelInfoOut, ReadyOut
 from api.services import ServicesDep
 from inference import DEFAULT_TASK
@@ -25,8 +26,8 @@ def health(services: ServicesDep) -> HealthOut:
 
 
 @router.get("/ready", response_model=ReadyOut, summary="Readiness of each component, with the reason it fails")
-def ready(services: ServicesDep) -> JSONResponse:
-    checks = services.readiness_checks()
+def ready(services: ServicesDep, alerting: AlertingDep) -> JSONResponse:
+    checks = [*services.readiness_checks(), alerting.channel_check()]
     ok = is_ready(checks)
     body = ReadyOut(ready=ok, checks={check.name: check.as_dict() for check in checks}).model_dump()
     return JSONResponse(body, status_code=200 if ok else 503)

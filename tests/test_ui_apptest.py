@@ -119,12 +119,23 @@ def test_flags_are_explained_in_words() -> None:
     assert [n.severity for n in notices] == ["error"]  # OOD outranks and replaces the uncertainty note
     assert "inverted polarity" in notices[0].text
     unsure = {"prediction": "NORMAL", "uncertain": True, "confidence": 0.61,
+              "probabilities": {"NORMAL": 0.61, "PNEUMONIA": 0.39},
               "quality_warnings": [{"code": "low_contrast", "message": "Low contrast."}]}  # fmt: skip
-    assert finding_text(unsure) == "NORMAL"
+    assert finding_text(unsure) == "No pneumonia-like opacity found"  # never "normal" (issue 22)
+    assert finding_text({**unsure, "prediction": "PNEUMONIA"}) == "PNEUMONIA"
     assert [n.severity for n in result_notices(unsure)] == ["warning", "info"]
     assert "61%" in result_notices(unsure)[0].text and "spread" not in result_notices(unsure)[0].text
     spread = {**unsure, "uncertainty": {"entropy": 0.9, "std": 0.12, "method": "mc_dropout"}}
     assert "±12%" in result_notices(spread)[0].text
+
+
+def test_outside_the_validated_populations_is_explained() -> None:
+    case = {"prediction": "PNEUMONIA", "probabilities": {"NORMAL": 0.2, "PNEUMONIA": 0.8}, "uncertain": True,
+            "scope": "outside_validated", "scope_reason": "age 10 years is outside the validated ages"}  # fmt: skip
+    notices = result_notices(case)
+    assert notices[0].title == "Outside the validated populations"
+    assert notices[0].text.startswith("Age 10 years is outside the validated ages. The model is validated on")
+    assert finding_text(case) == "PNEUMONIA"
 
 
 def test_review_requests_are_not_image_warnings() -> None:
@@ -342,7 +353,8 @@ def test_analyze_a_real_radiograph(ui_settings: dict[str, str], kermany_dir: Pat
     assert not at.exception, at.exception
     assert not [e.value for e in at.error], [e.value for e in at.error]
     text = page_text(at)
-    assert "ai-finding" in text and ("NORMAL" in text or "PNEUMONIA" in text or "No reliable finding" in text)
+    findings = ("No pneumonia-like opacity found", "PNEUMONIA", "No reliable finding")
+    assert "ai-finding" in text and any(finding in text for finding in findings)
     case_id = at.session_state["analyze-case-id"]
     stored = httpx.get(f"{ui_settings['url']}/v1/cases/{case_id}", headers=auth_headers(ui_settings), timeout=10)
     assert stored.status_code == 200 and stored.json()["patient"]["age"] == 71  # the form reached the case record
@@ -379,8 +391,13 @@ def test_the_page_shows_the_class_and_probability_the_api_returned(
     gauge, bars = chart_specs(at)
     assert gauge["data"][0]["value"] == pytest.approx(case["confidence"] * 100, abs=0.051)
     shown = dict(zip(bars["data"][0]["y"], bars["data"][0]["x"], strict=True))
-    assert shown == pytest.approx({name: p * 100 for name, p in case["probabilities"].items()}, abs=1e-6)
-    assert bars["data"][0]["text"] == [f"{case['probabilities'][n] * 100:.1f}%" for n in bars["data"][0]["y"]]
+    # the negative class is named for what the model did not find (issue 22), never "normal"
+    expected = {
+        "PNEUMONIA": case["probabilities"]["PNEUMONIA"],
+        "No pneumonia-like opacity found": case["probabilities"]["NORMAL"],
+    }
+    assert shown == pytest.approx({name: p * 100 for name, p in expected.items()}, abs=1e-6)
+    assert bars["data"][0]["text"] == [f"{expected[n] * 100:.1f}%" for n in bars["data"][0]["y"]]
 
 
 def test_unusable_file_shows_the_backend_message(ui_settings: dict[str, str]) -> None:

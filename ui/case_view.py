@@ -13,8 +13,10 @@ from ui.charts import confidence_gauge, probability_bars
 from ui.client import REPORT_KINDS, BackendClient, BackendError
 from ui.formatting import (
     SEX_LABELS,
+    class_text,
     finding_text,
     percent,
+    positive_class,
     result_notices,
     review_notes,
     scalar_items,
@@ -52,14 +54,9 @@ def render_case(client: BackendClient, case: dict[str, Any], *, key: str) -> Non
 # --- finding, confidence, flags ------------------------------------------------------------------------------
 
 
-def positive_class(probabilities: dict[str, float]) -> str | None:
-    """The class the threshold applies to: the second of two (the backend keeps the checkpoint's class order)."""
-    names = list(probabilities)
-    return names[1] if len(names) == 2 else None
-
-
 def render_summary(case: dict[str, Any]) -> None:
     probabilities = {str(k): float(v) for k, v in (case.get("probabilities") or {}).items()}
+    positive = positive_class(probabilities)
     reliable = not case.get("ood")
     finding_col, gauge_col, bars_col = st.columns([1.1, 1, 1.5], vertical_alignment="center")
     with finding_col:
@@ -84,9 +81,9 @@ def render_summary(case: dict[str, Any]) -> None:
     if probabilities:
         bars_col.plotly_chart(
             probability_bars(
-                probabilities,
+                {class_text(name, positive): p for name, p in probabilities.items()},
                 threshold=case.get("threshold"),
-                positive_class=positive_class(probabilities),
+                positive_class=positive,
                 reliable=reliable,
             ),
             config={"displayModeBar": False},
@@ -107,6 +104,8 @@ def render_status_badges(case: dict[str, Any]) -> None:
             st.badge("uncertain", icon=":material/help:", color="orange")
         if case.get("ood"):
             st.badge("outside training domain", icon=":material/block:", color="red")
+        if case.get("scope") == "outside_validated":
+            st.badge("outside validated populations", icon=":material/groups:", color="orange")
         if case.get("signed_by"):
             st.badge(f"signed by {case['signed_by']}", icon=":material/verified:", color="green")
 

@@ -99,11 +99,28 @@ def patient_payload(form: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def positive_class(probabilities: dict[str, Any]) -> str | None:
+    """The class the threshold applies to: the second of two (the backend keeps the checkpoint's class order)."""
+    names = list(probabilities)
+    return str(names[1]) if len(names) == 2 else None
+
+
+def class_text(label: str, positive: str | None) -> str:
+    """A class as people read it. The negative says what the model looked for and did not find, never "normal":
+    the model does not rule out other disease."""
+    if positive is None or label == positive:
+        return label
+    return f"No {positive.lower()}-like opacity found"
+
+
 def finding_text(case: dict[str, Any]) -> str:
     """The headline: the model's finding, or why no finding is offered."""
     if case.get("ood"):
         return "No reliable finding"
-    return str(case.get("prediction") or "No finding returned")
+    prediction = str(case.get("prediction") or "")
+    if not prediction:
+        return "No finding returned"
+    return class_text(prediction, positive_class(case.get("probabilities") or {}))
 
 
 def result_notices(case: dict[str, Any]) -> list[Notice]:
@@ -118,6 +135,17 @@ def result_notices(case: dict[str, Any]) -> list[Notice]:
                 "This image does not look like the frontal chest radiographs the model was trained on: "
                 f"{reason}. The model's output is not a usable finding; read the image yourself. "
                 "The case has been sent for expert review.",
+            )
+        )
+    if case.get("scope") == "outside_validated":
+        reason = str(case.get("scope_reason") or "the patient is outside the validated populations").rstrip(".")
+        notices.append(
+            Notice(
+                "warning",
+                "Outside the validated populations",
+                f"{reason[0].upper()}{reason[1:]}. The model is validated on frontal films of children aged 1-5 at "
+                "the Kermany hospital and of adults at the NIH Clinical Center; for this patient its result is not "
+                "validated. The case is queued for expert review.",
             )
         )
     if case.get("uncertain") and not case.get("ood"):

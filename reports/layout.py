@@ -29,7 +29,7 @@ from reportlab.platypus import BaseDocTemplate, Flowable, Frame, PageTemplate, P
 from reports.errors import ReportInputError
 from reports.formatting import format_datetime
 from reports.records import ReportCase, ReportContext
-from reports.typography import SANS, SANS_BOLD, FontChain, font_chain
+from reports.typography import SANS, SANS_BOLD, FontChain, font_chain, needs_shaping
 from reports.wording import DISCLAIMER
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class ReportWriter:
         self.base_size = base_size
         self.page_width, self.page_height = PAGE_SIZES[context.page_size]
         self.frame_width = self.page_width - 2 * MARGIN_X
-        self._wrap_anywhere: dict[str, ParagraphStyle] = {}
+        self._variants: dict[str, ParagraphStyle] = {}
 
     # --- text -------------------------------------------------------------------------------------------------------
 
@@ -134,9 +134,12 @@ class ReportWriter:
         return self.fonts.markup(text)
 
     def rich(self, markup: str, style: ParagraphStyle, **kwargs: Any) -> Paragraph:
-        """A paragraph of ready markup; CJK text gets a style that may break lines between any two characters."""
+        """A paragraph of ready markup; CJK text gets a style that may break lines between any two characters, and
+        Arabic, Hebrew or Devanagari text a style that shapes it."""
         if self.fonts.has_wrap_anywhere_text(markup):
             style = self._wrap_anywhere_style(style)
+        if needs_shaping(markup):
+            style = self._variant(style, "shaped", shaping=1)
         return Paragraph(markup, style, **kwargs)
 
     def para(self, text: str, style: ParagraphStyle | None = None) -> Paragraph:
@@ -165,9 +168,14 @@ class ReportWriter:
         return self.para(title, self.styles.section)
 
     def _wrap_anywhere_style(self, style: ParagraphStyle) -> ParagraphStyle:
-        if style.name not in self._wrap_anywhere:
-            self._wrap_anywhere[style.name] = ParagraphStyle(f"{style.name}-cjk", parent=style, wordWrap="CJK")
-        return self._wrap_anywhere[style.name]
+        return self._variant(style, "cjk", wordWrap="CJK")
+
+    def _variant(self, style: ParagraphStyle, suffix: str, **changes: Any) -> ParagraphStyle:
+        """`style` with `changes`, made once per style and kind."""
+        name = f"{style.name}-{suffix}"
+        if name not in self._variants:
+            self._variants[name] = ParagraphStyle(name, parent=style, **changes)
+        return self._variants[name]
 
     # --- blocks -----------------------------------------------------------------------------------------------------
 

@@ -4,14 +4,21 @@ reportlab draws each text run in one font, and no single small font covers Latin
 is split into runs by which font has the glyph, in this order:
 
 1. the bundled DejaVu Sans subset (reports/fonts/DejaVuSans*-subset.ttf): Latin incl. accents and Vietnamese, Greek,
-   Cyrillic, punctuation and symbols; regular and bold;
+   Cyrillic, Hebrew, Arabic, punctuation and symbols; regular and bold;
 2. the bundled Droid Sans Fallback subset (reports/fonts/DroidSansFallback-subset.ttf): common Chinese (simplified and
    traditional), Japanese and all Korean Hangul;
-3. only when a character is in neither: `ReportContext.extra_font_paths`, then the system fonts in
+3. the bundled Noto Sans Arabic (letters DejaVu lacks) and Noto Sans Devanagari subsets (reports/fonts/NotoSans*);
+4. only when a character is in none: `ReportContext.extra_font_paths`, then the system fonts in
    SYSTEM_FALLBACK_FONT_PATHS that exist (Debian packages fonts-dejavu-core, fonts-droid-fallback, fonts-wqy-microhei).
 
 A character no font has is drawn as the primary font's empty box (its text still copies out of the PDF) and logged.
-Every font is embedded as a subset of the glyphs used, so PDFs stay small. Right-to-left scripts are not shaped.
+Every font is embedded as a subset of the glyphs used, so PDFs stay small.
+
+Arabic, Hebrew and Devanagari need more than glyphs. Letters join and change form (Arabic), and consonant clusters
+and vowel signs combine and reorder (Devanagari): a paragraph with such text is drawn with reportlab's shaping
+(`needs_shaping`, style `shaping=1`), which runs HarfBuzz (uharfbuzz) over each word and lays an Arabic or Hebrew
+word out right to left. The words of a right-to-left run are then put in visual order here (`visual_line`, the
+Unicode bidi rules at word level), because reportlab lays words out left to right.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +42,13 @@ FONT_DIR = Path(__file__).resolve().parent / "fonts"
 SANS = "ReportSans"
 SANS_BOLD = "ReportSans-Bold"
 CJK = "ReportCJK"
+ARABIC, DEVANAGARI = "ReportArabic", "ReportDevanagari"
 BUNDLED_FONTS = {
     SANS: FONT_DIR / "DejaVuSans-subset.ttf",
     SANS_BOLD: FONT_DIR / "DejaVuSans-Bold-subset.ttf",
     CJK: FONT_DIR / "DroidSansFallback-subset.ttf",
+    ARABIC: FONT_DIR / "NotoSansArabic-subset.ttf",
+    DEVANAGARI: FONT_DIR / "NotoSansDevanagari-subset.ttf",
 }
 SYSTEM_FALLBACK_FONT_PATHS: tuple[Path, ...] = (
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
@@ -48,6 +59,10 @@ SYSTEM_FALLBACK_FONT_PATHS: tuple[Path, ...] = (
 # Characters that wrap anywhere (no spaces between words): CJK ideographs, kana, Hangul and full-width forms.
 _CJK_TEXT = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 _BREAKS = re.compile(r"\r\n|\r|\n")
+# Scripts whose letters join, reorder or combine: Hebrew, Arabic (with supplements and presentation forms), Devanagari.
+_SHAPED_TEXT = re.compile(r"[\u0590-\u08ff\u0900-\u097f\ua8e0-\ua8ff\ufb1d-\ufdff\ufe70-\ufeff]")
+_RTL_CLASSES = frozenset({"R", "AL"})
+_RUN_KEEPING = frozenset("ZPNSMC")  # Unicode general categories that are not letters
 
 _lock = threading.Lock()
 
@@ -74,7 +89,7 @@ class FontChain:
 
     def _markup_line(self, text: str) -> str:
         pieces: list[str] = []
-        for font_name, run in self._runs(text):
+        for font_name, run in self._runs(visual_line(text)):
             escaped = escape(run)
             pieces.append(escaped if font_name == SANS else f'<font name="{font_name}">{escaped}</font>')
         return "".join(pieces)
@@ -83,7 +98,9 @@ class FontChain:
         """Consecutive characters grouped by the first font that has them; spaces join the current run."""
         current_font, current = SANS, []
         for char in text:
-            keeps_run = char.isspace() and self._covers(current_font, char)
+            # Spaces, punctuation, digits, marks and joiners stay in the current font when it has them: a shaped
+            # word must not change font (reportlab shapes a word with one font).
+            keeps_run = unicodedata.category(char)[0] in _RUN_KEEPING and self._covers(current_font, char)
             font_name = current_font if keeps_run else self._font_for(char)
             if font_name != current_font and current:
                 yield current_font, "".join(current)
@@ -124,6 +141,54 @@ class FontChain:
             return False
         letters = sum(1 for char in text if not char.isspace())
         return cjk * 2 > letters
+
+
+def needs_shaping(text: str) -> bool:
+    """Whether `text` has letters that only print right when shaped (Arabic, Hebrew, Devanagari)."""
+    return _SHAPED_TEXT.search(text) is not None
+
+
+def _direction(word: str) -> str | None:
+    """The word's direction ("rtl" or "ltr") by its first strong character; None for digits and punctuation."""
+    for char in word:
+        kind = unicodedata.bidirectional(char)
+        if kind in _RTL_CLASSES:
+            return "rtl"
+        if kind == "L":
+            return "ltr"
+    return None
+
+
+def visual_line(line: str) -> str:
+    """One line's words in the order they are seen: within a right-to-left run the last word comes first, and a
+    line that starts right to left is laid out from the right. Letters inside a word stay in reading order (shaping
+    arranges them). Lines without right-to-left letters come back unchanged."""
+    if not any(unicodedata.bidirectional(char) in _RTL_CLASSES for char in line):
+        return line
+    words = line.split(" ")
+    directions = [_direction(word) for word in words]
+    base = next((d for d in directions if d), "ltr")
+    resolved = _resolve_neutrals(directions, base)
+    runs: list[tuple[str, list[str]]] = []
+    for word, direction in zip(words, resolved, strict=True):
+        if runs and runs[-1][0] == direction:
+            runs[-1][1].append(word)
+        else:
+            runs.append((direction, [word]))
+    ordered = [words_ if d == "ltr" else words_[::-1] for d, words_ in runs]
+    return " ".join(word for run in (ordered[::-1] if base == "rtl" else ordered) for word in run)
+
+
+def _resolve_neutrals(directions: list[str | None], base: str) -> list[str]:
+    """A digit or punctuation word between two words of one direction takes it; elsewhere the line's direction."""
+    resolved: list[str] = []
+    for index, direction in enumerate(directions):
+        if direction is None:
+            before = next((d for d in reversed(directions[:index]) if d), base)
+            after = next((d for d in directions[index + 1 :] if d), base)
+            direction = before if before == after else base
+        resolved.append(direction)
+    return resolved
 
 
 def font_chain(extra_font_paths: Sequence[Path] = ()) -> FontChain:

@@ -1,13 +1,15 @@
-"""Rebuild the bundled report fonts: small subsets of DejaVu Sans and Droid Sans Fallback.
+"""Rebuild the bundled report fonts: small subsets of DejaVu Sans, Droid Sans Fallback, Noto Sans Arabic and Noto
+Sans Devanagari.
 
     python reports/fonts/make_subsets.py --dejavu-dir /usr/share/fonts/truetype/dejavu \
-        --droid /usr/share/fonts-droid-fallback/truetype/DroidSansFallback.ttf
+        --droid /usr/share/fonts-droid-fallback/truetype/DroidSansFallback.ttf --noto-dir /usr/share/fonts/truetype/noto
 
-Sources are the Debian packages fonts-dejavu-core and fonts-droid-fallback. The subsets keep what patient names and
-clinical text need: Latin (incl. Vietnamese), Greek, Cyrillic, common symbols from DejaVu; from Droid Sans Fallback
-the CJK characters of GB 2312, JIS X 0208, KS X 1001 hanja, Big5 level 1, all 11,172 Hangul syllables, kana and
-CJK punctuation. Hinting and layout features are dropped (reportlab uses neither). Needs fontTools (installed with
-matplotlib); the workstation itself never imports this script.
+Sources are the Debian packages fonts-dejavu-core, fonts-droid-fallback and fonts-noto-core. The subsets keep
+what patient names and clinical text need: Latin (incl. Vietnamese), Greek, Cyrillic, Hebrew, Arabic and common
+symbols from DejaVu; from Droid Sans Fallback the CJK characters of GB 2312, JIS X 0208, KS X 1001 hanja, Big5
+level 1, all 11,172 Hangul syllables, kana and CJK punctuation; the Noto subsets their script blocks. DejaVu and Noto
+keep the OpenType layout features shaping needs (Droid's are dropped); hinting is dropped. Needs fontTools
+(installed with matplotlib); the workstation itself never imports this script.
 """
 
 from __future__ import annotations
@@ -45,6 +47,19 @@ CJK_BLOCK_RANGES = (
     (0xFF00, 0xFFEF),  # half- and full-width forms
 )
 BIG5_LEVEL1 = (0xA440, 0xC67E)
+# Scripts that need shaping (reportlab + uharfbuzz): each subset keeps its OpenType layout tables. The space, no-break
+# space, zero-width (non-)joiners and the dotted circle (drawn for a mark without its base) come along.
+SHARED_SHAPING = ((0x0020, 0x0020), (0x00A0, 0x00A0), (0x200C, 0x200F), (0x25CC, 0x25CC))
+ARABIC_RANGES = ((0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF))
+HEBREW_RANGES = ((0x0590, 0x05FF), (0xFB1D, 0xFB4F))
+DEVANAGARI_RANGES = ((0x0900, 0x097F), (0xA8E0, 0xA8FF), (0x1CD0, 0x1CFF))
+# DejaVu Sans draws Hebrew and most Arabic itself, so a right-to-left word and its punctuation stay in one font (a
+# shaped word cannot change font); Noto Sans Arabic covers the Arabic letters DejaVu lacks, Noto Sans Devanagari
+# Devanagari (with its own ASCII punctuation and digits).
+NOTO_SHAPED = {  # Debian fonts-noto-core file -> (bundled subset, code point ranges)
+    "NotoSansArabic-Regular.ttf": ("NotoSansArabic-subset.ttf", ARABIC_RANGES),
+    "NotoSansDevanagari-Regular.ttf": ("NotoSansDevanagari-subset.ttf", (*DEVANAGARI_RANGES, (0x0021, 0x007E))),
+}
 
 
 def expand(ranges: tuple[tuple[int, int], ...]) -> set[int]:
@@ -74,10 +89,13 @@ def cjk_code_points() -> set[int]:
     )
 
 
-def write_subset(source: Path, target: Path, code_points: set[int]) -> None:
+def write_subset(source: Path, target: Path, code_points: set[int], *, shaped: bool = False) -> None:
+    """Keep `code_points`; `shaped` keeps fontTools' default layout features (those shaping needs; discretionary
+    ligatures such as Arabic honorifics are not among them, so a name prints as typed)."""
     options = subset.Options()
     options.hinting = False
-    options.layout_features = []
+    if not shaped:
+        options.layout_features = []
     options.name_IDs = ["*"]
     options.notdef_outline = True
     font = TTFont(source)
@@ -95,10 +113,13 @@ def main() -> None:
     parser.add_argument(
         "--droid", type=Path, default=Path("/usr/share/fonts-droid-fallback/truetype/DroidSansFallback.ttf")
     )
+    parser.add_argument("--noto-dir", type=Path, default=Path("/usr/share/fonts/truetype/noto"))
     args = parser.parse_args()
-    latin = expand(LATIN_GREEK_CYRILLIC_RANGES)
-    write_subset(args.dejavu_dir / "DejaVuSans.ttf", FONT_DIR / "DejaVuSans-subset.ttf", latin)
-    write_subset(args.dejavu_dir / "DejaVuSans-Bold.ttf", FONT_DIR / "DejaVuSans-Bold-subset.ttf", latin)
+    for source, (target, ranges) in NOTO_SHAPED.items():
+        write_subset(args.noto_dir / source, FONT_DIR / target, expand(ranges + SHARED_SHAPING), shaped=True)
+    latin = expand(LATIN_GREEK_CYRILLIC_RANGES + HEBREW_RANGES + ARABIC_RANGES + SHARED_SHAPING)
+    write_subset(args.dejavu_dir / "DejaVuSans.ttf", FONT_DIR / "DejaVuSans-subset.ttf", latin, shaped=True)
+    write_subset(args.dejavu_dir / "DejaVuSans-Bold.ttf", FONT_DIR / "DejaVuSans-Bold-subset.ttf", latin, shaped=True)
     write_subset(args.droid, FONT_DIR / "DroidSansFallback-subset.ttf", cjk_code_points())
 
 

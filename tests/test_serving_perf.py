@@ -208,6 +208,7 @@ def test_onnx_runtimes_answer_like_torch_and_cache_the_export_by_weights(runtime
     for got, want in zip(served.predict_batch(images, [None] * 4), expected, strict=True):
         assert abs(got.positive_probability - want.positive_probability) < 1e-4
         assert got.uncertainty.std == pytest.approx(want.uncertainty.std, abs=1e-4)
+    assert not served.model.training  # exporting left the torch model that Grad-CAM copies in eval mode
     exported = onnx_path(checkpoint, tmp_path)
     assert exported.is_file() and exported.name.startswith("tiny-serving-")
     written = exported.stat().st_mtime_ns

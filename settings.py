@@ -169,6 +169,15 @@ class Settings(BaseSettings):
     alert_smtp_password: SecretStr = SecretStr("")
     alert_smtp_starttls: bool = False
 
+    # --- input drift (monitoring/drift.py, api/drift.py) -------------------------------------------------------------
+    # Films like the served model's training data; None: CXR_DATA_DIR/kermany-pneumonia/train.
+    drift_baseline_dir: Path | None = None
+    drift_baseline_size: int = Field(default=300, ge=10)  # baseline films sampled (the same ones every time)
+    drift_window: int = Field(default=200, ge=10, le=1000)  # most recent cases compared by default
+    drift_min_cases: int = Field(default=30, ge=2)  # fewer recent cases: "no data"
+    drift_alpha: float = Field(default=0.05, gt=0, lt=1)  # family-wise false-alarm rate (Bonferroni over the tests)
+    drift_check_interval_s: float = Field(default=3600.0, ge=0)  # how often the alert rule re-runs the check
+
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header
     institution_logo_path: Path | None = None  # PNG/JPEG; unset or unreadable: reports print without a logo

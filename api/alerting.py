@@ -4,11 +4,12 @@ settings, and the scheduler (monitoring/alerts.py) started in the lifespan."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.drift import DriftMonitor
 from api.services import Services
 from monitoring import (
     HISTORY,
@@ -36,7 +37,7 @@ class Alerting:
     scheduler: AlertScheduler
 
     @classmethod
-    def start(cls, services: Services, expert_labels: ExpertLabels = no_expert_labels) -> Alerting:
+    def start(cls, services: Services, drift: DriftMonitor, expert_labels: ExpertLabels = no_expert_labels) -> Alerting:
         settings = services.settings
         store = AlertStore(services.storage.database, timedelta(seconds=settings.alert_cooldown_s))
         channels = channels_from_settings(settings)
@@ -45,7 +46,8 @@ class Alerting:
             HISTORY.flush()
             recent = summarize(services.storage.database, "1h").totals
             stats = system_stats(settings.var_dir)
-            return Observations(recent, stats, services.readiness_checks(), expert_labels())
+            drifted = recent_drift(drift, settings.drift_window, settings.drift_check_interval_s)
+            return Observations(recent, stats, services.readiness_checks(), expert_labels(), drifted)
 
         engine = AlertEngine(
             store,
@@ -63,6 +65,14 @@ class Alerting:
 
     def stop(self) -> None:
         self.scheduler.stop()
+
+
+def recent_drift(drift: DriftMonitor, window: int, max_age_s: float) -> bool | None:
+    """The drift verdict for the rule: the last check while it is younger than `max_age_s`, else a new one."""
+    latest = drift.latest
+    if latest is None or (datetime.now(UTC) - latest.at).total_seconds() > max_age_s:
+        latest = drift.check(window)
+    return latest.report.detected if latest.report is not None else None
 
 
 def get_alerting(request: Request) -> Alerting:

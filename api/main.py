@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api.alerting import Alerting
 from api.auth import AuthService, check_security_settings
+from api.drift import DriftMonitor
 from api.errors import install_error_handlers
 from api.observability import ObservabilityMiddleware
 from api.routers import alerts, auth, explain, health, media, monitoring, predict, reports, similar, studies, users
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.auth = AuthService.start(settings, services.storage.database)
         interval, retention = settings.monitoring_flush_interval_s, settings.monitoring_retention_days
         HISTORY.attach(services.storage.database, interval, retention)
-        app.state.alerting = Alerting.start(services)
+        app.state.drift = DriftMonitor.from_settings(settings, services.storage)
+        app.state.alerting = Alerting.start(services, app.state.drift)
         yield
         app.state.alerting.stop()
         HISTORY.detach()

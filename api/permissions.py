@@ -87,6 +87,7 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     ("GET", "/v1/audit/verify"): ADMIN_ONLY,
     ("GET", "/v1/audit/export"): ADMIN_ONLY,
     ("GET", "/v1/monitoring/summary"): ADMIN_ONLY,
+    ("GET", "/v1/monitoring/drift"): ADMIN_ONLY,
     ("GET", "/v1/alerts"): ADMIN_ONLY,
     ("POST", "/v1/alerts/{alert_id}/acknowledge"): ADMIN_ONLY,
 }

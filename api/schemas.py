@@ -434,3 +434,28 @@ class AlertChannelOut(BaseModel):
 class AlertsOut(BaseModel):
     alerts: list[AlertOut]
     channels: list[AlertChannelOut]
+
+
+# --- monitoring: drift ------------------------------------------------------------------------------------------------
+
+
+class FeatureTestOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from monitoring's FeatureTest
+
+    feature: str = Field(examples=["intensity_mean"])
+    test: str = Field(examples=["ks"])
+    statistic: float
+    p_value: float
+    psi: float | None = Field(description="Population stability index: < 0.1 small shift, > 0.25 large")
+    drifted: bool
+
+
+class DriftOut(BaseModel):
+    at: datetime
+    detected: bool | None = Field(description="None: not enough data to say (see reason)")
+    reason: str
+    alpha: float | None
+    threshold: float | None = Field(description="Per-test p-value threshold (alpha / number of tests)")
+    baseline_size: int
+    new_size: int
+    tests: list[FeatureTestOut]

@@ -14,6 +14,9 @@ Public surface:
   `ExpertLabels` / `LabelledPrediction` / `no_expert_labels` (the learning loop plugs its final labels in here)
 - Alert channels (monitoring/alert_channels.py): `AlertChannel` with `WebhookChannel`, `SlackChannel`,
   `SmtpChannel` registered by name in `CHANNELS`; `channels_from_settings`, `deliver` (retry with backoff)
+- Drift (monitoring/drift.py): `ImageStats`, `image_stats`, `stats_from_bytes`, `read_folder`,
+  `compare_images(baseline, new, alpha) -> DriftReport` (KS / chi-square per statistic, PSI, Bonferroni),
+  `mmd_test(embeddings_a, embeddings_b)`; `python -m monitoring.drift --baseline DIR --new DIR`
 - Readiness (monitoring/health.py): `ComponentCheck(name, ok, detail, required)`, `check_database`,
   `check_schema`, `check_image_store`, `check_disk(path, min_free_gb)`, `is_ready(checks)`
 - Metrics (monitoring/metrics.py): `record_request(method, route, status, seconds)`,
@@ -59,6 +62,16 @@ from monitoring.audit import (
     RequestContext,
     Verification,
 )
+from monitoring.drift import (
+    DriftReport,
+    FeatureTest,
+    ImageStats,
+    compare_images,
+    image_stats,
+    mmd_test,
+    read_folder,
+    stats_from_bytes,
+)
 from monitoring.health import (
     ComponentCheck,
     check_database,
@@ -102,9 +115,12 @@ __all__ = [
     "ComponentCheck",
     "DeliveryError",
     "DeliveryOutcome",
+    "DriftReport",
     "ExpertLabels",
+    "FeatureTest",
     "Figures",
     "Gauge",
+    "ImageStats",
     "LabelledPrediction",
     "Notification",
     "Observations",
@@ -123,14 +139,19 @@ __all__ = [
     "check_disk",
     "check_image_store",
     "check_schema",
+    "compare_images",
     "deliver",
+    "image_stats",
     "is_ready",
     "mark_process_dead",
+    "mmd_test",
     "multiprocess_dir",
     "no_expert_labels",
+    "read_folder",
     "record_predictions",
     "record_request",
     "render_metrics",
+    "stats_from_bytes",
     "summarize",
     "system_stats",
 ]

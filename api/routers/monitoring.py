@@ -1,6 +1,6 @@
 """Monitoring: `GET /metrics` (Prometheus text; an API key or loopback, see api/permissions.py) and the audit trail
 (`GET /v1/audit`, `GET /v1/audit/verify`, `GET /v1/audit/export`), the summary of recent activity
-(`GET /v1/monitoring/summary`)."""
+(`GET /v1/monitoring/summary`) and input drift (`GET /v1/monitoring/drift`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,17 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from api.schemas import AuditEventOut, AuditPageOut, AuditVerifyOut, FiguresOut, MonitoringSummaryOut, SeriesPointOut
+from api.drift import DriftDep
+from api.schemas import (
+    AuditEventOut,
+    AuditPageOut,
+    AuditVerifyOut,
+    DriftOut,
+    FeatureTestOut,
+    FiguresOut,
+    MonitoringSummaryOut,
+    SeriesPointOut,
+)
 from api.services import Services, ServicesDep
 from monitoring import HISTORY, AuditFilter, Figures, Gauge, render_metrics, summarize, system_stats
 from storage import CaseStatus
@@ -136,4 +146,25 @@ def monitoring_summary(services: ServicesDep, window: Literal["1h", "24h", "7d"]
         throughput_per_min=summary.throughput_per_min,
         totals=figures_out(summary.totals),
         series=[SeriesPointOut(start=start, figures=figures_out(figures)) for start, figures in summary.series],
+    )
+
+
+# --- drift ----------------------------------------------------------------------------------------------------------
+
+
+@router.get("/v1/monitoring/drift", response_model=DriftOut, summary="Recent cases' films against the baseline films")
+def monitoring_drift(drift: DriftDep, window: int = Query(200, ge=10, le=1000)) -> DriftOut:
+    result = drift.check(window)
+    report = result.report
+    tests = [] if report is None else report.tests
+    drifted = [] if report is None else report.drifted
+    return DriftOut(
+        at=result.at,
+        detected=None if report is None else report.detected,
+        reason=result.reason,
+        alpha=None if report is None else report.alpha,
+        threshold=None if report is None else report.threshold,
+        baseline_size=0 if report is None else report.baseline_size,
+        new_size=0 if report is None else report.new_size,
+        tests=[FeatureTestOut(**vars(test), drifted=test in drifted) for test in tests],
     )

@@ -1,4 +1,7 @@
-"""Fit the input gate's embedding reference into a checkpoint: `python -m mlops.fit_gate --checkpoint F --data DIR`.
+"""Fit the input gate's embedding reference into a checkpoint: `python -m mlops.fit_gate --checkpoint F --data SRC`.
+
+`--data` may be repeated (a model trained on several datasets is gated against all of them); each is a folder or a
+source spec `DIR[:key=value]...` as `mlops.train` takes it (labelled_data.sources).
 
 Embeds the training split through the serving Predictor (same decoder, preprocessing and model), fits the
 class-conditional Mahalanobis reference (inference.ood) on part of the patients and sets its threshold on the
@@ -37,7 +40,7 @@ from settings import Settings, get_settings
 def fit_command(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """Embed the training split with the serving path, fit the reference and write it into the checkpoint."""
     checkpoint = load_checkpoint(args.checkpoint)
-    samples = labelled_data.select(labelled_data.discover(args.data), args.split, checkpoint.class_names)
+    samples = training_samples(args.data, args.split, checkpoint.class_names)
     if args.max_images:
         samples = random.Random(args.seed).sample(samples, min(args.max_images, len(samples)))
     fit_part, holdout_part = labelled_data.split_by_patient(samples, args.holdout_fraction, args.seed)
@@ -68,6 +71,16 @@ def fit_command(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     }
 
 
+def training_samples(sources: Sequence[str], split: str, class_names: Sequence[str]) -> list[labelled_data.Sample]:
+    """The `split` samples of every source, labelled with the checkpoint's classes (negative first)."""
+    defaults = labelled_data.DataOptions(positive_name=class_names[-1], negative_name=class_names[0])
+    samples = []
+    for spec in sources:
+        source = labelled_data.parse_source(spec, defaults)
+        samples += labelled_data.select(labelled_data.load_source(source), split, class_names)
+    return samples
+
+
 def embed_samples(
     checkpoint: ModelCheckpoint, samples: Sequence[labelled_data.Sample], settings: Settings, batch_size: int = 32
 ) -> np.ndarray:
@@ -88,7 +101,9 @@ def _decode(path: Path) -> np.ndarray:
 def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mlops.fit_gate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder (split/CLASS/* or manifest.csv)")
+    parser.add_argument(
+        "--data", action="append", required=True, help="dataset folder or source spec DIR[:key=value]...; repeatable"
+    )
     parser.add_argument("--split", default="train", help="split to fit on (never the test split)")
     parser.add_argument("--holdout-fraction", type=float, default=0.15, help="patients held out to set the threshold")
     parser.add_argument(

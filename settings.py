@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     # --- runtime mode -------------------------------------------------------------------------------------------
     environment: Literal["development", "production"] = "development"
     log_level: str = "INFO"
+    # JSON lines to stdout and to LOG_DIR/cxr.log, rotated at LOG_FILE_MAX_MB with LOG_FILE_BACKUPS old files kept.
+    log_dir: Path | None = None  # None: var_dir / "logs"
+    log_file_max_mb: float = Field(default=10.0, gt=0)
+    log_file_backups: int = Field(default=5, ge=0)
 
     # --- data and storage ---------------------------------------------------------------------------------------
     cxr_data_dir: Path = Field(default=PROJECT_ROOT.parent / "shared" / "datasets")
@@ -192,6 +196,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var_dir / 'cxr.db'}"
+
+    @property
+    def resolved_log_dir(self) -> Path:
+        return self.log_dir or self.var_dir / "logs"
 
     @property
     def resolved_image_store_dir(self) -> Path:

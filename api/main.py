@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,7 +15,7 @@ from api.observability import ObservabilityMiddleware
 from api.routers import alerts, auth, explain, health, media, monitoring, predict, reports, similar, studies, users
 from api.security import AUTHORIZE, install_client_address, install_security
 from api.services import Services
-from monitoring import HISTORY, mark_process_dead
+from monitoring import HISTORY, configure_logging, mark_process_dead
 from settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -28,7 +27,8 @@ a calibrated probability. Every answer is AI decision support for a clinician, n
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     check_security_settings(settings)  # production without JWT_SECRET, a weak ADMIN_PASSWORD: refuse to start
-    logging.basicConfig(level=settings.log_level)
+    log_bytes = int(settings.log_file_max_mb * 1024 * 1024)
+    configure_logging(settings.log_level, settings.resolved_log_dir, log_bytes, settings.log_file_backups)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -55,6 +55,7 @@ AUDITED_ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/audit/export"): ("audit.export", "audit trail CSV"),
 }
 REPORT_KINDS = frozenset({"radiologist", "clinical", "patient"})
+PROBE_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # logged at DEBUG: monitors poll them
 SELF_AUDITED = frozenset({("POST", "/v1/auth/login")})  # the login route records its own outcome
 
 _TEMPLATES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -108,8 +109,15 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_recording)
         finally:
-            route = route_label(scope)
-            record_request(scope["method"], route, status, time.perf_counter() - started)
+            route, seconds = route_label(scope), time.perf_counter() - started
+            record_request(scope["method"], route, status, seconds)
+            fields = {
+                "method": scope["method"],
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 1),
+            }
+            logger.log(logging.DEBUG if route in PROBE_ROUTES else logging.INFO, "request", extra={"fields": fields})
             entry = audit_entry(scope, route, status)
             services = getattr(scope["app"].state, "services", None)
             if entry is not None and services is not None:

@@ -17,6 +17,8 @@ Public surface:
 - Drift (monitoring/drift.py): `ImageStats`, `image_stats`, `stats_from_bytes`, `read_folder`,
   `compare_images(baseline, new, alpha) -> DriftReport` (KS / chi-square per statistic, PSI, Bonferroni),
   `mmd_test(embeddings_a, embeddings_b)`; `python -m monitoring.drift --baseline DIR --new DIR`
+- Logs (monitoring/logs.py): `configure_logging(level, log_dir, max_bytes, backups)` (JSON lines with the request
+  id to stdout and a rotating file), `JsonFormatter`
 - Readiness (monitoring/health.py): `ComponentCheck(name, ok, detail, required)`, `check_database`,
   `check_schema`, `check_image_store`, `check_disk(path, min_free_gb)`, `is_ready(checks)`
 - Metrics (monitoring/metrics.py): `record_request(method, route, status, seconds)`,
@@ -81,6 +83,7 @@ from monitoring.health import (
     is_ready,
 )
 from monitoring.history import HISTORY, WINDOWS, Figures, Summary, summarize
+from monitoring.logs import JsonFormatter, configure_logging
 from monitoring.metrics import (
     UNMATCHED_ROUTE,
     Gauge,
@@ -121,6 +124,7 @@ __all__ = [
     "Figures",
     "Gauge",
     "ImageStats",
+    "JsonFormatter",
     "LabelledPrediction",
     "Notification",
     "Observations",
@@ -140,6 +144,7 @@ __all__ = [
     "check_image_store",
     "check_schema",
     "compare_images",
+    "configure_logging",
     "deliver",
     "image_stats",
     "is_ready",

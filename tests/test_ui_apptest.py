@@ -298,7 +298,7 @@ def test_registry_pages_by_role() -> None:
     assert titles[SIGNED_OUT] == ["Log in"]
     assert titles[RADIOLOGIST] == ["Analyze", "Case history", "Health"]
     assert titles[ANNOTATOR] == ["Health"]
-    assert titles[ADMIN] == ["Analyze", "Case history", "Health"]
+    assert titles[ADMIN] == ["Analyze", "Case history", "Health", "Metrics & alerts", "Audit"]
     assert [p.title for p in pages_for("auditor")] == ["Health"]  # a future role still gets the shared pages
 
 

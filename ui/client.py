@@ -238,3 +238,27 @@ class BackendClient:
 
     def sign(self, case_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/cases/{case_id}/sign")
+
+    # --- monitoring (admins) ----------------------------------------------------------------------------------
+    def monitoring_summary(self, window: str) -> dict[str, Any]:
+        return self._json("GET", "/v1/monitoring/summary", params={"window": window})
+
+    def drift(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/monitoring/drift")
+
+    def alerts(self, state: str | None = None) -> dict[str, Any]:
+        return self._json("GET", "/v1/alerts", params={"state": state} if state else None)
+
+    def acknowledge_alert(self, alert_id: int) -> dict[str, Any]:
+        return self._json("POST", f"/v1/alerts/{alert_id}/acknowledge")
+
+    def audit_events(self, **filters: str | int | None) -> dict[str, Any]:
+        params = {key: value for key, value in filters.items() if value not in (None, "")}
+        return self._json("GET", "/v1/audit", params=params)
+
+    def audit_verify(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/audit/verify")
+
+    def audit_export(self, **filters: str | None) -> bytes:
+        params = {key: value for key, value in filters.items() if value not in (None, "")}
+        return self.get_bytes("/v1/audit/export", params=params)

@@ -36,6 +36,10 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("ui/pages/analyze.py", "Analyze", ":material/radiology:", CLINICAL),
     PageSpec("ui/pages/history.py", "Case history", ":material/history:", CLINICAL),
     PageSpec("ui/pages/health.py", "Health", ":material/monitor_heart:", frozenset({ANY_SIGNED_IN}), "Operations"),
+    PageSpec(
+        "ui/pages/metrics_alerts.py", "Metrics & alerts", ":material/monitoring:", frozenset({ADMIN}), "Operations"
+    ),
+    PageSpec("ui/pages/audit.py", "Audit", ":material/policy:", frozenset({ADMIN}), "Operations"),
 )
 
 # Kept for readers wiring the next pages: the annotation queue will list ANNOTATOR and ADMIN.

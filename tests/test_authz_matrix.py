@@ -101,6 +101,10 @@ def http(api_url: str) -> Iterator[httpx.Client]:
         yield client
 
 
+# Logging out revokes the caller's token; the matrix calls it with the bad credentials and the API keys only.
+ENDS_THE_SESSION = {("POST", "/v1/auth/logout")}
+
+
 def call(http: httpx.Client, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
     return http.request(method, PATH_PARAMETER.sub(str(uuid.UUID(int=0)), path), headers=headers)
 
@@ -161,6 +165,9 @@ def test_authorisation_matrix(api_url: str, http: httpx.Client, callers: list[Ca
         access = access_for(method, path)
         assert access is not None
         for caller in callers:
+            if (method, path) in ENDS_THE_SESSION and caller.name.endswith("-token"):
+                checked += 1  # would end the session's shared tokens: tests/security/test_attack_list.py (T6)
+                continue
             response = call(http, method, path, caller.headers)
             expected, got = expected_outcome(access, caller), response.status_code
             checked += 1

@@ -26,6 +26,9 @@ DEFAULT_EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "8"))
 SLOW_EXAMPLES = 150
 
 
+ENDS_THE_SESSION = {("POST", "/v1/auth/logout")}
+
+
 @dataclass
 class Tally:
     cases: int = 0
@@ -71,8 +74,11 @@ def run_schemathesis(api_url: str, headers: dict[str, str], examples: int) -> Ta
     schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
     tally = Tally()
     for result in schema.get_all_operations():
+        operation = result.ok()
+        if (operation.method.upper(), operation.path) in ENDS_THE_SESSION:
+            continue  # would revoke the shared token for every later case; tests/security covers logout
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            check_operation(result.ok(), mode, api_url, headers, examples, tally)
+            check_operation(operation, mode, api_url, headers, examples, tally)
     return tally
 
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -50,6 +51,7 @@ from api.routers import users as users_routes
 from api.schemas import CaseOut, PatientOut
 from api.security import AUTHORIZE, RequestTimeoutMiddleware, install_security
 from imaging import DeidentificationError, Deidentifier, ImagingError, decode_image, deidentify_dicom
+from monitoring import AuditTrail
 from settings import Settings
 from storage import Database, migrate_database
 from tests.conftest import ApiAccount
@@ -85,6 +87,7 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(auth_routes.router)
     app.include_router(users_routes.router)
     app.state.auth = AuthService.start(settings, database)
+    app.state.services = SimpleNamespace(audit=AuditTrail.from_settings(settings, database))  # logins are audited
     install_security(app, settings)
 
     @app.get("/v1/not-in-the-table")

@@ -3,7 +3,8 @@
 
 Per population: AUROC, AUROC within each projection (AP, PA: the adult data's shortcut), sensitivity and
 specificity at the stored threshold, expected calibration error, and the share of films answered wrongly with a
-calibrated confidence above 0.9 and no flag (neither uncertain nor refused by the input gate): the failure a
+calibrated confidence above 0.9 and no flag (not uncertain, not refused by the input gate, not outside the
+validated scope): the failure a
 radiologist cannot see coming. With `--heatmaps`, on the adult pneumonia films: how often the Grad-CAM peak lies
 inside a radiologist's opacity box and the share of the heat inside the boxes, each beside its chance level (the
 boxes' share of the image).
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from imaging import decode_image
-from inference import ModelCheckpoint, Prediction, Predictor, load_checkpoint
+from inference import ModelCheckpoint, Prediction, Predictor, ScopeCheck, load_checkpoint
 from labelled_data import DataOptions, Sample, load_source, parse_source, select, train_val_split
 from mlops.populations import population_metrics
 from settings import Settings, get_settings
@@ -66,6 +67,9 @@ def evaluation_set(spec: str, data_root: Path, split: str, checkpoint: ModelChec
 
 
 def score(predictor: Predictor, samples: Sequence[Sample], batch_size: int = 32) -> Scored:
+    """The serving path's answers; "flagged" is what the workstation would show: uncertain, refused by the input
+    gate, or outside the validated scope (judged from the film: the datasets carry no age per film here)."""
+    scope = ScopeCheck.from_checkpoint(predictor.checkpoint)
     predictions: list[Prediction] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
@@ -77,7 +81,7 @@ def score(predictor: Predictor, samples: Sequence[Sample], batch_size: int = 32)
         labels=np.array([int(s.label == positive) for s in samples]),
         probs=np.array([p.positive_probability for p in predictions]),
         confidence=np.array([p.confidence for p in predictions]),
-        flagged=np.array([p.uncertain or p.ood for p in predictions]),
+        flagged=np.array([p.uncertain or p.ood or scope.check(p.embedding).outside for p in predictions]),
     )
 
 

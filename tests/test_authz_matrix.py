@@ -49,7 +49,7 @@ def mint(secret: str, subject: str, *, expired: bool = False, version: int = 1) 
     now = datetime.now(UTC)
     issued = now - timedelta(hours=2) if expired else now
     claims = {"iss": JWT_ISSUER, "sub": subject, "role": "admin", "ver": version, "iat": issued,
-              "exp": issued + timedelta(hours=1)}  # fmt: skip
+              "exp": issued + timedelta(hours=1), "jti": uuid.uuid4().hex}  # fmt: skip
     return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM)
 
 

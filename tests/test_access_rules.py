@@ -71,6 +71,10 @@ WHO_MAY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/audit"): ADMIN,  # the audit trail names who looked at which case
     ("GET", "/v1/audit/verify"): ADMIN,
     ("GET", "/v1/audit/export"): ADMIN,
+    ("GET", "/v1/monitoring/summary"): ADMIN,  # watching the workstation is the hospital admin's job
+    ("GET", "/v1/monitoring/drift"): ADMIN,
+    ("GET", "/v1/alerts"): ADMIN,
+    ("POST", "/v1/alerts/{alert_id}/acknowledge"): ADMIN,
 }
 # Ends the caller's session: called here only anonymously (the roles' shared tokens must survive); each role's own
 # logout is checked with a token of its own in tests/security/test_attack_list.py (T6) and tests/test_hardening.py.
@@ -124,7 +128,8 @@ def ids(api: LiveApi) -> dict[str, str]:
         key = admin.post("/v1/api-keys", json={"name": "rules", "role": "annotator"})
         assert user.status_code == 201 and key.status_code == 201, (user.text, key.text)
     return {"case_id": case_id, "ref_id": similar["neighbours"][0]["ref_id"], "user_id": user.json()["id"],
-            "key_id": key.json()["id"]}  # fmt: skip
+            "key_id": key.json()["id"], "alert_id": "1"}  # fmt: skip
+    # alert 1 need not exist: the roles allowed get 404, the others 403 before the lookup
 
 
 def request_for(method: str, path: str, ids: dict[str, str]) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Path, status
 
 from api.alerting import AlertingDep
 from api.auth import CurrentUser
@@ -13,6 +13,7 @@ from api.schemas import AlertChannelOut, AlertOut, AlertsOut
 from monitoring import AlertNotFoundError
 
 router = APIRouter(prefix="/v1/alerts", tags=["monitoring"])
+MAX_ALERT_ID = 2**63 - 1  # a larger id overflowed the database integer (500); now it is a 422
 
 
 @router.get("", response_model=AlertsOut, summary="Alerts, newest first, and each alert channel's last delivery")
@@ -29,7 +30,9 @@ def list_alerts(alerting: AlertingDep, state: Literal["firing", "acknowledged", 
     summary="Acknowledge a firing alert (it stays until its condition clears, without reminders)",
     responses={404: {"description": "No such alert"}},
 )
-def acknowledge_alert(alert_id: int, alerting: AlertingDep, user: CurrentUser) -> AlertOut:
+def acknowledge_alert(
+    alerting: AlertingDep, user: CurrentUser, alert_id: int = Path(ge=1, le=MAX_ALERT_ID)
+) -> AlertOut:
     try:
         return AlertOut.model_validate(alerting.store.acknowledge(alert_id, user.username))
     except AlertNotFoundError as exc:

@@ -49,6 +49,19 @@ def uncertainty_dict(prediction: Prediction) -> dict[str, Any] | None:
     return {**prediction.uncertainty.to_dict(), "reasons": list(prediction.uncertain_reasons)}
 
 
+def reliability_fields(prediction: Prediction, verdict: ScopeResult) -> dict[str, Any]:
+    """How far the result can be trusted, as stored with a case and answered by /predict: uncertainty, the input
+    gate's verdict and the validated scope (field names shared by `NewCase`, `CaseOut` and `PredictionOut`)."""
+    return {
+        "uncertainty": uncertainty_dict(prediction),
+        "uncertain": prediction.uncertain,
+        "ood": prediction.ood,
+        "ood_reason": prediction.ood_reason or None,
+        "scope": verdict.scope,
+        "scope_reason": verdict.reason or None,
+    }
+
+
 def scoped(prediction: Prediction, verdict: ScopeResult) -> Prediction:
     """A film outside the validated scope still gets its analysis, counted as uncertain (with the reason)."""
     if not verdict.outside:
@@ -111,12 +124,7 @@ def new_case(
         study_metadata=study_metadata(decoded),
         quality_warnings=[w.as_dict() for w in assess_quality(decoded)],
         created_by=user.id,
-        uncertainty=uncertainty_dict(prediction),
-        uncertain=prediction.uncertain,
-        ood=prediction.ood,
-        ood_reason=prediction.ood_reason or None,
-        scope=verdict.scope,
-        scope_reason=verdict.reason or None,
+        **reliability_fields(prediction, verdict),
         # Uncertain (including outside the validated scope) or out-of-distribution results go to expert review.
         status=CaseStatus.QUEUED_FOR_REVIEW if prediction.uncertain or prediction.ood else CaseStatus.ANALYZED,
         embedding=prediction.embedding.astype(np.float32).tobytes(),

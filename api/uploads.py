@@ -11,6 +11,14 @@ from api.errors import ApiError
 
 CHUNK_BYTES = 1024 * 1024
 
+# The answers an upload can get before any model runs (OpenAPI `responses` of every route that takes an image).
+UPLOAD_ERRORS: dict[int | str, dict[str, str]] = {
+    400: {"description": "Empty file"},
+    413: {"description": "Too large"},
+    415: {"description": "Unsupported format"},
+    422: {"description": "Corrupt or unusable image"},
+}
+
 
 def too_large(limit_bytes: int) -> ApiError:
     return ApiError(

@@ -48,6 +48,10 @@ def _clinical_information(writer: ReportWriter, case: ReportCase) -> list[Flowab
     return [writer.section("Clinical information provided"), *blocks] if blocks else []
 
 
+def _caution(writer: ReportWriter, label: str, text: str) -> Flowable:
+    return writer.rich(f'<font color="{CAUTION.hexval()}"><b>{label}:</b></font> ' + writer.m(text), writer.styles.body)
+
+
 def _assessment(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
     styles = writer.styles
     statement = confidence_statement(case)
@@ -58,21 +62,11 @@ def _assessment(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
     ]
     if case.ood:
         reason = clip(case.ood_reason or "")
-        content.append(
-            writer.rich(
-                f'<font color="{CAUTION.hexval()}"><b>Unusual image:</b></font> '
-                + writer.m(f"it differs from the images the AI was trained on{': ' + reason if reason else ''}."),
-                styles.body,
-            )
-        )
+        text = f"it differs from the images the AI was trained on{': ' + reason if reason else ''}."
+        content.append(_caution(writer, "Unusual image", text))
     if case.outside_scope:
-        content.append(
-            writer.rich(
-                f'<font color="{CAUTION.hexval()}"><b>Outside the validated populations:</b></font> '
-                + writer.m(f"{clip(case.scope_reason or '')}; the AI result has not been validated for this patient."),
-                styles.body,
-            )
-        )
+        text = f"{clip(case.scope_reason or '')}; the AI result has not been validated for this patient."
+        content.append(_caution(writer, "Outside the validated populations", text))
     if case.quality_warnings:
         joined = " ".join(f"{warning.rstrip('.')}." for warning in displayed_warnings(case.quality_warnings))
         label = f'<font color="{CAUTION.hexval()}"><b>Image quality:</b></font>'

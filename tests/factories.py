@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import tifffile
+import torch
 from PIL import Image
 from pydicom import config
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -47,6 +48,9 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
+
+from imaging import PreprocessSpec
+from inference import ModelCheckpoint, create_model
 
 __all__ = [
     "COMPRESSED_TRANSFER_SYNTAXES",
@@ -429,3 +433,29 @@ def _write(ds: Dataset, uid: UID, sop_class: str, preamble: bool) -> bytes:
     ds.file_meta = _file_meta(ds, uid, sop_class)
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def random_checkpoint(
+    architecture: str = "test_resnet",
+    *,
+    version: str = "tiny",
+    drop_rate: float = 0.2,
+    seed: int = 0,
+    input_size: int = 64,
+    temperature: float = 1.0,
+    threshold: float = 0.5,
+) -> ModelCheckpoint:
+    """A randomly initialised (seeded) checkpoint in the model contract: for tests of plumbing, not of findings."""
+    torch.manual_seed(seed)
+    model = create_model(architecture, 2, drop_rate=drop_rate)
+    return ModelCheckpoint(
+        architecture=architecture,
+        task="pneumonia",
+        class_names=["NORMAL", "PNEUMONIA"],
+        preprocess=PreprocessSpec(input_size=input_size),
+        state_dict=model.state_dict(),
+        temperature=temperature,
+        threshold=threshold,
+        version=version,
+        model_kwargs={"drop_rate": drop_rate},
+    )

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from imaging import PreprocessSpec, decode_image
-from inference import ModelCheckpoint, Predictor, create_model, load_checkpoint, save_checkpoint
+from imaging import decode_image
+from inference import ModelCheckpoint, Predictor, load_checkpoint, save_checkpoint
 from inference.ood import (
     OOD_EXTRA_KEY,
     ImageChecks,
@@ -28,6 +28,7 @@ from inference.ood import (
 from inference.uncertainty import UncertaintyPolicy
 from mlops.fit_gate import main as fit_gate_main
 from settings import get_settings
+from tests.factories import random_checkpoint
 
 torch.set_num_threads(1)
 CHECKS = ImageChecks(max_aspect_ratio=2.0, min_dynamic_range=0.08, min_orientation_score=0.0)
@@ -39,20 +40,6 @@ def frontal_like(seed: int = 0) -> np.ndarray:
     image = rng.uniform(0.1, 0.3, (120, 100)).astype(np.float32)
     image[:, 42:58] += 0.5
     return np.clip(image, 0, 1)
-
-
-def tiny_checkpoint(version: str = "tiny") -> ModelCheckpoint:
-    torch.manual_seed(0)
-    model = create_model("test_resnet", 2, drop_rate=0.2)
-    return ModelCheckpoint(
-        architecture="test_resnet",
-        task="pneumonia",
-        class_names=["NORMAL", "PNEUMONIA"],
-        preprocess=PreprocessSpec(input_size=64),
-        state_dict=model.state_dict(),
-        version=version,
-        model_kwargs={"drop_rate": 0.2},
-    )
 
 
 # --- image checks -----------------------------------------------------------------------------------------------
@@ -117,7 +104,7 @@ def test_reference_survives_json_and_rejects_malformed_data() -> None:
 
 
 def test_reference_lives_in_the_checkpoint_and_must_match_the_weights(tmp_path: Path) -> None:
-    checkpoint = tiny_checkpoint("v7")
+    checkpoint = random_checkpoint(version="v7")
     fit_x, fit_y = gaussian_embeddings(300, seed=0)
     reference = fit_reference(fit_x, fit_y, gaussian_embeddings(100, seed=1)[0], 99.5, "v7")
     save_checkpoint(with_reference(checkpoint, reference), tmp_path / "m.pt")
@@ -165,7 +152,7 @@ def test_upside_down_test_runs_when_the_bottom_is_dark_and_compares_distances() 
 
 def test_fit_command_writes_a_reference_the_predictor_uses(tmp_path: Path, kermany_dir: Path, capsys) -> None:
     source, target = tmp_path / "tiny.pt", tmp_path / "tiny-ood.pt"
-    save_checkpoint(tiny_checkpoint("tiny-fit"), source)
+    save_checkpoint(random_checkpoint(version="tiny-fit"), source)
     fit_gate_main(
         [
             "--checkpoint",

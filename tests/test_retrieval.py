@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import case_retrieval.store as store
@@ -35,8 +34,9 @@ from case_retrieval import (
 )
 from case_retrieval.builder import dataset_samples
 from case_retrieval.cli import main as cli_main
-from imaging import PreprocessSpec, decode_image
-from inference import ModelCheckpoint, Predictor, create_model
+from imaging import decode_image
+from inference import Predictor
+from tests.factories import random_checkpoint
 
 DIM = 32
 VERSION = "model-v1"
@@ -265,17 +265,7 @@ def test_index_switches_from_flat_to_hnsw_at_threshold(tmp_path: Path) -> None:
 
 
 def tiny_predictor(version: str) -> Predictor:
-    torch.manual_seed(0)
-    model = create_model("resnet18", 2)
-    checkpoint = ModelCheckpoint(
-        architecture="resnet18",
-        task="pneumonia",
-        class_names=["NORMAL", "PNEUMONIA"],
-        preprocess=PreprocessSpec(input_size=64),
-        state_dict=model.state_dict(),
-        version=version,
-    )
-    return Predictor(checkpoint, threads=1, cache_size=1)
+    return Predictor(random_checkpoint("resnet18", version=version, drop_rate=0.0), threads=1, cache_size=1)
 
 
 def test_build_evaluate_and_rebuild_from_dataset(tmp_path: Path, kermany_dir: Path) -> None:

@@ -5,7 +5,6 @@ analysis, marked `outside_validated` with the reason, counted as uncertain, queu
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 from pypdf import PdfReader
 
-from api.main import create_app
 from imaging import decode_image
 from inference import (
     OUTSIDE_VALIDATED,
@@ -29,11 +27,9 @@ from inference import (
     with_scope,
 )
 from inference.scope import UNCHECKED, VALIDATED, PopulationScope
-from settings import Settings
 from tests.conftest import make_tiny_checkpoint
 from tests.factories import png_bytes, synthetic_radiograph, to_stored
-
-ADMIN = ("scope-admin", "Scope-Test-" + secrets.token_urlsafe(12))
+from tests.in_process import backend_settings, workstation
 
 
 def reference_around(center: np.ndarray, version: str, seed: int) -> MahalanobisReference:
@@ -96,20 +92,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         )
     )
     save_checkpoint(with_scope(checkpoint, scope), root / "tiny.pt")
-    settings = Settings(
-        var_dir=root / "var",
-        model_path=root / "tiny.pt",
-        database_url="",
-        torch_threads=1,
-        admin_username=ADMIN[0],
-        admin_password=ADMIN[1],
-        jwt_secret=secrets.token_urlsafe(48),
-        rate_limit="100000/minute",
-    )
-    with TestClient(create_app(settings)) as http:
-        login = {"username": ADMIN[0], "password": ADMIN[1]}
-        token = http.post("/v1/auth/login", json=login).raise_for_status().json()["access_token"]
-        http.headers["Authorization"] = f"Bearer {token}"
+    with workstation(backend_settings(root / "var", root / "tiny.pt")) as http:
         yield http
 
 

@@ -7,10 +7,7 @@ The app runs in-process here (FastAPI's TestClient) so the test can count calls 
 from __future__ import annotations
 
 import json
-import secrets
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,14 +15,12 @@ from fastapi.testclient import TestClient
 import api.case_media
 import api.routers.media
 import imaging
-from api.main import create_app
 from case_retrieval import build_reference_library
 from inference import Predictor, load_checkpoint
 from settings import Settings
 from tests.conftest import make_tiny_checkpoint
 from tests.factories import dicom_bytes, png_bytes, synthetic_radiograph, to_stored
-
-ADMIN = ("path-admin", "Path-Test-" + secrets.token_urlsafe(12))
+from tests.in_process import backend_settings, workstation
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +35,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         (folder / f"ref{index}.png").write_bytes(png_bytes(to_stored(synthetic_radiograph(seed=100 + index))))
     predictor = Predictor(load_checkpoint(checkpoint), threads=1, cache_size=1)
     build_reference_library(reference, "train", predictor, root / "var" / "retrieval", progress=False)
-    return Settings(
-        var_dir=root / "var",
-        model_path=checkpoint,
-        database_url="",
-        torch_threads=1,
-        admin_username=ADMIN[0],
-        admin_password=ADMIN[1],
-        jwt_secret=secrets.token_urlsafe(48),
-        rate_limit="100000/minute",
-    )
+    return backend_settings(root / "var", checkpoint)
 
 
 class Counts:
@@ -72,16 +58,6 @@ class Counts:
 
     def reset(self) -> None:
         self.calls.clear()
-
-
-@contextmanager
-def workstation(settings: Settings) -> Iterator[TestClient]:
-    """A freshly started backend process (new Services: every in-process cache empty), logged in as admin."""
-    with TestClient(create_app(settings)) as client:
-        login = {"username": ADMIN[0], "password": ADMIN[1]}
-        token = client.post("/v1/auth/login", json=login).raise_for_status().json()["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        yield client
 
 
 def click(client: TestClient, name: str, data: bytes) -> dict:

@@ -4,7 +4,6 @@ that near-threshold radiographs are more uncertain than clear-cut ones."""
 from __future__ import annotations
 
 import math
-import os
 import random
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from imaging import PreprocessSpec, decode_image
-from inference import ModelCheckpoint, Predictor, create_model, load_checkpoint
+from imaging import decode_image
+from inference import ModelCheckpoint, Predictor, load_checkpoint
 from inference.uncertainty import (
     Uncertainty,
     UncertaintyError,
@@ -23,24 +22,13 @@ from inference.uncertainty import (
     mc_dropout_logits,
     summarize,
 )
-from settings import get_settings
+from tests.factories import random_checkpoint
 
 torch.set_num_threads(1)
 
 
-def tiny_checkpoint(drop_rate: float = 0.2, seed: int = 0) -> ModelCheckpoint:
-    torch.manual_seed(seed)
-    model = create_model("test_resnet", 2, drop_rate=drop_rate)
-    return ModelCheckpoint(
-        architecture="test_resnet",
-        task="pneumonia",
-        class_names=["NORMAL", "PNEUMONIA"],
-        preprocess=PreprocessSpec(input_size=64),
-        state_dict=model.state_dict(),
-        temperature=1.5,
-        version=f"tiny-{drop_rate}",
-        model_kwargs={"drop_rate": drop_rate},
-    )
+def tiny_checkpoint(drop_rate: float = 0.2) -> ModelCheckpoint:
+    return random_checkpoint(version=f"tiny-{drop_rate}", drop_rate=drop_rate, temperature=1.5)
 
 
 def radiograph_like(seed: int) -> np.ndarray:
@@ -177,20 +165,11 @@ def test_cached_prediction_keeps_uncertainty() -> None:
 # --- the shipped model ----------------------------------------------------------------------------------------------
 
 
-def shipped_model_path() -> Path:
-    path = Path(get_settings().model_path)
-    if not path.is_file():
-        message = f"shipped model {path} is absent (train it with `python -m mlops.train`)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def test_near_threshold_radiographs_are_more_uncertain_than_clear_cut_ones(kermany_dir: Path) -> None:
-    path = shipped_model_path()
+def test_near_threshold_radiographs_are_more_uncertain_than_clear_cut_ones(
+    kermany_dir: Path, shipped_model: Path
+) -> None:
     predictor = Predictor(
-        load_checkpoint(path), threads=1, uncertainty=UncertaintyPolicy(method="mc_dropout", passes=30)
+        load_checkpoint(shipped_model), threads=1, uncertainty=UncertaintyPolicy(method="mc_dropout", passes=30)
     )
     files = sorted((kermany_dir / "test").glob("*/*"))
     files = random.Random(0).sample(files, min(240, len(files)))

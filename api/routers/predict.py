@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, File, Request, UploadFile, status
 
-from api.analysis import scoped, uncertainty_dict
+from api.analysis import reliability_fields, scoped
 from api.disconnect import run_until_disconnect
 from api.errors import ApiError, imaging_status
 from api.observability import observe_predictions
 from api.schemas import BatchIn, BatchItemError, BatchOut, PredictionOut
 from api.services import Services, ServicesDep
-from api.uploads import decode_base64_image, read_upload
+from api.uploads import UPLOAD_ERRORS, decode_base64_image, read_upload
 from imaging import DecodedImage, ImagingError, assess_quality, decode_image
 from inference import Prediction, ScopeResult
 
@@ -36,12 +36,7 @@ def prediction_out(
         threshold=threshold,
         cached=prediction.cached,
         quality_warnings=[w.as_dict() for w in assess_quality(decoded)],
-        uncertainty=uncertainty_dict(prediction),
-        uncertain=prediction.uncertain,
-        ood=prediction.ood,
-        ood_reason=prediction.ood_reason or None,
-        scope=verdict.scope,
-        scope_reason=verdict.reason or None,
+        **reliability_fields(prediction, verdict),
     )
 
 
@@ -58,12 +53,7 @@ def _decode_and_predict(services: Services, data: bytes, cancel: threading.Event
     "/predict",
     response_model=PredictionOut,
     summary="Classify one radiograph (multipart `file`)",
-    responses={
-        400: {"description": "Empty file"},
-        413: {"description": "Too large"},
-        415: {"description": "Unsupported format"},
-        422: {"description": "Corrupt or unusable image"},
-    },
+    responses=UPLOAD_ERRORS,
 )
 async def predict(
     request: Request,

@@ -15,7 +15,7 @@ from api.errors import ApiError
 from api.json_limits import JsonLimits
 from api.schemas import CaseOut, CasePageOut, PatientIn
 from api.services import ServicesDep
-from api.uploads import read_upload
+from api.uploads import UPLOAD_ERRORS, read_upload
 from storage import MAX_PAGE_SIZE
 
 router = APIRouter(prefix="/v1", tags=["cases"])
@@ -40,9 +40,7 @@ def parse_patient(raw: str | None, limits: JsonLimits) -> PatientIn:
     status_code=status.HTTP_201_CREATED,
     summary="Analyse a radiograph and store it as a case",
     responses={
-        400: {"description": "Empty file"},
-        413: {"description": "Too large"},
-        415: {"description": "Unsupported format"},
+        **UPLOAD_ERRORS,
         409: {"description": "The named upload is no longer held: send the file"},
         422: {"description": "Corrupt/unusable image, bad patient, or neither/both of file and upload_id"},
     },

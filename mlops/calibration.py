@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
@@ -20,7 +24,16 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200)
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    temperature = float(log_t.detach().exp().clamp(MIN_TEMPERATURE, MAX_TEMPERATURE))
+    # On separable validation data the optimum runs off towards T = 0 and LBFGS can step into NaN: fall back to the
+    # best temperature on a grid over the allowed range (the likelihood is smooth in log T).
+    return temperature if math.isfinite(temperature) else _grid_temperature(logits_t, labels_t)
+
+
+def _grid_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    grid = torch.logspace(math.log10(MIN_TEMPERATURE), math.log10(MAX_TEMPERATURE), 400, dtype=torch.float64)
+    losses = torch.stack([torch.nn.functional.cross_entropy(logits / t, labels) for t in grid])
+    return float(grid[int(torch.nan_to_num(losses, nan=math.inf).argmin())])
 
 
 def softmax_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

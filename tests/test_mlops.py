@@ -26,6 +26,7 @@ from inference import CheckpointError, Predictor, load_checkpoint, save_checkpoi
 from labelled_data import DataOptions, DatasetError, Sample
 from mlops import evaluate as evaluation
 from mlops import registry
+from mlops.calibration import fit_temperature
 from mlops.populations import balanced_weights, population_metrics, selection_score
 from mlops.train import TrainConfig, parse_args, train
 from mlops.validate import validate_dataset
@@ -582,3 +583,18 @@ def test_nodule_manifest_becomes_a_patient_split_binary_task() -> None:
     assert not test_patients & {s.patient_id for s in carved if s.split == "train"}
     assert 0.15 < sum(s.split == "test" for s in carved) / len(carved) < 0.25
     assert carved == datasets.load_samples(nodule, DataOptions(test_fraction=0.2, positive_labels=("NODULE_OR_MASS",)))
+
+
+def test_temperature_never_comes_back_nan_when_the_optimiser_diverges(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(50, 2)) * 3, rng.integers(0, 2, 50)
+    fitted = fit_temperature(logits, labels)
+
+    def diverge(optimizer: torch.optim.LBFGS, closure: object) -> None:  # what LBFGS did on separable toy data
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                parameter.data.fill_(float("nan"))
+
+    monkeypatch.setattr(torch.optim.LBFGS, "step", diverge)
+    fallback = fit_temperature(logits, labels)
+    assert np.isfinite(fallback) and fallback == pytest.approx(fitted, rel=0.03)  # the grid finds the same optimum

@@ -22,7 +22,9 @@ APP = str(ROOT / "app.py")
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     workdir = tmp_path_factory.mktemp("monitoring-ui")
     model = make_tiny_checkpoint(workdir / "tiny.pt", threshold=0.3)
-    env = {**backend_env(workdir / "var", model), "ALERT_INTERVAL_S": "0.5", "ALERT_DISK_PERCENT": "0"}
+    # only the disk rule can fire: a busy test machine must not add a CPU or memory alert to the list
+    env = {**backend_env(workdir / "var", model), "ALERT_INTERVAL_S": "0.5", "ALERT_DISK_PERCENT": "0",
+           "ALERT_CPU_PERCENT": "100", "ALERT_MEMORY_PERCENT": "100"}  # fmt: skip
     with running_api(env) as url:
         deadline = time.time() + 60  # the first evaluation raises the disk alert
         token = httpx.post(f"{url}/v1/auth/login", json={"username": UI_ADMIN, "password": env["ADMIN_PASSWORD"]})

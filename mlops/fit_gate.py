@@ -18,15 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import labelled_data
-from imaging import decode_image
 from inference import (
     CheckpointError,
     ImageChecks,
-    ModelCheckpoint,
     OODError,
     Predictor,
     fit_reference,
@@ -34,6 +31,7 @@ from inference import (
     save_checkpoint,
     with_reference,
 )
+from mlops.serving_path import embed_samples, sample_pixels
 from settings import Settings, get_settings
 
 
@@ -45,12 +43,14 @@ def fit_command(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         samples = random.Random(args.seed).sample(samples, min(args.max_images, len(samples)))
     fit_part, holdout_part = labelled_data.split_by_patient(samples, args.holdout_fraction, args.seed)
     started = time.time()
-    fit_embeddings = embed_samples(checkpoint, fit_part, settings, args.batch_size)
-    holdout_embeddings = embed_samples(checkpoint, holdout_part, settings, args.batch_size)
+    # The gate being fitted stays off while it embeds its own reference.
+    predictor = Predictor.from_settings(checkpoint, settings, cache_size=1, cache_ttl=1, gate=False)
+    fit_embeddings = embed_samples(predictor, fit_part, args.batch_size)
+    holdout_embeddings = embed_samples(predictor, holdout_part, args.batch_size)
     labels = labelled_data.label_indices(fit_part, checkpoint.class_names)
     reference = fit_reference(fit_embeddings, labels, holdout_embeddings, args.percentile, checkpoint.version)
     checks = ImageChecks.from_settings(settings)
-    refused_by_checks = sum(checks.reason(_decode(s.path)) is not None for s in holdout_part)
+    refused_by_checks = sum(checks.reason(sample_pixels(s)) is not None for s in holdout_part)
     # Re-read just before writing: another command (e.g. mlops.evaluate) may have rewritten the file meanwhile.
     latest = load_checkpoint(args.checkpoint)
     if latest.version != checkpoint.version:
@@ -79,23 +79,6 @@ def training_samples(sources: Sequence[str], split: str, class_names: Sequence[s
         source = labelled_data.parse_source(spec, defaults)
         samples += labelled_data.select(labelled_data.load_source(source), split, class_names)
     return samples
-
-
-def embed_samples(
-    checkpoint: ModelCheckpoint, samples: Sequence[labelled_data.Sample], settings: Settings, batch_size: int = 32
-) -> np.ndarray:
-    """Embeddings of dataset samples through the serving Predictor, without the gate it is fitting."""
-    predictor = Predictor.from_settings(checkpoint, settings, cache_size=1, cache_ttl=1, gate=False)
-    rows: list[np.ndarray] = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        predictions = predictor.predict_batch([_decode(s.path) for s in chunk], [None] * len(chunk))
-        rows.extend(p.embedding for p in predictions)
-    return np.stack(rows)
-
-
-def _decode(path: Path) -> np.ndarray:
-    return decode_image(Path(path).read_bytes()).pixels
 
 
 def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from imaging import decode_image
 from inference import ModelCheckpoint, Predictor, fit_reference, load_checkpoint, save_checkpoint
 from inference.scope import PopulationScope, ScopeCheck, with_scope
-from labelled_data import DataOptions, Sample, label_indices, load_source, parse_source, select, split_by_patient
+from labelled_data import DataOptions, label_indices, load_source, parse_source, select, split_by_patient
+from mlops.serving_path import embed_samples
 from settings import Settings, get_settings
 
 
@@ -57,25 +57,16 @@ class Embedded:
     test: np.ndarray
 
 
-def embed(predictor: Predictor, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:
-    rows: list[np.ndarray] = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        pixels = [decode_image(s.path.read_bytes()).pixels for s in chunk]
-        rows.extend(p.embedding for p in predictor.predict_batch(pixels, [None] * len(chunk)))
-    return np.stack(rows)
-
-
 def embed_population(predictor: Predictor, population: Population, data_root: Path, seed: int) -> Embedded:
     classes = predictor.checkpoint.class_names
     defaults = DataOptions(positive_name=classes[-1], negative_name=classes[0])
     samples = load_source(parse_source(str(data_root / population.source), defaults))
     fit_part, holdout_part = split_by_patient(select(samples, "train", classes), 0.15, seed)
     return Embedded(
-        fit=embed(predictor, fit_part),
+        fit=embed_samples(predictor, fit_part),
         fit_labels=label_indices(fit_part, classes),
-        holdout=embed(predictor, holdout_part),
-        test=embed(predictor, select(samples, "test", classes)),
+        holdout=embed_samples(predictor, holdout_part),
+        test=embed_samples(predictor, select(samples, "test", classes)),
     )
 
 

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from imaging import decode_image
-from inference import ModelCheckpoint, Prediction, Predictor, ScopeCheck, load_checkpoint
+from inference import ModelCheckpoint, Predictor, ScopeCheck, load_checkpoint
 from labelled_data import DataOptions, Sample, load_source, parse_source, select, train_val_split
 from mlops.populations import population_metrics
+from mlops.serving_path import predict_samples, sample_pixels
 from settings import Settings, get_settings
 
 CONFIDENT = 0.9
@@ -70,11 +70,7 @@ def score(predictor: Predictor, samples: Sequence[Sample], batch_size: int = 32)
     """The serving path's answers; "flagged" is what the workstation would show: uncertain, refused by the input
     gate, or outside the validated scope (judged from the film: the datasets carry no age per film here)."""
     scope = ScopeCheck.from_checkpoint(predictor.checkpoint)
-    predictions: list[Prediction] = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        pixels = [decode_image(s.path.read_bytes()).pixels for s in chunk]
-        predictions.extend(predictor.predict_batch(pixels, [None] * len(chunk)))
+    predictions = predict_samples(predictor, samples, batch_size)
     positive = predictor.checkpoint.positive_class
     return Scored(
         samples=list(samples),
@@ -124,7 +120,7 @@ def heatmap_agreement(predictor: Predictor, samples: Sequence[Sample], manifest:
         film_boxes = boxes.get(sample.path.relative_to(manifest.parent).as_posix())
         if not film_boxes:
             continue
-        pixels = decode_image(sample.path.read_bytes()).pixels
+        pixels = sample_pixels(sample)
         values = predictor.heatmap(pixels, target_class=predictor.checkpoint.positive_class).values
         inside = np.zeros(values.shape, dtype=bool)
         for x, y, w, h in film_boxes:

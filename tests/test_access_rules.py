@@ -127,9 +127,9 @@ def ids(api: LiveApi) -> dict[str, str]:
                                               "password": "a long enough password 1", "role": "annotator"})  # fmt: skip
         key = admin.post("/v1/api-keys", json={"name": "rules", "role": "annotator"})
         assert user.status_code == 201 and key.status_code == 201, (user.text, key.text)
+    # alert 1 need not exist: the roles allowed get 404, the others 403 before the lookup
     return {"case_id": case_id, "ref_id": similar["neighbours"][0]["ref_id"], "user_id": user.json()["id"],
             "key_id": key.json()["id"], "alert_id": "1"}  # fmt: skip
-    # alert 1 need not exist: the roles allowed get 404, the others 403 before the lookup
 
 
 def request_for(method: str, path: str, ids: dict[str, str]) -> dict:

@@ -31,7 +31,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "storage": {"settings"},
     "settings": set(),
 }
-NOT_ROOMS = {"tests", "bench", "scripts", ".venv", "var", "models"}
+NOT_ROOMS = {"tests", "bench", "scripts", ".venv", "var", "models", "mutants"}  # mutants: mutmut's copy
 
 
 def product_modules() -> dict[str, Path]:

@@ -21,7 +21,7 @@ from fastapi import status
 
 from api.errors import ApiError
 from case_retrieval import CaseLibrary, Neighbour
-from imaging import DecodedImage, decode_image, from_pixels_png16, to_pixels_png16
+from imaging import DecodedImage, decode_image, encode_pixels_png16, from_pixels_png16
 from inference import Predictor, heatmap_to_png16
 from storage import ArtifactStore, CaseRecord, ImageStore, safe_artifact_name
 
@@ -71,10 +71,10 @@ class CaseMedia:
 
     def keep_pixels(self, case_id: str, pixels: np.ndarray) -> None:
         """Store the decoded pixels of a new case (at WORKING_SIDE), so no later request decodes the original."""
-        png = to_pixels_png16(pixels, WORKING_SIDE)
+        png, kept = encode_pixels_png16(pixels, WORKING_SIDE)
         self.artifacts.put(case_id, PIXELS_ARTIFACT, png)
         with self._lock:
-            self._pixels[case_id] = from_pixels_png16(png)
+            self._pixels[case_id] = kept
 
     def pixels(self, record: CaseRecord, detail: int = WORKING_SIDE) -> np.ndarray:
         """The case's decoded pixels in [0, 1], longer side at most WORKING_SIDE; asked for more `detail` (px of the

@@ -6,7 +6,8 @@ Public surface:
   window), with patient/study tags in `DecodedImage.metadata`. `sniff_format(data)` names the format only.
 - `assess_quality(decoded, thresholds=None) -> list[QualityWarning]`, `QualityThresholds`, `polarity_score`.
 - `to_display_png(pixels, max_side=None) -> bytes`: the decoded image as people see it (UI, case image);
-  `to_pixels_png16` / `from_pixels_png16`: a case's decoded pixels kept losslessly, without tags.
+  `to_pixels_png16` / `encode_pixels_png16` / `from_pixels_png16`: a case's decoded pixels kept losslessly, without
+  tags.
 - `PreprocessSpec`, `preprocess`, `to_square_uint8`, `to_model_input`: the one preprocessing path.
 - `ImagingError` and its subclasses (`EmptyImageError` 400, `UnsupportedFormatError` 415, `CorruptImageError` 422,
   `UnusableImageError` 422 in the API), each with a user-facing message and a stable `code`.
@@ -18,7 +19,7 @@ Public surface:
 from imaging.decode import MAX_PIXELS, MIN_SIDE_PX, SUPPORTED_FORMATS, DecodedImage, decode_image, sniff_format
 from imaging.deidentify import DeidentificationError, Deidentifier, deidentify_dataset, deidentify_dicom
 from imaging.dicom import DICOM_TAGS, dicom_metadata, patient_age_years
-from imaging.display import from_pixels_png16, to_display_png, to_pixels_png16
+from imaging.display import encode_pixels_png16, from_pixels_png16, to_display_png, to_pixels_png16
 from imaging.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -50,6 +51,7 @@ __all__ = [
     "deidentify_dataset",
     "deidentify_dicom",
     "dicom_metadata",
+    "encode_pixels_png16",
     "from_pixels_png16",
     "patient_age_years",
     "polarity_score",

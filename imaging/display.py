@@ -20,7 +20,13 @@ def to_display_png(pixels: np.ndarray, max_side: int | None = None) -> bytes:
 
 def to_pixels_png16(pixels: np.ndarray, max_side: int | None = None) -> bytes:
     """Lossless 16-bit grayscale PNG (0..65535 = 0..1) of decoded [0, 1] pixels, shrunk like `to_display_png`."""
-    return _encode_png(np.clip(np.rint(shrink(pixels, max_side) * PNG16_SCALE), 0, PNG16_SCALE).astype(np.uint16))
+    return encode_pixels_png16(pixels, max_side)[0]
+
+
+def encode_pixels_png16(pixels: np.ndarray, max_side: int | None = None) -> tuple[bytes, np.ndarray]:
+    """`to_pixels_png16`, plus the float32 pixels a reader of that PNG gets back (to keep them without a decode)."""
+    stored = np.clip(np.rint(shrink(pixels, max_side) * PNG16_SCALE), 0, PNG16_SCALE).astype(np.uint16)
+    return _encode_png(stored), stored.astype(np.float32) / PNG16_SCALE
 
 
 def from_pixels_png16(data: bytes) -> np.ndarray:

@@ -40,12 +40,15 @@ from imaging import (
     UnusableImageError,
     assess_quality,
     decode_image,
+    encode_pixels_png16,
+    from_pixels_png16,
     patient_age_years,
     polarity_score,
     preprocess,
     sniff_format,
     to_display_png,
     to_model_input,
+    to_pixels_png16,
     to_square_uint8,
 )
 from imaging.dicom import codestream_size, window_to_unit
@@ -769,3 +772,10 @@ def test_kermany_test_split_warning_rates(kermany_dir: Path) -> None:
     print(f"Kermany test warning rates: {rates or 'none'}; inverted copies flagged: {inverted_flagged}/{len(files)}")
     assert all(rate <= 0.01 for rate in rates.values()), rates
     assert inverted_flagged / len(files) >= 0.97
+
+
+def test_kept_pixels_are_exactly_what_their_png_reads_back() -> None:
+    pixels = np.random.default_rng(3).random((300, 200), dtype=np.float32)
+    png, kept = encode_pixels_png16(pixels, 128)
+    assert png == to_pixels_png16(pixels, 128) and kept.shape == (128, 85)
+    assert np.array_equal(kept, from_pixels_png16(png))  # the cache a process keeps equals what another reads

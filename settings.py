@@ -182,6 +182,30 @@ class Settings(BaseSettings):
     drift_alpha: float = Field(default=0.05, gt=0, lt=1)  # family-wise false-alarm rate (Bonferroni over the tests)
     drift_check_interval_s: float = Field(default=3600.0, ge=0)  # how often the alert rule re-runs the check
 
+    # --- learning loop (active_learning/, mlops/retrain.py; issue 14) ------------------------------------------------
+    # Order of the annotation queue: uncertainty (entropy / MC-dropout mutual information, then waiting time),
+    # margin, random, or diversity (uncertain first, no two picks of a batch closer than ACTIVE_LEARNING_MIN_DISTANCE
+    # in the model's embedding space, cosine distance).
+    active_learning_strategy: Literal["uncertainty", "margin", "random", "diversity"] = "uncertainty"
+    active_learning_min_distance: float = Field(default=0.1, ge=0, le=2)
+    active_learning_batch_size: int = Field(default=20, ge=1, le=500)  # picks ranked together (diversity)
+    active_learning_seed: int = 0  # the random strategy's seed
+    # A claim is a lock on one case for one annotator; it lapses after CLAIM_TTL_S unless renewed while working.
+    claim_ttl_s: int = Field(default=900, ge=10, le=86400)
+    reads_per_case: int = Field(default=2, ge=1, le=5)  # independent expert reads before a label is final
+    # Show the model's finding and heatmap to annotators before they submit (False: blind reading).
+    show_ai_to_annotators: bool = False
+    # Share of final expert labels held back (by patient) to judge challengers; assigned once, never reshuffled.
+    expert_holdout_fraction: float = Field(default=0.3, gt=0, lt=1)
+    # A retraining job starts by itself once this many new final labels exist since the last job (0: only by hand).
+    retrain_min_new_labels: int = Field(default=50, ge=0)
+    retrain_check_interval_s: float = Field(default=60.0, ge=0)  # how often the backend looks for that (0: never)
+    # Promotion gate: the challenger may lose at most this much AUROC on the fixed test split, and nothing on the
+    # held-back expert labels.
+    retrain_test_tolerance: float = Field(default=0.005, ge=0, le=0.2)
+    retrain_heartbeat_s: float = Field(default=10.0, gt=0)  # a running job older than 6 beats is taken over
+    retrain_max_reference_images: int = Field(default=2000, ge=50)  # training-data films per retrain (feature cache)
+
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header
     institution_logo_path: Path | None = None  # PNG/JPEG; unset or unreadable: reports print without a logo

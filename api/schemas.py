@@ -9,12 +9,13 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
 
 class Role(StrEnum):
     RADIOLOGIST = "radiologist"
     ANNOTATOR = "annotator"
+    SENIOR = "senior"  # an annotator who also adjudicates disagreements between two reads
     ADMIN = "admin"
 
 
@@ -459,3 +460,135 @@ class DriftOut(BaseModel):
     baseline_size: int
     new_size: int
     tests: list[FeatureTestOut]
+
+
+# --- learning loop: queue, annotations, retraining (issue 14) ---------------------------------------------------------
+
+ExpertLabel = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Z][A-Z0-9_]*$")]
+
+
+class QueueIn(BaseModel):
+    case_id: str = Field(min_length=1, max_length=64)
+    reason: FreeText = Field(min_length=3, max_length=2000, examples=["Subtle opacity, please double-read."])
+
+
+class QueueReasonOut(BaseModel):
+    code: str = Field(description="uncertain | ood | disagreement | manual", examples=["uncertain"])
+    requested_by: str | None = None
+    at: datetime
+
+
+class QueueItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from active_learning's QueueItem
+
+    id: str
+    case_id: str
+    state: str = Field(description="open | adjudication | final", examples=["open"])
+    reasons: list[QueueReasonOut]
+    reads: int = Field(description="Expert reads submitted so far")
+    reads_needed: int
+    waiting_since: datetime
+    claimed_by: str | None = Field(default=None, description="Who holds the case now (None: free)")
+    final_label: str | None = None
+
+
+class QueuePageOut(BaseModel):
+    items: list[QueueItemOut]
+    total: int
+    strategy: str = Field(description="The selection strategy that ordered the list (ACTIVE_LEARNING_STRATEGY)")
+
+
+class ClaimOut(BaseModel):
+    """The lock an annotator holds on one case while reading it; renew it while working, release it when leaving."""
+
+    case_id: str
+    claim_id: str
+    expires_at: datetime
+    claimed_at: datetime
+    labels: list[str] = Field(description="The labels a read may give: the model's classes, OTHER, UNGRADABLE")
+    show_ai: bool = Field(description="Whether the model's finding and heatmap may be shown before the read is in")
+    case: CaseOut = Field(description="The case without patient identity (and without the AI result when blind)")
+
+
+class BoxIn(BaseModel):
+    x: float = Field(ge=0, description="Left edge, in pixels of the stored image")
+    y: float = Field(ge=0)
+    w: float = Field(gt=0)
+    h: float = Field(gt=0)
+
+
+class AnnotationIn(BaseModel):
+    case_id: str = Field(min_length=1, max_length=64)
+    label: ExpertLabel = Field(examples=["PNEUMONIA"])
+    confidence: int = Field(ge=1, le=5, description="The expert's confidence, 1 (guess) to 5 (certain)")
+    comment: FreeText | None = Field(default=None, max_length=2000)
+    boxes: list[BoxIn] = Field(default_factory=list, max_length=20)
+    corrects: str | None = Field(default=None, description="Id of the caller's earlier read this one supersedes")
+
+
+class AdjudicationIn(BaseModel):
+    label: ExpertLabel = Field(examples=["NORMAL"])
+    comment: FreeText | None = Field(default=None, max_length=2000)
+
+
+class AnnotationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from active_learning's Annotation
+
+    id: str
+    case_id: str
+    annotator: str
+    kind: str = Field(description="read | adjudication")
+    label: str
+    confidence: int | None
+    comment: str | None
+    boxes: list[dict]
+    created_at: datetime
+    seconds: float | None = Field(description="Time from claim to submission")
+    supersedes: str | None = None
+    superseded: bool = False
+
+
+class FinalLabelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from active_learning's FinalLabel
+
+    case_id: str
+    label: str
+    source: str = Field(description="agreement | adjudication")
+    split: str = Field(description="train | val (held back to judge retrained models; never reshuffled)")
+    annotators: list[str]
+    finalized_at: datetime
+
+
+class CaseAnnotationsOut(BaseModel):
+    case_id: str
+    state: str = Field(description="open | adjudication | final | not_queued")
+    annotations: list[AnnotationOut] = Field(description="The reads the caller may see (blind until their own is in)")
+    final: FinalLabelOut | None = None
+
+
+class RetrainingIn(BaseModel):
+    reason: FreeText | None = Field(default=None, max_length=500)
+
+
+class RetrainingJobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True, protected_namespaces=())
+
+    id: str
+    state: str = Field(description="queued | running | promoted | rejected | failed")
+    trigger: str = Field(description="admin | labels")
+    requested_by: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: dict = Field(default_factory=dict)
+    reason: str | None = Field(default=None, description="Why the challenger was promoted or rejected")
+    error: str | None = None
+    champion_version: str | None = None
+    challenger_version: str | None = None
+    metrics: dict = Field(default_factory=dict)
+    mlflow_run_id: str | None = None
+
+
+class RetrainingPageOut(BaseModel):
+    jobs: list[RetrainingJobOut]
+    total: int

@@ -17,7 +17,8 @@ Public surface:
   `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys, images=store)`, `rotate_images(root, cipher)`
 - Files of studies that never committed: `sweep_orphans(storage, grace_s) -> SweepResult`, `OrphanSweeper`
 - ORM: `Base` (other rooms add tables on it), `Case`, `new_case_id()`; column types for those tables `JSONType`,
-  `UTCDateTime`, `utcnow()`; errors: `StorageError` and its subclasses
+  `UTCDateTime`, `EncryptedText` (free text that may name a patient), `utcnow()`; errors: `StorageError` and its
+  subclasses
 - Accounts (storage/users.py): `UserRepository(database)` (users and hashed API keys), `User`, `ApiKey`,
   `UserRecord`, `ApiKeyRecord`, `RevokedToken` (logout), `normalize_username`, `ADMIN_ROLE`; errors `UserNotFoundError`,
   `UsernameTakenError`, `LastAdminError`, `ApiKeyNotFoundError`, `InvalidUserDataError`
@@ -55,7 +56,7 @@ from storage.migrate import head_revision, migrate, migrate_database, schema_rev
 from storage.models import Base, Case, CaseStatus, new_case_id
 from storage.rotation import rotate_images, rotate_phi_key
 from storage.sweep import OrphanSweeper, SweepResult, sweep_orphans
-from storage.types import JSONType, UTCDateTime, utcnow
+from storage.types import EncryptedText, JSONType, UTCDateTime, utcnow
 from storage.users import (
     ADMIN_ROLE,
     ApiKey,
@@ -90,6 +91,7 @@ __all__ = [
     "CaseStatus",
     "Database",
     "DecryptionError",
+    "EncryptedText",
     "EncryptionKeyError",
     "ImageCorruptedError",
     "ImageNotFoundError",

@@ -5,9 +5,11 @@ One interface (`Strategy`: a `name`, `info()` for people, `rank(candidates, k)`)
 ACTIVE_LEARNING_STRATEGY names one and `make_strategy` builds it.
 
 - uncertainty: the model is least sure first. The score is the MC-dropout mutual information when every candidate
-  has one (it separates what more data can fix from plain ambiguity), else the predictive entropy (the stored one,
-  or computed from the probabilities). One scale for the whole ranking: an MI of one case is never compared with the
-  entropy of another (MI is at most the entropy, so mixing them would push the cases that have MI down).
+  has one (it separates what more data can fix from plain ambiguity), else the stored predictive entropy when every
+  candidate has one, else the entropy computed from the probabilities for all. One scale for the whole ranking: the
+  MI of one case is never compared with the entropy of another (MI is at most the entropy, so mixing them would push
+  the cases that have MI down), nor a stored entropy (the serving path stores it normalised to [0, 1]) with one in
+  nats computed here.
 - margin: the smallest gap between the two most probable classes first.
 - random: a seeded shuffle, reproducible (the same seed and the same cases give the same order, whatever order the
   cases came in): the baseline that the others have to beat.
@@ -95,7 +97,9 @@ def uncertainty_order(candidates: Sequence[Candidate]) -> list[Candidate]:
     """All candidates, most uncertain first (mutual information when every one has it, else entropy)."""
     if candidates and all(c.mutual_information is not None for c in candidates):
         return _by_score(candidates, lambda c: float(c.mutual_information or 0.0))
-    return _by_score(candidates, lambda c: c.entropy if c.entropy is not None else entropy_of(c.probabilities))
+    if candidates and all(c.entropy is not None for c in candidates):
+        return _by_score(candidates, lambda c: float(c.entropy or 0.0))
+    return _by_score(candidates, lambda c: entropy_of(c.probabilities))
 
 
 class Uncertainty(Strategy):

@@ -43,6 +43,12 @@ def test_a_stored_entropy_is_used_rather_than_recomputed() -> None:
     assert keys(make_strategy("uncertainty").rank(cases, 2)) == ["b", "a"]
 
 
+def test_a_case_without_stored_entropy_puts_every_case_on_the_computed_scale() -> None:
+    # A stored entropy normalised to [0, 1] (0.7) must not beat a coin flip whose entropy is only known in nats.
+    cases = [binary("stored", 0.8, entropy=0.7), binary("coin-flip", 0.5)]
+    assert keys(make_strategy("uncertainty").rank(cases, 2)) == ["coin-flip", "stored"]
+
+
 def test_equally_uncertain_cases_go_to_the_one_waiting_longest_and_unknown_waiting_last() -> None:
     cases = [
         binary("unknown", 0.7),

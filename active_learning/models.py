@@ -1,0 +1,109 @@
+"""Tables of the learning loop, on storage's `Base` (revision storage/migrations/versions/0007_learning_loop.py).
+
+- `queue_items`: one per case sent for expert reading, with every reason it was sent for and where it stands
+  (`waiting` for reads, `adjudication` after disagreeing reads, `final`).
+- `queue_claims`: expiring locks on a case for one annotator. At most one `active` claim per case, enforced by a
+  partial unique index as well as by the locking in active_learning/queue.py.
+- `annotations`: expert reads, never updated: a correction is a new row whose `supersedes_id` names the read it
+  replaces. One current read per annotator and case (partial unique index).
+- `final_labels`: the label a case ends with (reads that agree, or an adjudication), with its train/val split,
+  fixed when the row is written.
+Free text (a note, a comment) may name a patient, so it is encrypted like `cases.review_reason`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage import Base, EncryptedText, JSONType, UTCDateTime, utcnow
+
+WAITING, ADJUDICATION, FINAL = "waiting", "adjudication", "final"  # queue item states
+ACTIVE, RELEASED, EXPIRED, SUBMITTED = "active", "released", "expired", "submitted"  # claim states
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class QueueItemRow(Base):
+    __tablename__ = "queue_items"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(String(36), ForeignKey("cases.id"), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default=WAITING, index=True)
+    reasons: Mapped[list[str]] = mapped_column(JSONType, default=list)  # ReviewReason values, first reason first
+    requested_by: Mapped[str | None] = mapped_column(String(64))  # who sent it by hand (user id or username)
+    note: Mapped[str | None] = mapped_column(EncryptedText())  # why, in their words
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class ClaimRow(Base):
+    __tablename__ = "queue_claims"
+    __table_args__ = (
+        Index(
+            "ix_queue_claims_one_active_per_case",
+            "case_id",
+            unique=True,
+            sqlite_where=text("state = 'active'"),
+            postgresql_where=text("state = 'active'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    item_id: Mapped[str] = mapped_column(String(36), ForeignKey("queue_items.id"), index=True)
+    case_id: Mapped[str] = mapped_column(String(36), ForeignKey("cases.id"))
+    annotator_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=ACTIVE)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # released, expired or submitted
+
+
+class AnnotationRow(Base):
+    __tablename__ = "annotations"
+    __table_args__ = (
+        Index(
+            "ix_annotations_one_current_read",
+            "case_id",
+            "annotator_id",
+            unique=True,
+            sqlite_where=text("supersedes_id IS NULL"),
+            postgresql_where=text("supersedes_id IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(String(36), ForeignKey("cases.id"), index=True)
+    item_id: Mapped[str] = mapped_column(String(36), ForeignKey("queue_items.id"))
+    annotator_id: Mapped[str] = mapped_column(String(64), index=True)
+    label: Mapped[str] = mapped_column(String(64))
+    confidence: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(EncryptedText())
+    boxes: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)  # {x, y, w, h}, stored-image pixels
+    claim_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("queue_claims.id"))  # None: a correction
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # start of the read (time per read)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)  # submitted
+    # The first read of a chain has none; a correction names the row it replaces (each row is replaced once).
+    supersedes_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("annotations.id"), unique=True)
+
+
+class FinalLabelRow(Base):
+    __tablename__ = "final_labels"
+
+    case_id: Mapped[str] = mapped_column(String(36), ForeignKey("cases.id"), primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(36), ForeignKey("queue_items.id"))
+    label: Mapped[str] = mapped_column(String(64))
+    split: Mapped[str] = mapped_column(String(8), index=True)  # train | val (held back), never changed
+    patient_key: Mapped[str] = mapped_column(String(64), index=True)  # the case's pseudonym, never identity
+    source: Mapped[str] = mapped_column(String(16))  # agreement | adjudication
+    annotators: Mapped[list[str]] = mapped_column(JSONType, default=list)  # the readers, then the adjudicator
+    comment: Mapped[str | None] = mapped_column(EncryptedText())  # the adjudicator's
+    model_version: Mapped[str] = mapped_column(String(128), index=True)
+    prediction: Mapped[str] = mapped_column(String(64))  # the model's answer the label is compared with
+    finalized_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

@@ -1,0 +1,136 @@
+"""Revision 0007_learning_loop: the tables match the models, the review queue of 0006 moves into queue items with
+the right reasons, and a downgrade gives back the 0006 schema with the cases untouched. SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+import active_learning  # noqa: F401  (its tables join storage's metadata)
+import monitoring.models  # noqa: F401  (so does every room's: the comparison covers the whole schema)
+from storage import (
+    Base,
+    CaseRepository,
+    CaseStatus,
+    Database,
+    NewCase,
+    PatientInfo,
+    PhiCipher,
+    configure_phi_cipher,
+    generate_phi_key,
+    migrate_database,
+    schema_revision,
+)
+from storage.migrate import acquire_migration_lock, alembic_config
+from tests.conftest import DATABASES, postgres_schema
+
+BEFORE = "0006_case_scope"
+LOOP_TABLES = {"queue_items", "queue_claims", "annotations", "final_labels"}
+
+
+@pytest.fixture(params=DATABASES)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty database (SQLite file or PostgreSQL schema) and a PHI key for the test."""
+    configure_phi_cipher(PhiCipher([generate_phi_key()]))
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'loop.db'}")
+        yield db
+        db.dispose()
+    else:
+        with postgres_schema(request.getfixturevalue("postgres_server"), "test_al_migration") as url:
+            db = Database(url)
+            yield db
+            db.dispose()
+    configure_phi_cipher(None)
+
+
+def downgrade(database: Database, revision: str) -> None:
+    with database.write_connection() as connection:
+        acquire_migration_lock(connection)
+        command.downgrade(alembic_config(connection), revision)
+
+
+def queued_case(
+    repo: CaseRepository,
+    *,
+    notes: list[object],
+    uncertain: bool,
+    ood: bool | None,
+    status: CaseStatus = CaseStatus.QUEUED_FOR_REVIEW,
+) -> str:
+    return repo.create_case(
+        NewCase(
+            image_sha256=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
+            image_format="PNG",
+            task="pneumonia",
+            prediction="PNEUMONIA",
+            confidence=0.55,
+            probabilities={"NORMAL": 0.45, "PNEUMONIA": 0.55},
+            model_version="pneumonia-v1",
+            patient=PatientInfo(patient_id="MRN-1", name="Ada Example"),
+            quality_warnings=notes,
+            uncertain=uncertain,
+            ood=ood,
+            status=status,
+        )
+    ).id
+
+
+def test_tables_match_the_models(database: Database) -> None:
+    migrate_database(database)
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []  # the migrations create exactly the models
+
+
+def test_the_review_queue_moves_into_queue_items_and_back(database: Database) -> None:
+    migrate_database(database, BEFORE)
+    repo = CaseRepository(database)
+    by_hand = queued_case(
+        repo,
+        notes=["low contrast", {"code": "review_requested", "message": "Sent for expert review by dr.house."}],
+        uncertain=True,
+        ood=None,
+    )
+    old_style = queued_case(
+        repo,
+        notes=[{"code": "review_requested", "message": "Sent for expert review by dr: apex"}],
+        uncertain=False,
+        ood=False,
+    )
+    refused = queued_case(repo, notes=[], uncertain=True, ood=True)
+    queued_case(repo, notes=[], uncertain=True, ood=None, status=CaseStatus.REVIEWED)  # not in the queue: no item
+
+    assert migrate_database(database) != BEFORE
+    with database.engine.connect() as connection:
+        rows = connection.execute(text("SELECT case_id, state, reasons, requested_by, note FROM queue_items")).all()
+    items = {row.case_id: row for row in rows}
+    assert set(items) == {by_hand, old_style, refused}
+    assert _reasons(items[by_hand].reasons) == ["manual", "uncertain"]
+    assert items[by_hand].requested_by == "dr.house"
+    assert _reasons(items[old_style].reasons) == ["manual"] and items[old_style].requested_by == "dr"
+    assert _reasons(items[refused].reasons) == ["uncertain", "ood"] and items[refused].requested_by is None
+    assert {row.state for row in rows} == {"waiting"} and {row.note for row in rows} == {None}
+
+    downgrade(database, BEFORE)
+    assert schema_revision(database) == BEFORE
+    assert not LOOP_TABLES & set(inspect(database.engine).get_table_names())
+    assert repo.get_case(by_hand).status == CaseStatus.QUEUED_FOR_REVIEW  # the cases keep their queue of 0006
+    migrate_database(database)  # and the upgrade runs again on the same data
+    with database.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM queue_items")).scalar_one() == 3
+
+
+def _reasons(value: object) -> list[str]:
+    """JSON columns come back parsed on PostgreSQL and as text on SQLite through raw SQL."""
+    return value if isinstance(value, list) else json.loads(str(value))

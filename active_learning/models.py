@@ -1,7 +1,7 @@
 """Tables of the learning loop, on storage's `Base` (revision storage/migrations/versions/0007_learning_loop.py).
 
 - `queue_items`: one per case sent for expert reading, with every reason it was sent for and where it stands
-  (`waiting` for reads, `adjudication` after disagreeing reads, `final`).
+  (`open` for reads, `adjudication` after disagreeing reads, `final`).
 - `queue_claims`: expiring locks on a case for one annotator. At most one `active` claim per case, enforced by a
   partial unique index as well as by the locking in active_learning/queue.py.
 - `annotations`: expert reads, never updated: a correction is a new row whose `supersedes_id` names the read it
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage import Base, EncryptedText, JSONType, UTCDateTime, utcnow
 
-WAITING, ADJUDICATION, FINAL = "waiting", "adjudication", "final"  # queue item states
+OPEN, ADJUDICATION, FINAL = "open", "adjudication", "final"  # queue item states
 ACTIVE, RELEASED, EXPIRED, SUBMITTED = "active", "released", "expired", "submitted"  # claim states
 
 
@@ -35,10 +35,10 @@ class QueueItemRow(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     case_id: Mapped[str] = mapped_column(String(36), ForeignKey("cases.id"), unique=True)
-    state: Mapped[str] = mapped_column(String(16), default=WAITING, index=True)
-    reasons: Mapped[list[str]] = mapped_column(JSONType, default=list)  # ReviewReason values, first reason first
-    requested_by: Mapped[str | None] = mapped_column(String(64))  # who sent it by hand (user id or username)
-    note: Mapped[str | None] = mapped_column(EncryptedText())  # why, in their words
+    state: Mapped[str] = mapped_column(String(16), default=OPEN, index=True)
+    # Every time the case was sent, oldest first: {"code": ReviewReason value, "requested_by": str | None, "at": ISO}.
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    note: Mapped[str | None] = mapped_column(EncryptedText())  # why it was sent by hand, in the sender's words
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -103,6 +103,7 @@ class FinalLabelRow(Base):
     patient_key: Mapped[str] = mapped_column(String(64), index=True)  # the case's pseudonym, never identity
     source: Mapped[str] = mapped_column(String(16))  # agreement | adjudication
     annotators: Mapped[list[str]] = mapped_column(JSONType, default=list)  # the readers, then the adjudicator
+    adjudicator_id: Mapped[str | None] = mapped_column(String(64))
     comment: Mapped[str | None] = mapped_column(EncryptedText())  # the adjudicator's
     model_version: Mapped[str] = mapped_column(String(128), index=True)
     prediction: Mapped[str] = mapped_column(String(64))  # the model's answer the label is compared with

@@ -113,14 +113,13 @@ def test_the_review_queue_moves_into_queue_items_and_back(database: Database) ->
 
     assert migrate_database(database) != BEFORE
     with database.engine.connect() as connection:
-        rows = connection.execute(text("SELECT case_id, state, reasons, requested_by, note FROM queue_items")).all()
+        rows = connection.execute(text("SELECT case_id, state, reasons, note FROM queue_items")).all()
     items = {row.case_id: row for row in rows}
     assert set(items) == {by_hand, old_style, refused}
-    assert _reasons(items[by_hand].reasons) == ["manual", "uncertain"]
-    assert items[by_hand].requested_by == "dr.house"
-    assert _reasons(items[old_style].reasons) == ["manual"] and items[old_style].requested_by == "dr"
-    assert _reasons(items[refused].reasons) == ["uncertain", "ood"] and items[refused].requested_by is None
-    assert {row.state for row in rows} == {"waiting"} and {row.note for row in rows} == {None}
+    assert _reasons(items[by_hand].reasons) == [("manual", "dr.house"), ("uncertain", None)]
+    assert _reasons(items[old_style].reasons) == [("manual", "dr")]
+    assert _reasons(items[refused].reasons) == [("uncertain", None), ("ood", None)]
+    assert {row.state for row in rows} == {"open"} and {row.note for row in rows} == {None}
 
     downgrade(database, BEFORE)
     assert schema_revision(database) == BEFORE
@@ -131,6 +130,7 @@ def test_the_review_queue_moves_into_queue_items_and_back(database: Database) ->
         assert connection.execute(text("SELECT count(*) FROM queue_items")).scalar_one() == 3
 
 
-def _reasons(value: object) -> list[str]:
-    """JSON columns come back parsed on PostgreSQL and as text on SQLite through raw SQL."""
-    return value if isinstance(value, list) else json.loads(str(value))
+def _reasons(value: object) -> list[tuple[str, str | None]]:
+    """(code, requested_by) of each reason; JSON comes back parsed on PostgreSQL and as text on SQLite."""
+    reasons = value if isinstance(value, list) else json.loads(str(value))
+    return [(reason["code"], reason["requested_by"]) for reason in reasons]

@@ -2,9 +2,9 @@
 (cases whose status is `queued_for_review`) moves into `queue_items`.
 
 A case sent by hand carries a `review_requested` note ("Sent for expert review by <username>." or, in older rows,
-"... by <username>: <reason>"): it becomes a `manual` item requested by that username. The free-text reason stays
+"... by <username>: <reason>"): it becomes a `manual` reason requested by that username. The free-text reason stays
 where it is (`cases.review_reason`, encrypted), so this migration needs no key. Uncertain and out-of-distribution
-cases become `uncertain` / `ood` items (all reasons that apply, in that order); a queued case with no flag at all was
+cases get `uncertain` / `ood` reasons (all that apply, in that order); a queued case with no flag at all was
 queued for being uncertain (api/analysis.py), so it gets `uncertain`.
 
 Revision ID: 0007_learning_loop
@@ -16,6 +16,7 @@ Create Date: 2026-12-05
 import re
 import uuid
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,7 +50,6 @@ def _create_tables() -> None:
         sa.Column("case_id", CASE_ID, nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("reasons", JSON_TYPE, nullable=False),
-        sa.Column("requested_by", sa.String(length=64), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("created_at", WHEN, nullable=False),
         sa.Column("updated_at", WHEN, nullable=False),
@@ -134,6 +134,7 @@ def _create_final_labels() -> None:
         sa.Column("patient_key", sa.String(length=64), nullable=False),
         sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("annotators", JSON_TYPE, nullable=False),
+        sa.Column("adjudicator_id", sa.String(length=64), nullable=True),
         sa.Column("comment", sa.Text(), nullable=True),
         sa.Column("model_version", sa.String(length=128), nullable=False),
         sa.Column("prediction", sa.String(length=64), nullable=False),
@@ -147,22 +148,22 @@ def _create_final_labels() -> None:
 
 
 def migrated_item(row: Any) -> dict[str, Any]:
-    """The queue item of one queued case: its reasons and, for a request by hand, who asked."""
-    reasons: list[str] = []
-    requested_by = None
+    """The queue item of one queued case: each reason it was queued for, with who asked (for a request by hand)."""
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)  # SQLite: naive UTC
+    at = created.isoformat()
+    reasons: list[dict[str, Any]] = []
     for note in row.quality_warnings or []:
-        if isinstance(note, dict) and note.get("code") == REVIEW_NOTE_CODE:
-            if "manual" not in reasons:
-                reasons.append("manual")
+        if isinstance(note, dict) and note.get("code") == REVIEW_NOTE_CODE and not reasons:
             match = _REQUESTED_BY.search(str(note.get("message", "")))
-            requested_by = requested_by or (match.group("who")[:64] if match else None)
-    reasons += [reason for reason, flag in (("uncertain", row.uncertain), ("ood", row.ood)) if flag]
+            reasons.append({"code": "manual", "requested_by": match.group("who")[:64] if match else None, "at": at})
+    for code, flag in (("uncertain", row.uncertain), ("ood", row.ood)):
+        if flag:
+            reasons.append({"code": code, "requested_by": None, "at": at})
     return {
         "id": str(uuid.uuid4()),
         "case_id": row.id,
-        "state": "waiting",
-        "reasons": reasons or ["uncertain"],
-        "requested_by": requested_by,
+        "state": "open",
+        "reasons": reasons or [{"code": "uncertain", "requested_by": None, "at": at}],
         "note": None,
         "created_at": row.created_at,
         "updated_at": row.created_at,
@@ -187,7 +188,6 @@ def upgrade() -> None:
         sa.column("case_id", CASE_ID),
         sa.column("state", sa.String()),
         sa.column("reasons", JSON_TYPE),
-        sa.column("requested_by", sa.String()),
         sa.column("note", sa.Text()),
         sa.column("created_at", WHEN),
         sa.column("updated_at", WHEN),

@@ -297,8 +297,8 @@ def test_registry_pages_by_role() -> None:
     titles = {role: [p.title for p in pages_for(role)] for role in (SIGNED_OUT, RADIOLOGIST, ANNOTATOR, ADMIN)}
     assert titles[SIGNED_OUT] == ["Log in"]
     assert titles[RADIOLOGIST] == ["Analyze", "Case history", "Health"]
-    assert titles[ANNOTATOR] == ["Health"]
-    assert titles[ADMIN] == ["Analyze", "Case history", "Health", "Metrics & alerts", "Audit"]
+    assert titles[ANNOTATOR] == ["Annotation queue", "Health"]
+    assert titles[ADMIN] == ["Analyze", "Case history", "Annotation queue", "Health", "Metrics & alerts", "Audit"]
     assert [p.title for p in pages_for("auditor")] == ["Health"]  # a future role still gets the shared pages
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -23,6 +23,7 @@ DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
 ROUTE_MISSING_DETAILS: frozenset[str] = frozenset({"Not Found", "Method Not Allowed"})
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=3.0)
 UPLOAD_NOT_HELD = 409  # POST /v1/studies: the inspected upload expired on the backend; send the file
+NOTHING_TO_CLAIM = 204  # POST /v1/queue/claim: no case is left that this annotator may read
 
 
 class BackendError(Exception):
@@ -119,7 +120,10 @@ class BackendClient:
         raise BackendError(detail_of(response), response.status_code, path)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = self.request(method, path, **kwargs)
+        return self._body(self.request(method, path, **kwargs), path)
+
+    @staticmethod
+    def _body(response: httpx.Response, path: str) -> dict[str, Any]:
         try:
             body = response.json()
         except ValueError:
@@ -262,3 +266,58 @@ class BackendClient:
     def audit_export(self, **filters: str | None) -> bytes:
         params = {key: value for key, value in filters.items() if value not in (None, "")}
         return self.get_bytes("/v1/audit/export", params=params)
+
+    # --- learning loop: annotation queue, expert reads, retraining --------------------------------------------------
+    def queue(self, state: str | None = None, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        params = {"state": state, "limit": limit, "offset": offset} if state else {"limit": limit, "offset": offset}
+        return self._json("GET", "/v1/queue", params=params)
+
+    def enqueue(self, case_id: str, reason: str) -> dict[str, Any]:
+        return self._json("POST", "/v1/queue", json={"case_id": case_id, "reason": reason})
+
+    def claim_next(self) -> dict[str, Any] | None:
+        """Lock the next case for this annotator; None when nothing is left for them (204)."""
+        response = self.request("POST", "/v1/queue/claim")
+        return None if response.status_code == NOTHING_TO_CLAIM else self._body(response, "/v1/queue/claim")
+
+    def renew_claim(self, claim_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/queue/claims/{claim_id}/renew")
+
+    def release_claim(self, claim_id: str) -> None:
+        self.request("POST", f"/v1/queue/claims/{claim_id}/release")
+
+    def submit_annotation(
+        self,
+        case_id: str,
+        label: str,
+        confidence: int,
+        *,
+        comment: str | None = None,
+        boxes: Sequence[Mapping[str, float]] = (),
+        corrects: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"case_id": case_id, "label": label, "confidence": confidence, "boxes": list(boxes)}
+        body.update({name: value for name, value in (("comment", comment), ("corrects", corrects)) if value})
+        return self._json("POST", "/v1/annotations", json=body)
+
+    def case_annotations(self, case_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/annotations/{case_id}")
+
+    def adjudicate(self, case_id: str, label: str, comment: str | None = None) -> dict[str, Any]:
+        body = {"label": label, "comment": comment} if comment else {"label": label}
+        return self._json("POST", f"/v1/annotations/{case_id}/adjudicate", json=body)
+
+    def annotation_stats(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/annotations/stats")
+
+    def annotations_export(self) -> bytes:
+        return self.get_bytes("/v1/annotations/export")
+
+    def start_retraining(self, reason: str | None = None) -> dict[str, Any]:
+        return self._json("POST", "/v1/retraining", json={"reason": reason} if reason else {})
+
+    def retraining_jobs(self, *, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        return self._json("GET", "/v1/retraining", params={"limit": limit, "offset": offset})
+
+    def retraining_job(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/retraining/{job_id}")

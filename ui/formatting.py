@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 Severity = Literal["error", "warning", "info"]
@@ -260,3 +260,161 @@ def review_notes(case: dict[str, Any]) -> list[str]:
     messages = [str(n.get("message", "")) for n in notes if isinstance(n, dict) and n.get("code") == REVIEW_NOTE_CODE]
     reason = case.get("review_reason")  # the latest request's reason; absent for annotators
     return [*messages, f"Reason: {reason}"] if reason else messages
+
+
+# --- learning loop: claims, reads, statistics, retraining jobs ------------------------------------------------------
+
+EXTRA_LABELS: dict[str, str] = {"OTHER": "another finding", "UNGRADABLE": "the film cannot be read"}
+VIEW_TAGS: tuple[str, ...] = ("ViewPosition",)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO timestamp from the backend as an aware datetime (naive ones are UTC); None when unreadable."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def claim_expiry_text(expires_at: Any, now: datetime | None = None) -> str:
+    """When the annotator's lock on a case lapses, as they read it: "expires in 14 min (at 23:58 UTC)"."""
+    moment = parse_time(expires_at)
+    if moment is None:
+        return "expiry unknown"
+    left = (moment - (now or datetime.now(UTC))).total_seconds()
+    if left <= 0:
+        return f"expired at {moment.astimezone(UTC):%H:%M:%S} UTC"
+    return f"expires in {duration(left)} (at {moment.astimezone(UTC):%H:%M:%S} UTC)"
+
+
+def label_option(label: str) -> str:
+    """A read's label as the radio shows it: the class name, with what OTHER and UNGRADABLE mean."""
+    meaning = EXTRA_LABELS.get(label)
+    return f"{label} ({meaning})" if meaning else label
+
+
+def adjudication_labels(case: dict[str, Any] | None, reads: list[dict[str, Any]]) -> list[str]:
+    """The labels an adjudicator may give: the model's classes (when the case is at hand), the readers' labels,
+    then OTHER and UNGRADABLE; each once, in that order."""
+    names = [str(name) for name in ((case or {}).get("probabilities") or {})]
+    names += [str(read["label"]) for read in reads if read.get("label")]
+    return list(dict.fromkeys([*names, *EXTRA_LABELS]))
+
+
+def film_facts(case: dict[str, Any]) -> str:
+    """What a reader may know about the film besides its pixels: age, sex, view; never who the patient is.
+    Reads a claimed case (`age`, `sex` at the top) and a case record (`patient`) alike."""
+    patient = case.get("patient") or {}
+    study = case.get("study") or {}
+    age = next((v for v in (case.get("age"), patient.get("age"), study.get("patient_age_years")) if v is not None),
+               dicom_age_years(study.get("PatientAge")))  # fmt: skip
+    sex = SEX_LABELS.get(str(case.get("sex") or patient.get("sex") or study.get("PatientSex") or "").upper()[:1])
+    facts = [f"age {age}" if age is not None else "", sex.lower() if sex else ""]
+    facts += [f"view {study[tag]}" for tag in VIEW_TAGS if study.get(tag)]
+    return " · ".join(fact for fact in facts if fact) or "no age, sex or view recorded"
+
+
+def image_boxes(canvas_boxes: list[dict[str, Any]], scale: float, size: tuple[int, int]) -> list[dict[str, float]]:
+    """Boxes drawn on the displayed film (`left`, `top`, `width`, `height` in its pixels) -> the `BoxIn` shape in
+    pixels of the stored image (`scale` = stored / displayed), clipped to the film; slivers are dropped."""
+    width, height = size
+    boxes: list[dict[str, float]] = []
+    for box in canvas_boxes:
+        left, top = max(0.0, box["left"] * scale), max(0.0, box["top"] * scale)
+        right = min(float(width), (box["left"] + box["width"]) * scale)
+        bottom = min(float(height), (box["top"] + box["height"]) * scale)
+        if right - left >= 1 and bottom - top >= 1:
+            boxes.append({"x": round(left, 1), "y": round(top, 1), "w": round(right - left, 1),
+                          "h": round(bottom - top, 1)})  # fmt: skip
+    return boxes
+
+
+def box_text(box: dict[str, Any]) -> str:
+    return f"{box['w']:.0f}×{box['h']:.0f} px at ({box['x']:.0f}, {box['y']:.0f})"
+
+
+def read_summary(read: dict[str, Any]) -> dict[str, str]:
+    """One expert read as a table row."""
+    boxes = read.get("boxes") or []
+    return {
+        "Reader": str(read.get("annotator") or ""),
+        "Label": str(read.get("label") or ""),
+        "Confidence": f"{read['confidence']}/5" if read.get("confidence") is not None else "–",
+        "Boxes": "; ".join(box_text(box) for box in boxes) if boxes else "none",
+        "Comment": str(read.get("comment") or ""),
+        "Time": duration(read.get("seconds")) if read.get("seconds") is not None else "–",
+        "When": short_datetime(read.get("created_at")),
+    }
+
+
+def case_state_text(state: str, final: dict[str, Any] | None) -> str:
+    """Where a case stands after the caller's read, in words."""
+    if final:
+        how = "the readers agreed" if final.get("source") == "agreement" else "adjudicated by a senior"
+        return f"Final label: {final['label']} ({how})."
+    return {
+        "open": "Waiting for the second independent read; the other reads and the AI result stay hidden until then.",
+        "adjudication": "The reads disagree: the case waits for adjudication by a senior reader.",
+        "not_queued": "This case is not in the annotation queue.",
+    }.get(state, f"Case state: {state}.")
+
+
+def kappa_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def annotator_stats_row(row: dict[str, Any]) -> dict[str, str]:
+    return {
+        "Reader": str(row.get("annotator") or ""),
+        "Reads": str(row.get("reads", 0)),
+        "Agreement": percent(row.get("agreement_rate")),
+        "Kappa vs final": kappa_text(row.get("kappa_vs_final")),
+        "Median time per read": duration(row.get("median_seconds")),
+    }
+
+
+def model_stats_row(row: dict[str, Any]) -> dict[str, str]:
+    return {
+        "Model version": str(row.get("model_version") or ""),
+        "Final labels": str(row.get("n", 0)),
+        "Accuracy": percent(row.get("accuracy"), 1),
+        "Sensitivity": percent(row.get("sensitivity"), 1),
+        "Specificity": percent(row.get("specificity"), 1),
+    }
+
+
+def job_outcome(job: dict[str, Any]) -> str:
+    """Why a retraining job ended as it did, or how far it is."""
+    if job.get("error"):
+        return f"Failed: {job['error']}"
+    if job.get("reason"):
+        return str(job["reason"])
+    step = (job.get("progress") or {}).get("step")
+    return f"{job.get('state', '')}: {step}" if step else str(job.get("state") or "")
+
+
+def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A job's nested metrics (`{"challenger": {"test": {"auroc": 0.91}}}`) as "challenger · test · auroc": "0.910"."""
+    cells: dict[str, str] = {}
+    for name, value in metrics.items():
+        key = f"{prefix} · {name}" if prefix else str(name)
+        if isinstance(value, dict):
+            cells.update(flat_metrics(value, key))
+        elif _is_number(value):
+            cells[key] = str(value) if isinstance(value, int) else f"{value:.3f}"
+    return cells
+
+
+def job_row(job: dict[str, Any]) -> dict[str, str]:
+    return {
+        "Job": str(job.get("id") or "")[:8],
+        "State": str(job.get("state") or ""),
+        "Trigger": str(job.get("trigger") or ""),
+        "Requested by": str(job.get("requested_by") or "–"),
+        "Created": short_datetime(job.get("created_at")),
+        "Finished": short_datetime(job.get("finished_at")) if job.get("finished_at") else "–",
+        "Champion": str(job.get("champion_version") or "–"),
+        "Challenger": str(job.get("challenger_version") or "–"),
+        "Outcome": job_outcome(job),
+    }

@@ -78,3 +78,17 @@ def png_from_base64(text: str) -> bytes:
         return base64.b64decode(text.split(",", 1)[-1], validate=True)
     except (binascii.Error, ValueError):
         raise ImageDataError("The backend's preview is not valid base64.") from None
+
+
+def draw_boxes(
+    gray: np.ndarray, boxes: list[dict[str, float]], scale: float, color: tuple[int, int, int]
+) -> np.ndarray:
+    """Expert boxes (`x`, `y`, `w`, `h` in stored-image pixels) outlined on a displayed film (RGB out); `scale` is
+    displayed / stored pixels. Several readers' boxes go on one film by calling this once per reader."""
+    canvas = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB) if gray.ndim == 2 else gray.copy()
+    thickness = max(2, round(max(canvas.shape[:2]) / 300))
+    for box in boxes:
+        top_left = (round(box["x"] * scale), round(box["y"] * scale))
+        bottom_right = (round((box["x"] + box["w"]) * scale), round((box["y"] + box["h"]) * scale))
+        cv2.rectangle(canvas, top_left, bottom_right, color, thickness)
+    return canvas

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui.session import ADMIN, ANNOTATOR, RADIOLOGIST, SIGNED_OUT
+from ui.session import ADMIN, ANNOTATOR, RADIOLOGIST, SENIOR, SIGNED_OUT
 
 ANY_SIGNED_IN = "*"  # a `roles` entry meaning every logged-in role, including ones added later
 CLINICAL = frozenset({RADIOLOGIST, ADMIN})
+EXPERT_READERS = frozenset({ANNOTATOR, SENIOR, ADMIN})
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where app.py lives; page paths are relative to it
 
 
@@ -35,6 +36,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("ui/pages/login.py", "Log in", ":material/login:", frozenset({SIGNED_OUT}), "Workstation"),
     PageSpec("ui/pages/analyze.py", "Analyze", ":material/radiology:", CLINICAL),
     PageSpec("ui/pages/history.py", "Case history", ":material/history:", CLINICAL),
+    PageSpec("ui/pages/annotation_queue.py", "Annotation queue", ":material/rule:", EXPERT_READERS),
     PageSpec("ui/pages/health.py", "Health", ":material/monitor_heart:", frozenset({ANY_SIGNED_IN}), "Operations"),
     PageSpec(
         "ui/pages/metrics_alerts.py", "Metrics & alerts", ":material/monitoring:", frozenset({ADMIN}), "Operations"
@@ -42,8 +44,8 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("ui/pages/audit.py", "Audit", ":material/policy:", frozenset({ADMIN}), "Operations"),
 )
 
-# Kept for readers wiring the next pages: the annotation queue will list ANNOTATOR and ADMIN.
-KNOWN_ROLES: tuple[str, ...] = (RADIOLOGIST, ANNOTATOR, ADMIN)
+# Every role the backend's permission table knows (api/schemas.py `Role`); each must reach at least one page.
+KNOWN_ROLES: tuple[str, ...] = (RADIOLOGIST, ANNOTATOR, SENIOR, ADMIN)
 
 
 def pages_for(role: str, pages: Sequence[PageSpec] = PAGES) -> list[PageSpec]:

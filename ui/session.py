@@ -17,6 +17,7 @@ from settings import get_settings
 from ui.client import DEFAULT_TIMEOUT, BackendClient, BackendError
 
 RADIOLOGIST, ANNOTATOR, ADMIN = "radiologist", "annotator", "admin"
+SENIOR = "senior"  # an annotator who also adjudicates when two expert reads disagree
 SIGNED_OUT = "signed-out"  # the pseudo-role of a visitor who has not logged in
 
 IDENTITY_KEY = "identity"

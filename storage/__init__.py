@@ -8,7 +8,8 @@ Public surface:
 - `CaseRepository(database)`: `create_case(NewCase)`, `get_case(id)`, `list_cases(limit, offset, filters...)`,
   `update_case(id, **changes)`, `sign_case(id, signed_by)`; plain records `CaseRecord`, `PatientInfo`, `NewCase`,
   `CasePage`; `CaseStatus`
-- `ArtifactStore(root)`: derived files per case (heatmaps), `safe_artifact_name(*parts)`
+- `ArtifactStore(root)`: derived files per case (heatmaps; the kept pixels under `CASE_PIXELS_ARTIFACT`),
+  `safe_artifact_name(*parts)`
 - Durable files (storage/files.py): `write_durably(path, data)`, `fsync_path(path)`,
   `create_secret_file_once(path, make_secret)`: every file the product must not lose or half-write
 - `ImageStore(root, cipher=None)`: `put(bytes) -> sha256`, `get(sha256)`, `path(sha256)`, `exists(sha256)`,
@@ -25,7 +26,7 @@ Public surface:
 - Command line: `python -m storage migrate | generate-phi-key | rotate-phi-key [--new-key KEY]`
 """
 
-from storage.artifacts import ArtifactStore, safe_artifact_name
+from storage.artifacts import CASE_PIXELS_ARTIFACT, ArtifactStore, safe_artifact_name
 from storage.bootstrap import Storage, init_storage
 from storage.cases import MAX_PAGE_SIZE, UPDATABLE_FIELDS, CasePage, CaseRecord, CaseRepository, NewCase, PatientInfo
 from storage.crypto import (
@@ -75,6 +76,7 @@ from storage.users import (
 
 __all__ = [
     "ADMIN_ROLE",
+    "CASE_PIXELS_ARTIFACT",
     "MAX_PAGE_SIZE",
     "UPDATABLE_FIELDS",
     "ApiKey",

@@ -11,6 +11,8 @@ from pathlib import Path
 from storage.errors import InvalidImageKeyError
 from storage.files import write_durably
 
+# A case's decoded pixels as a 16-bit PNG (kept by the analysis, api/case_media.py; exported with expert labels).
+CASE_PIXELS_ARTIFACT = "pixels-png16.png"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 
 

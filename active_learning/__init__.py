@@ -10,6 +10,10 @@ Public surface:
   `ClaimNotFoundError`, `AnnotationNotFoundError` (404); `ClaimExpiredError`, `ClaimConflictError`,
   `AlreadyReadError`, `NotReadyForAdjudicationError`, `CaseAlreadyFinalError`, `AnnotationSupersededError` (409);
   `NotYourClaimError`, `NotYourAnnotationError` (403); `InvalidAnnotationError` (422)
+- retraining jobs (active_learning.jobs, revision 0008_retraining_jobs): `RetrainingJobs(database)` (`start`, `get`,
+  `list`, `active`, `latest`; runners: `claim_due`, `heartbeat`, `record_step`, `set_versions`, `finish`),
+  `JobRecord`, `JobPage`, `JobState`, `RetrainingJob` (table); errors `RetrainingJobError` (422),
+  `JobNotFoundError` (404), `JobAlreadyActiveError` (409), `JobLostError` (a runner's job was taken over)
 """
 
 from active_learning.errors import (
@@ -26,6 +30,17 @@ from active_learning.errors import (
     NotYourAnnotationError,
     NotYourClaimError,
     QueueItemNotFoundError,
+)
+from active_learning.jobs import (
+    JobAlreadyActiveError,
+    JobLostError,
+    JobNotFoundError,
+    JobPage,
+    JobRecord,
+    JobState,
+    RetrainingJob,
+    RetrainingJobError,
+    RetrainingJobs,
 )
 from active_learning.models import AnnotationRow, ClaimRow, FinalLabelRow, QueueItemRow
 from active_learning.strategies import STRATEGIES, Candidate, Strategy, make_strategy
@@ -45,11 +60,20 @@ __all__ = [
     "ClaimRow",
     "FinalLabelRow",
     "InvalidAnnotationError",
+    "JobAlreadyActiveError",
+    "JobLostError",
+    "JobNotFoundError",
+    "JobPage",
+    "JobRecord",
+    "JobState",
     "NotReadyForAdjudicationError",
     "NotYourAnnotationError",
     "NotYourClaimError",
     "QueueItemNotFoundError",
     "QueueItemRow",
+    "RetrainingJob",
+    "RetrainingJobError",
+    "RetrainingJobs",
     "Strategy",
     "make_strategy",
 ]

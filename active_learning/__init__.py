@@ -1,6 +1,19 @@
 """active_learning: the learning loop (which cases experts read, and in what order; their reads; the final labels).
 
 Public surface:
+- `LearningLoop(database, policy, *, clock=utcnow)` (active_learning.loop), `QueuePolicy.from_settings(settings)`:
+  queue: `enqueue(case_id, reason, *, requested_by, note) -> QueueItem`, `list_queue(*, state, limit, offset) ->
+  QueuePage`, `queue_item(case_id)`, `queue_state(case_id)`; claims (expiring locks on a case, safe across
+  processes): `claim_next(annotator_id) -> Claim | None`, `renew(claim_id, annotator_id)`, `release(...)`;
+  reads: `labels_for(case_id)`, `submit(annotator_id, case_id, *, label, confidence, comment, boxes) -> Annotation`,
+  `correct(annotation_id, annotator_id, ...)` (supersedes), `annotations_for(case_id, *, viewer_id)` (blind),
+  `adjudicate(case_id, adjudicator_id, *, label, comment) -> FinalLabel`; final labels: `final_label(case_id)`,
+  `final_labels(*, since, split)`, `count_final_labels(*, since)`; quality: `stats(*, annotator_id) ->
+  AnnotationStats` (`AnnotatorStats`, `OverallStats`, `ModelVersionStats`), `expert_feedback(limit)` ((model's
+  answer, expert label) pairs for the monitoring rule), `cohen_kappa(pairs)`; export: `export_csv()`,
+  `write_export(artifacts, out) -> ExportResult`, `MANIFEST_COLUMNS`; `python -m active_learning export --out DIR`
+- records (active_learning.records): `ReviewReason`, `QueueReason`, `QueueItem`, `QueuePage`, `Claim`,
+  `Annotation`, `FinalLabel`; labels besides the model's classes `OTHER`, `UNGRADABLE`
 - selection strategies (active_learning.strategies): `Strategy` (name, `info()`, `rank(candidates, k)`),
   `Candidate`, `STRATEGIES` ("uncertainty", "margin", "random", "diversity"), `make_strategy(name, *,
   min_distance, seed)`
@@ -31,6 +44,7 @@ from active_learning.errors import (
     NotYourClaimError,
     QueueItemNotFoundError,
 )
+from active_learning.export import MANIFEST_COLUMNS, ExportResult
 from active_learning.jobs import (
     JobAlreadyActiveError,
     JobLostError,
@@ -42,22 +56,45 @@ from active_learning.jobs import (
     RetrainingJobError,
     RetrainingJobs,
 )
+from active_learning.loop import LearningLoop
 from active_learning.models import AnnotationRow, ClaimRow, FinalLabelRow, QueueItemRow
+from active_learning.quality import AnnotationStats, AnnotatorStats, ModelVersionStats, OverallStats, cohen_kappa
+from active_learning.records import (
+    OTHER,
+    UNGRADABLE,
+    Annotation,
+    Claim,
+    FinalLabel,
+    QueueItem,
+    QueuePage,
+    QueuePolicy,
+    QueueReason,
+    ReviewReason,
+)
 from active_learning.strategies import STRATEGIES, Candidate, Strategy, make_strategy
 
 __all__ = [
+    "MANIFEST_COLUMNS",
+    "OTHER",
     "STRATEGIES",
+    "UNGRADABLE",
     "ActiveLearningError",
     "AlreadyReadError",
+    "Annotation",
     "AnnotationNotFoundError",
     "AnnotationRow",
+    "AnnotationStats",
     "AnnotationSupersededError",
+    "AnnotatorStats",
     "Candidate",
     "CaseAlreadyFinalError",
+    "Claim",
     "ClaimConflictError",
     "ClaimExpiredError",
     "ClaimNotFoundError",
     "ClaimRow",
+    "ExportResult",
+    "FinalLabel",
     "FinalLabelRow",
     "InvalidAnnotationError",
     "JobAlreadyActiveError",
@@ -66,14 +103,23 @@ __all__ = [
     "JobPage",
     "JobRecord",
     "JobState",
+    "LearningLoop",
+    "ModelVersionStats",
     "NotReadyForAdjudicationError",
     "NotYourAnnotationError",
     "NotYourClaimError",
+    "OverallStats",
+    "QueueItem",
     "QueueItemNotFoundError",
     "QueueItemRow",
+    "QueuePage",
+    "QueuePolicy",
+    "QueueReason",
     "RetrainingJob",
     "RetrainingJobError",
     "RetrainingJobs",
+    "ReviewReason",
     "Strategy",
+    "cohen_kappa",
     "make_strategy",
 ]

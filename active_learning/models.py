@@ -17,8 +17,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ColumnElement, ForeignKey, Index, Integer, String, exists, text
+from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from storage import Base, EncryptedText, JSONType, UTCDateTime, utcnow
 
@@ -108,3 +108,9 @@ class FinalLabelRow(Base):
     model_version: Mapped[str] = mapped_column(String(128), index=True)
     prediction: Mapped[str] = mapped_column(String(64))  # the model's answer the label is compared with
     finalized_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+def is_current_read() -> ColumnElement[bool]:
+    """SQL condition: the annotation row is the latest version of its read (no correction names it)."""
+    newer = aliased(AnnotationRow)
+    return ~exists().where(newer.supersedes_id == AnnotationRow.id)

@@ -152,6 +152,8 @@ def test_a_correction_supersedes_and_keeps_the_old_read(db: LoopDatabase) -> Non
     read(loop, "bea", P)  # agrees with the corrected read, not with the old one
     final = loop.final_label(case_id)
     assert final is not None and (final.label, final.source) == (P, "agreement")
+    overall = loop.stats().overall  # statistics count the corrected read, once
+    assert (overall.reads, overall.agreement_rate) == (2, 1.0)
     with db.database.engine.connect() as connection:
         rows = connection.execute(text("SELECT label, comment FROM annotations ORDER BY created_at")).all()
     assert len(rows) == 3  # nothing was overwritten

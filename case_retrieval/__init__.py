@@ -1,8 +1,9 @@
 """case_retrieval: similar-case retrieval over a FAISS index of model embeddings, tied to one model version.
 
 Public surface:
-- `CaseLibrary`: `create`, `load`, `ensure_compatible`, `is_stale`, `add`, `add_many`, `add_case`, `confirm_case`,
-  `confirm`, `remove`, `search`, `get`, `entries`, `thumbnail_path`, `summary`, `save`
+- `CaseLibrary`: `create`, `load`, `ensure_compatible`, `carried_over` (same vectors, new model version),
+  `is_stale`, `add`, `add_many`, `add_case`, `confirm_case`, `confirm`, `remove`, `search`, `get`, `entries`,
+  `thumbnail_path`, `summary`, `save`
 - `LibraryEntry`, `EntrySource`, `Neighbour`, `new_entry`, `case_entry_id`, `reference_entry_id`
 - `IndexPolicy`, `IndexKind`: index type by library size (Flat up to a threshold, HNSW beyond)
 - `build_reference_library`, `rebuild_library` (+ `pixel_reader` for it), `embedding_size`, `make_thumbnail`

@@ -153,6 +153,24 @@ class CaseLibrary:
             requested_version=model_version or self._model_version,
         )
 
+    def carried_over(self, model_version: str) -> CaseLibrary:
+        """This library for `model_version`, a model whose embeddings are identical to the library's model (a
+        head-only retrain keeps the backbone): the same vectors and entries, no re-embedding. The caller vouches for
+        the identity; call `save()` on the result to publish it."""
+        if not model_version:
+            raise InvalidInputError("A library needs a model version.")
+        with self._lock:
+            return CaseLibrary(
+                self._directory,
+                model_version,
+                self._embedding_dim,
+                self._policy,
+                faiss.clone_index(self._index),
+                list(self._rows),
+                self._generation,
+                self._created_at,
+            )
+
     def is_stale(self) -> bool:
         """True when another writer has published a newer snapshot than the one this copy is based on."""
         return current_generation(self._directory) != self._generation

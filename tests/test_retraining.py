@@ -9,7 +9,9 @@ rejected one whose reason names the failed comparison.
 
 from __future__ import annotations
 
+import base64
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -25,12 +27,36 @@ from alembic import command
 from sqlalchemy import inspect
 
 import labelled_data
-from active_learning import JobAlreadyActiveError, JobLostError, JobState, RetrainingJobError, RetrainingJobs
+from active_learning import (
+    JobAlreadyActiveError,
+    JobLostError,
+    JobRecord,
+    JobState,
+    LearningLoop,
+    QueuePolicy,
+    RetrainingJobError,
+    RetrainingJobs,
+    ReviewReason,
+)
+from active_learning.jobs import STALE_BEATS
+from api.case_media import CaseMedia
+from api.retraining import STEPS, Promotion, RetrainingRunner, StepListener, carry_library_over
+from case_retrieval import CaseLibrary, IndexPolicy, new_entry
 from imaging import decode_image
 from inference import Predictor, load_checkpoint
 from mlops import registry, retrain
+from monitoring import AuditFilter, AuditTrail
 from settings import PROJECT_ROOT, Settings, get_settings
-from storage import Database, migrate, migrate_database, schema_revision
+from storage import (
+    Database,
+    NewCase,
+    PatientInfo,
+    Storage,
+    init_storage,
+    migrate,
+    migrate_database,
+    schema_revision,
+)
 from storage.migrate import acquire_migration_lock, alembic_config
 from tests.conftest import DATABASES, postgres_schema, require_dataset
 
@@ -167,6 +193,7 @@ def test_the_jobs_revision_downgrades_and_upgrades_again(database_url: str) -> N
 # once per session), RSNA adult films as the new hospital's expert labels.
 TEST_POLICY = retrain.RetrainPolicy(max_reference_images=200, max_test_images=120, threads=1)
 EXPERT_FILMS_PER_CLASS = 35
+PHI_TEST_KEY = base64.urlsafe_b64encode(b"cxr-workstation-retraining-tests").decode()
 
 
 @dataclass(frozen=True)
@@ -192,6 +219,7 @@ def retrain_settings(
         patch.setenv("MODEL_PATH", str(shipped_model))
         patch.setenv("MODEL_ALIAS", "")
         patch.setenv("CXR_DATA_DIR", str(kermany_dir.parent))
+        patch.setenv("PHI_ENCRYPTION_KEY", PHI_TEST_KEY)  # fixed: patient pseudonyms, hence the held-back split
         get_settings.cache_clear()
         yield get_settings()
         mlflow.set_tracking_uri(None)  # forget the temporary store before the environment is restored
@@ -296,3 +324,190 @@ def test_too_few_held_back_labels_refuse_promotion_and_say_so(
     assert judgement.metrics["holdout"]["metric"] == "accuracy"  # the 4 are all NORMAL: no AUROC
     with pytest.raises(retrain.RetrainError, match="Expert labels OTHER are not classes of the model"):
         retrain.train_challenger(champion, reference, [replace(examples[0], label="OTHER")], TEST_POLICY, "x")
+
+
+# --- the runner ------------------------------------------------------------------------------------------------------
+
+HEARTBEAT_S = 0.1
+
+
+@dataclass
+class Workstation:
+    """One backend's worth of the pieces the runner works with, on its own database."""
+
+    settings: Settings
+    storage: Storage
+    loop: LearningLoop
+    media: CaseMedia
+    audit: AuditTrail
+    promotions: list[Promotion]
+
+    def runner(self, name: str, predictor: Predictor, on_step: StepListener | None = None) -> RetrainingRunner:
+        return RetrainingRunner(
+            self.settings,
+            jobs=RetrainingJobs(self.storage.database),
+            loop=self.loop,
+            storage=self.storage,
+            media=self.media,
+            audit=self.audit,
+            serving_predictor=lambda: predictor,
+            on_promotion=self.promotions.append,
+            policy=TEST_POLICY,
+            registry_name=name,
+            on_step=on_step,
+        )
+
+
+def open_workstation(settings: Settings) -> Workstation:
+    storage = init_storage(settings)
+    return Workstation(
+        settings,
+        storage,
+        LearningLoop(storage.database, QueuePolicy.from_settings(settings)),
+        CaseMedia(storage.images, storage.artifacts),
+        AuditTrail.from_settings(settings, storage.database),
+        [],
+    )
+
+
+@pytest.fixture(scope="module")
+def labelled_database(
+    retrain_settings: Settings,
+    expert_films: list[ExpertFilm],
+    serving_predictor: Predictor,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A database whose 70 RSNA cases were each read alike by two experts (made once, copied for each test)."""
+    path = tmp_path_factory.mktemp("labelled") / "cxr.db"
+    made = open_workstation(retrain_settings.model_copy(update={"database_url": f"sqlite:///{path}"}))
+    try:
+        read_by_two_experts(made, expert_films, serving_predictor.version)
+        with made.storage.database.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy must hold every commit
+    finally:
+        made.storage.close()
+    return path
+
+
+@pytest.fixture
+def workstation(retrain_settings: Settings, labelled_database: Path, tmp_path: Path) -> Iterator[Workstation]:
+    """A backend on its own copy of the labelled database, with a fast heartbeat and a 60-label trigger."""
+    shutil.copyfile(labelled_database, tmp_path / "cxr.db")
+    settings = retrain_settings.model_copy(
+        update={
+            "database_url": f"sqlite:///{tmp_path / 'cxr.db'}",
+            "retrain_heartbeat_s": HEARTBEAT_S,
+            "retrain_min_new_labels": 60,
+        }
+    )
+    opened = open_workstation(settings)
+    yield opened
+    opened.storage.close()
+
+
+def read_by_two_experts(ws: Workstation, films: list[ExpertFilm], version: str) -> dict[str, str]:
+    """Each film becomes a case analysed by `version`, queued, and read alike by two annotators (-> final label).
+    Every tenth case has no stored embedding: the runner computes it from the case's kept pixels."""
+    truth = {}
+    for i, film in enumerate(films):
+        record = ws.storage.cases.create_case(
+            NewCase(
+                image_sha256=ws.storage.images.put(film.path.read_bytes()),
+                image_format="JPEG",
+                task="pneumonia",
+                prediction="PNEUMONIA",
+                confidence=0.5,
+                probabilities={"NORMAL": 0.5, "PNEUMONIA": 0.5},
+                model_version=version,
+                patient=PatientInfo(patient_id=film.patient_id),
+                embedding=None if i % 10 == 9 else film.embedding.astype(np.float32).tobytes(),
+            )
+        )
+        ws.media.keep_pixels(record.id, film.pixels)
+        ws.loop.enqueue(record.id, ReviewReason.UNCERTAIN)
+        truth[record.id] = film.truth
+    for annotator in ("reader-1", "reader-2"):
+        while (claim := ws.loop.claim_next(annotator)) is not None:
+            ws.loop.submit(annotator, claim.case_id, label=truth[claim.case_id], confidence=4)
+    assert ws.loop.count_final_labels() == len(films)
+    return truth
+
+
+def retraining_steps(ws: Workstation, job_id: str) -> list[str]:
+    events = ws.audit.events(AuditFilter(action="retraining"), limit=100)
+    return [event.detail["step"] for event in reversed(events) if event.target_id == job_id]
+
+
+def test_new_expert_labels_start_a_job_that_ends_with_the_challenger_served(
+    workstation: Workstation, expert_films: list[ExpertFilm], serving_predictor: Predictor, tmp_path: Path
+) -> None:
+    name = "test-runner-promoted"
+    runner = workstation.runner(name, serving_predictor)
+
+    job = runner.run_once()  # 70 new final labels >= RETRAIN_MIN_NEW_LABELS (60): a job starts and runs
+    assert job is not None and job.trigger == "labels" and job.note == "70 new final expert labels (threshold 60)"
+    assert job.state == JobState.PROMOTED, job.reason or job.error
+    assert job.reason is not None and job.reason.startswith("promoted: test AUROC")
+    assert job.champion_version == serving_predictor.version
+    assert job.challenger_version is not None and job.challenger_version.endswith(job.id[:8])
+    held_back = len(workstation.loop.final_labels(split="val"))
+    assert job.progress["labels"] == {**job.progress["labels"], "train": 70 - held_back, "val": held_back}
+    assert job.metrics["holdout"]["n"] == held_back >= 10 and job.mlflow_run_id
+    assert retraining_steps(workstation, job.id) == ["queued", "taken", *STEPS, "promoted"]
+
+    assert registry.get_alias(name) == 2
+    [promotion] = workstation.promotions
+    assert (promotion.job_id, promotion.champion_version) == (job.id, serving_predictor.version)
+    challenger = load_checkpoint(promotion.checkpoint_path)
+    assert challenger.version == job.challenger_version == promotion.challenger_version
+
+    # The similar-case library of the champion serves the challenger as it is: same backbone, same vectors.
+    folder = tmp_path / "library"
+    library = CaseLibrary.create(folder, serving_predictor.version, len(expert_films[0].embedding))
+    entries = [
+        new_entry(f"ref-{i}", film.truth, "reference", confirmed=True, dataset="rsna", reference_file=film.path.name)
+        for i, film in enumerate(expert_films[:6])
+    ]
+    library.add_many(
+        entries, np.stack([f.embedding for f in expert_films[:6]]), model_version=serving_predictor.version
+    )
+    library.save()
+    carried = carry_library_over(folder, challenger, IndexPolicy())
+    assert carried is not None and carried.model_version == challenger.version and len(carried) == 6
+    reopened = CaseLibrary.load(folder, model_version=challenger.version)
+    query = Predictor(challenger, threads=1, cache_size=1, gate=False).predict(expert_films[3].pixels).embedding
+    assert reopened.search(query, 1, model_version=challenger.version)[0].entry.entry_id == "ref-3"
+
+    assert runner.run_once() is None  # no new labels since that job: nothing starts
+    assert RetrainingJobs(workstation.storage.database).list().total == 1
+
+
+def test_a_runner_stopped_mid_job_is_taken_over_after_a_restart_and_the_job_finishes(
+    workstation: Workstation, expert_films: list[ExpertFilm], serving_predictor: Predictor
+) -> None:
+    name = "test-runner-takeover"
+    job = RetrainingJobs(workstation.storage.database).start("admin", "test-admin")
+
+    def stop_after_features(current: JobRecord, step: str) -> None:
+        if step == "features":
+            first.stop()  # as a backend shut down between two steps
+
+    first = workstation.runner(name, serving_predictor, on_step=stop_after_features)
+    left = first.run_once()
+    assert left is not None and left.state == JobState.RUNNING
+    assert left.steps_done == ["champion", "labels", "features"] and left.attempts == 1
+
+    restarted = open_workstation(workstation.settings)  # a new backend process on the same database
+    try:
+        second = restarted.runner(name, serving_predictor)
+        assert second.run_once() is None  # the first runner's last beat is fresh: not taken yet
+        time.sleep(STALE_BEATS * HEARTBEAT_S + 0.3)
+        done = second.run_once()
+        assert done is not None and done.id == job.id and done.state == JobState.PROMOTED, done.error
+        assert done.attempts == 2 and done.steps_done == list(STEPS)
+        taken = [e.detail for e in restarted.audit.events(AuditFilter(action="retraining")) if e.target_id == job.id]
+        assert [d["resuming_after"] for d in taken if d["step"] == "taken"] == [["features"], []]
+        assert [v.version for v in registry.list_versions(name)] == [1, 2]  # registered once, by the second runner
+        assert registry.get_alias(name) == 2 and len(restarted.promotions) == 1 and not workstation.promotions
+    finally:
+        restarted.storage.close()

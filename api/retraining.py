@@ -140,8 +140,8 @@ class RetrainingRunner:
         while not self._stop.is_set():
             try:
                 self.run_once()
-            except SQLAlchemyError as exc:  # the database is away for a moment: try again at the next check
-                logger.error("retraining check failed: %s", exc)
+            except Exception:  # a database away for a moment, a storage error: the thread lives on to the next check
+                logger.exception("retraining check failed")
             self._wake.wait(interval)
             self._wake.clear()
 

@@ -328,7 +328,7 @@ def test_too_few_held_back_labels_refuse_promotion_and_say_so(
 
 # --- the runner ------------------------------------------------------------------------------------------------------
 
-HEARTBEAT_S = 0.1
+HEARTBEAT_S = 0.5  # a job is stale 3 s after its runner's last beat
 
 
 @dataclass
@@ -398,6 +398,7 @@ def workstation(retrain_settings: Settings, labelled_database: Path, tmp_path: P
             "database_url": f"sqlite:///{tmp_path / 'cxr.db'}",
             "retrain_heartbeat_s": HEARTBEAT_S,
             "retrain_min_new_labels": 60,
+            "retrain_check_interval_s": 0,  # a started runner looks for work once, then only when woken
         }
     )
     opened = open_workstation(settings)
@@ -431,6 +432,13 @@ def read_by_two_experts(ws: Workstation, films: list[ExpertFilm], version: str) 
             ws.loop.submit(annotator, claim.case_id, label=truth[claim.case_id], confidence=4)
     assert ws.loop.count_final_labels() == len(films)
     return truth
+
+
+def wait_until_final(ws: Workstation, job_id: str, timeout_s: float = 300) -> JobRecord:
+    jobs, deadline = RetrainingJobs(ws.storage.database), time.monotonic() + timeout_s
+    while (job := jobs.get(job_id)).active and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return job
 
 
 def retraining_steps(ws: Workstation, job_id: str) -> list[str]:
@@ -502,8 +510,10 @@ def test_a_runner_stopped_mid_job_is_taken_over_after_a_restart_and_the_job_fini
         second = restarted.runner(name, serving_predictor)
         assert second.run_once() is None  # the first runner's last beat is fresh: not taken yet
         time.sleep(STALE_BEATS * HEARTBEAT_S + 0.3)
-        done = second.run_once()
-        assert done is not None and done.id == job.id and done.state == JobState.PROMOTED, done.error
+        second.start().wake()  # the backend's thread, woken as the retraining route does
+        done = wait_until_final(restarted, job.id)
+        second.stop()
+        assert done.state == JobState.PROMOTED, done.error
         assert done.attempts == 2 and done.steps_done == list(STEPS)
         taken = [e.detail for e in restarted.audit.events(AuditFilter(action="retraining")) if e.target_id == job.id]
         assert [d["resuming_after"] for d in taken if d["step"] == "taken"] == [["features"], []]

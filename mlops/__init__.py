@@ -11,6 +11,8 @@ Public surface (imported lazily, so `python -m mlops.train` does not pay for MLf
 - registry: `list_versions`, `get_alias`, `set_alias`, `resolve_checkpoint`, `resolve_model_reference`,
   `resolve_serving_model`, `promote_if_better`, `PromotionDecision`, `rollback`, `register_checkpoint_file`,
   `RegistryError` (mlops.registry); `configure_mlflow` (mlops.tracking)
+- retraining from expert labels: `RetrainPolicy`, `ExpertExample`, `RetrainError` (mlops.retrain: a head-only
+  fine-tune of the champion and its promotion gate; `mlops.retrain.retrain(...)` runs it all)
 Command lines: `python -m mlops {train,evaluate,registry,validate} --help`.
 """
 
@@ -43,6 +45,9 @@ _EXPORTS = {
     "register_checkpoint_file": "mlops.registry",
     "RegistryError": "mlops.registry",
     "configure_mlflow": "mlops.tracking",
+    "RetrainPolicy": "mlops.retrain",
+    "ExpertExample": "mlops.retrain",
+    "RetrainError": "mlops.retrain",
 }
 
 __all__ = sorted(_EXPORTS)

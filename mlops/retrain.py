@@ -635,9 +635,6 @@ class RetrainResult:
     mlflow_run_id: str
     seconds: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
-
 
 def new_version(champion: ModelCheckpoint, suffix: str = "") -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

@@ -330,6 +330,12 @@ def image_boxes(canvas_boxes: list[dict[str, Any]], scale: float, size: tuple[in
     return boxes
 
 
+def counted(n: int, noun: str) -> str:
+    """ "1 box", "2 boxes", "0 cases"."""
+    plural = noun + ("es" if noun.endswith(("s", "x")) else "s")
+    return f"{n} {noun if n == 1 else plural}"
+
+
 def box_text(box: dict[str, Any]) -> str:
     return f"{box['w']:.0f}×{box['h']:.0f} px at ({box['x']:.0f}, {box['y']:.0f})"
 
@@ -354,7 +360,7 @@ def case_state_text(state: str, final: dict[str, Any] | None) -> str:
         how = "the readers agreed" if final.get("source") == "agreement" else "adjudicated by a senior"
         return f"Final label: {final['label']} ({how})."
     return {
-        "open": "Waiting for the second independent read; the other reads and the AI result stay hidden until then.",
+        "open": "Waiting for the second independent read; the other read stays hidden until the label is final.",
         "adjudication": "The reads disagree: the case waits for adjudication by a senior reader.",
         "not_queued": "This case is not in the annotation queue.",
     }.get(state, f"Case state: {state}.")
@@ -368,9 +374,21 @@ def annotator_stats_row(row: dict[str, Any]) -> dict[str, str]:
     return {
         "Reader": str(row.get("annotator") or ""),
         "Reads": str(row.get("reads", 0)),
-        "Agreement": percent(row.get("agreement_rate")),
+        "Agrees with the other reader": percent(row.get("agreement_rate")),
         "Kappa vs final": kappa_text(row.get("kappa_vs_final")),
         "Median time per read": duration(row.get("median_seconds")),
+    }
+
+
+def overall_stats(overall: dict[str, Any]) -> dict[str, str]:
+    """The whole team's figures, as metric label -> value."""
+    return {
+        "All reads": str(overall.get("reads", 0)),
+        "Final labels": str(overall.get("final_labels", 0)),
+        "Double-read cases": str(overall.get("double_read_cases", 0)),
+        "Readers agree": percent(overall.get("agreement_rate")),
+        "Kappa between readers": kappa_text(overall.get("kappa_between_readers")),
+        "Median read time": duration(overall.get("median_seconds")),
     }
 
 

@@ -52,6 +52,15 @@ def fit_within(pixels: np.ndarray, max_side: int) -> np.ndarray:
     )
 
 
+def scaled_into(pixels: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
+    """The image as large as fits `max_width` x `max_height` at its own aspect ratio: a small stored film is enlarged
+    for reading, a large one reduced."""
+    height, width = pixels.shape[:2]
+    scale = min(max_width / width, max_height / height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
 def decode_heatmap(data: bytes) -> np.ndarray:
     """A raw heatmap PNG (16-bit or 8-bit grayscale) -> float32 array in [0, 1]."""
     image = open_image(data)

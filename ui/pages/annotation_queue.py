@@ -28,17 +28,19 @@ from ui.formatting import (
     box_text,
     case_state_text,
     claim_expiry_text,
+    counted,
     duration,
     film_facts,
     image_boxes,
     kappa_text,
     label_option,
     model_stats_row,
+    overall_stats,
     percent,
     read_summary,
     short_datetime,
 )
-from ui.imagery import ImageDataError, blend_heatmap, decode_heatmap, draw_boxes, grayscale_display
+from ui.imagery import ImageDataError, blend_heatmap, decode_heatmap, draw_boxes, grayscale_display, scaled_into
 from ui.retraining_jobs import render_retraining_jobs
 from ui.session import ADMIN, ANNOTATOR, SENIOR, current_identity, handle_auth_error
 from ui.session import client as backend_client
@@ -56,7 +58,10 @@ READ_KEY = "queue-read"  # the AnnotationOut of the read just submitted: its cas
 FILM_KEY = "queue-film"
 NOTICE_KEY = "queue-notice"  # (severity, message) to show after a rerun
 CLAIM_ENDED = frozenset({403, 404, 409})  # expired, taken over, released elsewhere: the lock is gone
-FILM_MAX_SIDE = 720  # pixels of the film on screen: large, and a whole PA film still fits a laptop screen
+# The film on screen, in pixels: as large as the film column of a laptop-wide window holds without squeezing the
+# drawing canvas (a squeezed canvas distorts the film), and a whole PA film still fits the screen's height.
+FILM_WIDTH, FILM_HEIGHT = 600, 720
+FILM_COLUMNS = [2, 1]  # film : form
 REVEAL_OPACITY = 0.4
 READER_COLORS: tuple[tuple[int, int, int], ...] = ((255, 140, 0), (0, 190, 255), (170, 80, 255), (60, 220, 90))
 BOX_STROKE = "#ff8c00"
@@ -92,7 +97,7 @@ def fetch_film(client: BackendClient, case_id: str) -> Film:
     data = client.case_image(case_id)
     with Image.open(io.BytesIO(data)) as stored:
         size = stored.size
-    pixels = grayscale_display(data, FILM_MAX_SIDE)
+    pixels = scaled_into(grayscale_display(data, FILM_HEIGHT), FILM_WIDTH, FILM_HEIGHT)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     film = Film(case_id, pixels, buffer.getvalue(), size[0] / pixels.shape[1], size)
@@ -153,29 +158,33 @@ def render_reading(client: BackendClient) -> None:
     if claim:
         render_claim(client, claim)
         return
+    render_claim_button(client)
     read = st.session_state.get(READ_KEY)
     if read:
         render_revealed(client, read)
-    render_claim_button(client)
 
 
 def render_claim_button(client: BackendClient) -> None:
-    left, right = st.columns([1, 3], vertical_alignment="center")
-    if left.button("Claim next case", icon=":material/assignment_ind:", type="primary", key="queue-claim-next"):
-        take_next_case(client)
-        st.rerun()
-    try:
-        waiting = client.queue("open", limit=1)
-        right.caption(f"{waiting['total']} cases wait for expert reads (ordered by {waiting['strategy']}).")
-    except BackendError as error:
-        handle_auth_error(error)
-        right.caption(f"Queue size unknown: {error.message}")
+    with st.container(horizontal=True, vertical_alignment="center", gap="medium"):
+        if st.button("Claim next case", icon=":material/assignment_ind:", type="primary", key="queue-claim-next"):
+            take_next_case(client)
+            st.rerun()
+        try:
+            waiting = client.queue("open", limit=1)
+            st.caption(f"Waiting for expert reads: {counted(waiting['total'], 'case')} "
+                       f"(ordered by {waiting['strategy']}).")  # fmt: skip
+        except BackendError as error:
+            handle_auth_error(error)
+            st.caption(f"Queue size unknown: {error.message}")
+    if not st.session_state.get(READ_KEY):
+        st.caption("You read each case blind: neither the AI result nor the other reader's label is shown until your "
+                   "read is in. Two agreeing reads make the final label; a senior settles a disagreement.")  # fmt: skip
 
 
 def render_claim(client: BackendClient, claim: dict[str, Any]) -> None:
     case = claim["case"]
     film = fetch_film(client, claim["case_id"])
-    film_col, form_col = st.columns([3, 2], gap="large")
+    film_col, form_col = st.columns(FILM_COLUMNS, gap="large")
     with film_col:
         boxes = draw_boxes_on(film, key=f"queue-canvas-{claim['claim_id']}")
     with form_col:
@@ -191,9 +200,10 @@ def render_claim(client: BackendClient, claim: dict[str, Any]) -> None:
         else:
             st.caption("Blind read: the AI result is shown after you submit.")
         render_read_form(client, claim, boxes)
-    if st.button("Release this case", icon=":material/undo:", key="queue-release"):
-        release(client, claim)
-        st.rerun()
+        if st.button("Release this case", icon=":material/undo:", key="queue-release",
+                     help="Give the case back to the queue unread, for another reader"):  # fmt: skip
+            release(client, claim)
+            st.rerun()
 
 
 def draw_boxes_on(film: Film, *, key: str) -> list[dict[str, float]]:
@@ -203,7 +213,6 @@ def draw_boxes_on(film: Film, *, key: str) -> list[dict[str, float]]:
     from streamlit_drawable_canvas import st_canvas
 
     height, width = film.pixels.shape[:2]
-    st.caption("Drag on the film to draw a box around each finding (toolbar: undo, redo, clear).")
     result = st_canvas(
         background_image=film.png,
         drawing_mode="labeled_rect",
@@ -215,7 +224,9 @@ def draw_boxes_on(film: Film, *, key: str) -> list[dict[str, float]]:
         key=key,
     )
     boxes = image_boxes(result.boxes, film.scale, film.size)
-    st.caption(f"{len(boxes)} box(es): " + "; ".join(box_text(box) for box in boxes) if boxes else "No box drawn.")
+    drawn = f"{counted(len(boxes), 'box')}: " + "; ".join(box_text(box) for box in boxes) if boxes else "No box yet."
+    st.caption(f"{drawn} Drag on the film to draw a box around each finding; the toolbar above the film (on hover) "
+               "undoes, redoes and clears.")  # fmt: skip
     return boxes
 
 
@@ -246,8 +257,9 @@ def render_read_form(client: BackendClient, claim: dict[str, Any], boxes: list[d
         st.session_state.pop(key, None)
     st.session_state.pop(CLAIM_KEY, None)
     st.session_state[READ_KEY] = read
+    boxes_saved = counted(len(read.get("boxes") or []), "box")
     notify("success", f"Your read of case {read['case_id'][:8]} is saved: {read['label']} "
-                      f"(confidence {read['confidence']}/5, {len(read.get('boxes') or [])} box(es)).")  # fmt: skip
+                      f"(confidence {read['confidence']}/5, {boxes_saved}).")  # fmt: skip
     st.rerun()
 
 
@@ -267,8 +279,9 @@ def render_revealed(client: BackendClient, read: dict[str, Any]) -> None:
     st.markdown(case_state_text(reads["state"], reads.get("final")))
     render_summary(case)
     film_col, heatmap_col = st.columns(2)
-    film_col.image(draw_boxes(film.pixels, read.get("boxes") or [], 1 / film.scale, READER_COLORS[0]),
-                   caption="Your boxes", width="stretch")  # fmt: skip
+    boxes = read.get("boxes") or []
+    film_col.image(draw_boxes(film.pixels, boxes, 1 / film.scale, READER_COLORS[0]), width="stretch",
+                   caption=f"Your read: {read['label']}, {counted(len(boxes), 'box')}")  # fmt: skip
     try:
         heatmap = decode_heatmap(client.heatmap_raw(case_id))
         heatmap_col.image(blend_heatmap(film.pixels, heatmap, REVEAL_OPACITY), caption="Grad-CAM overlay",
@@ -299,7 +312,7 @@ def render_adjudication(client: BackendClient) -> None:
     )
     reads = [r for r in client.case_annotations(case_id)["annotations"] if not r.get("superseded")]
     film = fetch_film(client, case_id)
-    film_col, reads_col = st.columns([3, 2], gap="large")
+    film_col, reads_col = st.columns([1.1, 1], gap="large")  # room for the reads side by side
     shown = film.pixels
     for index, read in enumerate(reads):
         shown = draw_boxes(shown, read.get("boxes") or [], 1 / film.scale, READER_COLORS[index % len(READER_COLORS)])
@@ -369,18 +382,17 @@ def render_statistics(client: BackendClient, username: str, role: str) -> None:
         cells = st.columns(4)
         cells[0].metric("Reads", mine.get("reads", 0))
         cells[1].metric("Agreement", percent(mine.get("agreement_rate")), help="Share of your reads that match the "
-                        "final label")  # fmt: skip
+                        "other reader's, on cases read twice")  # fmt: skip
         cells[2].metric("Kappa vs final", kappa_text(mine.get("kappa_vs_final")), help="Cohen's kappa of your reads "
                         "against the final labels (1 = perfect, 0 = chance)")  # fmt: skip
         cells[3].metric("Median time per read", duration(mine.get("median_seconds")))
+    st.markdown("##### All readers together")
+    for column, (label, value) in zip(st.columns(6), overall_stats(stats.get("overall") or {}).items(), strict=True):
+        column.metric(label, value)
     if role not in ADJUDICATORS:
         return
     st.markdown("##### Every reader")
     st.dataframe(pd.DataFrame([annotator_stats_row(row) for row in stats.get("annotators", [])]), hide_index=True)
-    overall = stats.get("overall") or {}
-    if overall:
-        st.caption(" · ".join(f"{name.replace('_', ' ')}: {value}" for name, value in overall.items()
-                              if isinstance(value, str | int | float) and not isinstance(value, bool)))  # fmt: skip
     st.markdown("##### The model against final expert labels")
     models = stats.get("models") or []
     if models:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from api.auth import Principal
+from api.learning import queue_if_doubtful
 from api.observability import actor_fields, observe_predictions
 from api.permissions import Role, redact_for
 from api.schemas import CaseOut, PatientIn, strip_controls
@@ -93,6 +94,7 @@ def analyze_study(
     record = services.storage.cases.create_case(
         new_case(predictor, prediction, verdict, decoded, sha256, patient_info, user), case_id=case_id
     )
+    queue_if_doubtful(services, record)
     detail = {"what": "study", "task": task, "label": prediction.label}
     version, actor = prediction.model_version, actor_fields(user)
     services.audit.record(AuditEntry("prediction", case_id=record.id, model_version=version, detail=detail, **actor))

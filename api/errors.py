@@ -8,6 +8,23 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from active_learning import (
+    ActiveLearningError,
+    AlreadyReadError,
+    AnnotationNotFoundError,
+    AnnotationSupersededError,
+    CaseAlreadyFinalError,
+    ClaimConflictError,
+    ClaimExpiredError,
+    ClaimNotFoundError,
+    InvalidAnnotationError,
+    JobAlreadyActiveError,
+    JobNotFoundError,
+    NotReadyForAdjudicationError,
+    NotYourClaimError,
+    QueueItemNotFoundError,
+    RetrainingJobError,
+)
 from api.json_limits import JsonLimitError
 from case_retrieval import EntryNotFoundError, InvalidInputError, ModelMismatchError, RetrievalError
 from imaging import CorruptImageError, EmptyImageError, ImagingError, UnsupportedFormatError, UnusableImageError
@@ -47,6 +64,23 @@ RETRIEVAL_STATUS: dict[type[RetrievalError], int] = {
     EntryNotFoundError: status.HTTP_404_NOT_FOUND,
     InvalidInputError: status.HTTP_422_UNPROCESSABLE_CONTENT,
     ModelMismatchError: status.HTTP_409_CONFLICT,
+}
+
+LEARNING_STATUS: dict[type[ActiveLearningError], int] = {
+    QueueItemNotFoundError: status.HTTP_404_NOT_FOUND,
+    ClaimNotFoundError: status.HTTP_404_NOT_FOUND,
+    AnnotationNotFoundError: status.HTTP_404_NOT_FOUND,
+    ClaimExpiredError: status.HTTP_409_CONFLICT,
+    ClaimConflictError: status.HTTP_409_CONFLICT,
+    AlreadyReadError: status.HTTP_409_CONFLICT,
+    NotReadyForAdjudicationError: status.HTTP_409_CONFLICT,
+    CaseAlreadyFinalError: status.HTTP_409_CONFLICT,
+    AnnotationSupersededError: status.HTTP_409_CONFLICT,
+    NotYourClaimError: status.HTTP_403_FORBIDDEN,  # and NotYourAnnotationError, its subclass
+    InvalidAnnotationError: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    JobNotFoundError: status.HTTP_404_NOT_FOUND,
+    JobAlreadyActiveError: status.HTTP_409_CONFLICT,
+    RetrainingJobError: status.HTTP_422_UNPROCESSABLE_CONTENT,
 }
 
 
@@ -99,6 +133,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ReportError)
     async def _report_error(_: Request, exc: ReportError) -> JSONResponse:
         code = 400 if isinstance(exc, UnknownReportKindError) else status.HTTP_422_UNPROCESSABLE_CONTENT
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(ActiveLearningError)
+    async def _learning_error(_: Request, exc: ActiveLearningError) -> JSONResponse:
+        code = _status_for(exc, LEARNING_STATUS, status.HTTP_409_CONFLICT)
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     @app.exception_handler(StorageError)

@@ -12,7 +12,22 @@ from api.auth import AuthService, check_security_settings
 from api.drift import DriftMonitor
 from api.errors import install_error_handlers
 from api.observability import ObservabilityMiddleware
-from api.routers import alerts, auth, explain, health, media, monitoring, predict, reports, similar, studies, users
+from api.routers import (
+    alerts,
+    annotations,
+    auth,
+    explain,
+    health,
+    media,
+    monitoring,
+    predict,
+    queue,
+    reports,
+    retraining,
+    similar,
+    studies,
+    users,
+)
 from api.security import AUTHORIZE, install_client_address, install_security
 from api.services import Services
 from monitoring import HISTORY, configure_logging, mark_process_dead
@@ -54,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     routers = (health, monitoring, alerts, predict, studies, media, explain, similar, reports, auth, users)
+    routers += (queue, annotations, retraining)
     for module in routers:
         app.include_router(module.router)
     install_security(app, settings)  # last: authorisation from api/permissions.py covers every route above

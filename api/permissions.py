@@ -9,6 +9,8 @@ someone adds its line here (tests/test_authz_matrix.py fails until then).
 Roles
 - radiologist: analyses studies, reads cases with their patient fields, reports, signs, sends for expert review.
 - annotator: works the annotation queue on images; never sees who the patient is (`redact_for`).
+- senior: an annotator who also settles two disagreeing reads (adjudication), sees every reader's statistics and
+  exports the final labels.
 - admin: everything, including users, API keys, model operations and the audit trail.
 """
 
@@ -37,7 +39,9 @@ class Access:
 PUBLIC = Access(public=True)
 EVERY_ROLE = Access(frozenset(Role))
 CLINICAL = Access(frozenset({Role.RADIOLOGIST, Role.ADMIN}))
-IMAGE_READERS = Access(frozenset({Role.RADIOLOGIST, Role.ANNOTATOR, Role.ADMIN}))  # case JSON redacted per role
+IMAGE_READERS = Access(frozenset({Role.RADIOLOGIST, Role.ANNOTATOR, Role.SENIOR, Role.ADMIN}))  # redacted per role
+READERS = Access(frozenset({Role.ANNOTATOR, Role.SENIOR, Role.ADMIN}))  # expert reads of queued cases
+ADJUDICATORS = Access(frozenset({Role.SENIOR, Role.ADMIN}))
 ADMIN_ONLY = Access(frozenset({Role.ADMIN}))
 
 # (method, route path template) -> who may call it. HEAD is looked up as GET.
@@ -64,16 +68,31 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     ("POST", "/v1/studies"): CLINICAL,
     ("POST", "/v1/dicom/inspect"): CLINICAL,  # answers the DICOM patient tags
     ("GET", "/v1/cases"): CLINICAL,  # filterable by patient id
-    ("GET", "/v1/cases/{case_id}/heatmap"): CLINICAL,
     ("GET", "/v1/cases/{case_id}/similar"): CLINICAL,
     ("GET", "/similar-cases/{case_id}"): CLINICAL,  # older path of the same
     ("GET", "/v1/reference/{ref_id}/thumbnail"): CLINICAL,  # reference-library images shown with similar cases
     ("GET", "/v1/cases/{case_id}/report"): CLINICAL,  # PDFs print the patient's name
     ("POST", "/v1/cases/{case_id}/review"): CLINICAL,
     ("POST", "/v1/cases/{case_id}/sign"): CLINICAL,
+    # The learning loop: radiologists send cases, expert readers claim and read them (blind: api/learning.py),
+    # seniors settle disagreements, admins retrain.
+    ("GET", "/v1/queue"): READERS,
+    ("POST", "/v1/queue"): CLINICAL,
+    ("POST", "/v1/queue/claim"): READERS,
+    ("POST", "/v1/queue/claims/{claim_id}/renew"): READERS,
+    ("POST", "/v1/queue/claims/{claim_id}/release"): READERS,
+    ("POST", "/v1/annotations"): READERS,
+    ("GET", "/v1/annotations/stats"): EVERY_ROLE,  # everyone sees their own statistics
+    ("GET", "/v1/annotations/export"): ADJUDICATORS,
+    ("GET", "/v1/annotations/{case_id}"): IMAGE_READERS,
+    ("POST", "/v1/annotations/{case_id}/adjudicate"): ADJUDICATORS,
+    ("POST", "/v1/retraining"): ADMIN_ONLY,
+    ("GET", "/v1/retraining"): ADMIN_ONLY,
+    ("GET", "/v1/retraining/{job_id}"): ADMIN_ONLY,
     # Images and one case at a time: annotators too (the case comes back without patient identity).
     ("GET", "/v1/cases/{case_id}"): IMAGE_READERS,
     ("GET", "/v1/cases/{case_id}/image"): IMAGE_READERS,
+    ("GET", "/v1/cases/{case_id}/heatmap"): IMAGE_READERS,  # expert readers: after their read (blind reading)
     # Administration.
     ("GET", "/v1/users"): ADMIN_ONLY,
     ("POST", "/v1/users"): ADMIN_ONLY,

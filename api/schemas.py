@@ -245,6 +245,16 @@ class SimilarOut(BaseModel):
     neighbours: list[NeighbourOut]
 
 
+class SignIn(BaseModel):
+    finding: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The radiologist's own finding (one of the model's classes); one other than the model's sends the "
+        "case to the experts' queue",
+        examples=["NORMAL"],
+    )
+
+
 class ReviewIn(BaseModel):
     reason: FreeText = Field(min_length=3, max_length=2000, examples=["Subtle opacity, please double-read."])
 
@@ -473,6 +483,8 @@ class QueueIn(BaseModel):
 
 
 class QueueReasonOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     code: str = Field(description="uncertain | ood | disagreement | manual", examples=["uncertain"])
     requested_by: str | None = None
     at: datetime
@@ -507,7 +519,7 @@ class ClaimOut(BaseModel):
     claimed_at: datetime
     labels: list[str] = Field(description="The labels a read may give: the model's classes, OTHER, UNGRADABLE")
     show_ai: bool = Field(description="Whether the model's finding and heatmap may be shown before the read is in")
-    case: CaseOut = Field(description="The case without patient identity (and without the AI result when blind)")
+    case: ReadingCaseOut = Field(description="The case without patient identity (and without the AI result when blind)")
 
 
 class BoxIn(BaseModel):
@@ -592,3 +604,31 @@ class RetrainingJobOut(BaseModel):
 class RetrainingPageOut(BaseModel):
     jobs: list[RetrainingJobOut]
     total: int
+
+
+class AiFindingOut(BaseModel):
+    """The model's answer on a case, shown to a reader only when reading is not blind or once their read is in."""
+
+    model_config = ConfigDict(from_attributes=True, protected_namespaces=())  # built from a CaseOut
+
+    prediction: str
+    confidence: float
+    probabilities: dict[str, float]
+    positive_probability: float | None
+    threshold: float | None
+    uncertain: bool
+    ood: bool | None
+    scope: str | None
+    model_version: str
+
+
+class ReadingCaseOut(BaseModel):
+    """What an expert reader gets of a claimed case: the film's facts, never who the patient is."""
+
+    case_id: str
+    task: str
+    age: int | None = None
+    sex: str | None = None
+    study: dict = Field(default_factory=dict, description="Non-identifying study facts: format, size, view")
+    image_warnings: list[dict] = Field(default_factory=list)
+    ai: AiFindingOut | None = Field(default=None, description="None while reading blind (SHOW_AI_TO_ANNOTATORS)")

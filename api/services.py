@@ -12,8 +12,10 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, Request, status
 
+from active_learning import LearningLoop, QueuePolicy, RetrainingJobs
 from api.case_media import CaseMedia
 from api.errors import ApiError
+from api.retraining import Promotion, RetrainingRunner, carry_library_over
 from case_retrieval import (
     CaseLibrary,
     IndexPolicy,
@@ -54,6 +56,8 @@ class Services:
     storage: Storage
     media: CaseMedia
     audit: AuditTrail
+    learning: LearningLoop
+    retraining_jobs: RetrainingJobs
     predictors: dict[str, Predictor] = field(default_factory=dict)
     model_errors: dict[str, str] = field(default_factory=dict)  # task -> why its model is not loaded
     scopes: dict[str, ScopeCheck] = field(default_factory=dict)  # task -> the served model's validated scope
@@ -61,6 +65,7 @@ class Services:
     library_status: str = "not loaded"  # why similar cases are unavailable, shown to the user
     started_at: float = field(default_factory=time.time)
     sweeper: OrphanSweeper | None = None
+    retraining: RetrainingRunner | None = None
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -70,10 +75,13 @@ class Services:
             storage=storage,
             media=CaseMedia(storage.images, storage.artifacts),
             audit=AuditTrail.from_settings(settings, storage.database),
+            learning=LearningLoop(storage.database, QueuePolicy.from_settings(settings)),
+            retraining_jobs=RetrainingJobs(storage.database),
         )
         services.sweeper = OrphanSweeper(storage, settings.orphan_grace_s, settings.orphan_sweep_interval_s).start()
         services.load_models()
         services.load_library()
+        services.retraining = services.start_retraining()
         threading.Thread(target=services.warm_explainer, daemon=True).start()
         return services
 
@@ -85,9 +93,49 @@ class Services:
             predictor.heatmap(np.full((size, size), 0.5, dtype=np.float32))
 
     def close(self) -> None:
+        if self.retraining is not None:
+            self.retraining.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         self.storage.close()
+
+    # --- the learning loop's retraining (api/retraining.py) --------------------------------------------------------
+
+    def start_retraining(self) -> RetrainingRunner:
+        runner = RetrainingRunner(
+            self.settings,
+            jobs=self.retraining_jobs,
+            loop=self.learning,
+            storage=self.storage,
+            media=self.media,
+            audit=self.audit,
+            serving_predictor=lambda: self.predictors.get(DEFAULT_TASK),
+            on_promotion=self.adopt_champion,
+        )
+        return runner.start()
+
+    def wake_retraining(self) -> None:
+        if self.retraining is not None:
+            self.retraining.wake()
+
+    def adopt_champion(self, promotion: Promotion) -> None:
+        """Serve a promoted challenger: loaded and warmed before it takes traffic (requests in flight finish on the
+        old Predictor they hold); the similar-case library is carried over (same backbone) or rebuilt."""
+        checkpoint = load_checkpoint(promotion.checkpoint_path)
+        predictor = Predictor.from_settings(checkpoint, self.settings)
+        size = checkpoint.preprocess.input_size
+        predictor.predict(np.full((size, size), 0.5, dtype=np.float32), None)
+        self.predictors[DEFAULT_TASK], self.scopes[DEFAULT_TASK] = predictor, scope_of(checkpoint)
+        logger.info("serving promoted model %s (registry version %d)", checkpoint.version, promotion.registry_version)
+        try:
+            policy = IndexPolicy.from_settings(self.settings)
+            carried = carry_library_over(self.settings.resolved_retrieval_index_dir, checkpoint, policy)
+        except RetrievalError:
+            carried = None  # no library yet, or unreadable: load_library says why
+        if carried is None:
+            self.load_library()  # another backbone: rebuilt in the background
+        else:
+            self.similar_library, self.library_status = carried, "ready"
 
     def load_library(self) -> None:
         """Open the similar-case library of the serving model; rebuild it in the background after a model change."""

@@ -230,7 +230,7 @@ def reference_library(
 
 API_TEST_LIMITS = {"MAX_UPLOAD_MB": "2", "BATCH_MAX": "4"}
 # Accounts the HTTP tests use: the first admin comes from settings, the others are created through /v1/users.
-TEST_ROLES: tuple[str, ...] = ("radiologist", "annotator", "admin")
+TEST_ROLES: tuple[str, ...] = ("radiologist", "annotator", "senior", "admin")
 # Generous per-user budget: the suite sends hundreds of requests per minute as one user (tests/test_security.py
 # checks the limiter itself on its own server).
 API_TEST_SECURITY = {"RATE_LIMIT": "100000/minute", "LOGIN_RATE_LIMIT": "50/minute", "REQUEST_TIMEOUT_S": "120"}

@@ -25,6 +25,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+import active_learning  # noqa: F401  (its tables join storage's Base: the schema compared below is the product's)
+import monitoring  # noqa: F401  (likewise)
 from settings import PROJECT_ROOT, Settings
 from storage import (
     Base,

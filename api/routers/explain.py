@@ -12,6 +12,8 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from api.auth import CurrentUser
+from api.learning import require_ai_visible
 from api.services import Services, ServicesDep
 from inference import COLORMAPS, heatmap_from_png16, overlay_png
 
@@ -46,6 +48,7 @@ def _heatmap_response(
 async def case_heatmap(
     case_id: str,
     services: ServicesDep,
+    user: CurrentUser,
     alpha: float = Query(0.4, ge=0.0, le=1.0, description="Opacity of the heatmap over the image"),
     colormap: str = Query("jet", description=f"One of: {', '.join(COLORMAPS)}"),
     method: HeatmapMethod = Query("gradcam"),
@@ -54,6 +57,7 @@ async def case_heatmap(
     ),
     max_side: int = Query(1024, ge=64, le=4096),
 ) -> Response:
+    await run_in_threadpool(require_ai_visible, services, user, case_id)  # blind double reading
     return await run_in_threadpool(
         _heatmap_response, services, case_id, method, output_format, alpha, colormap, max_side
     )

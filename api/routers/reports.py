@@ -7,14 +7,16 @@ import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from api.analysis import case_out
 from api.auth import CurrentUser
+from api.errors import ApiError
+from api.learning import note_disagreement, send_for_review
 from api.permissions import REVIEW_NOTE_CODE
-from api.schemas import CaseOut, ReviewIn
+from api.schemas import CaseOut, ReviewIn, SignIn
 from api.services import Services, ServicesDep
 from imaging import to_display_png
 from inference import OUTSIDE_VALIDATED, ModelCheckpoint, Predictor, heatmap_from_png16, overlay_png
@@ -29,7 +31,7 @@ from reports import (
     render_report,
     report_filename,
 )
-from storage import CaseRecord, CaseStatus
+from storage import CaseRecord
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 REPORT_IMAGE_SIDE = 768
@@ -148,18 +150,19 @@ async def case_report(
 
 
 @router.post("/cases/{case_id}/sign", response_model=CaseOut, summary="Radiologist sign-off; the case is then final")
-def sign_case(case_id: str, services: ServicesDep, user: CurrentUser) -> CaseOut:
+def sign_case(case_id: str, services: ServicesDep, user: CurrentUser, body: SignIn | None = None) -> CaseOut:
+    """With the radiologist's own `finding`: one other than the model's sends the case to the experts' queue."""
+    finding = body.finding if body else None
+    record = services.get_case(case_id)
+    if finding is not None and finding not in record.probabilities:
+        known = ", ".join(record.probabilities)
+        raise ApiError(status.HTTP_422_UNPROCESSABLE_CONTENT, f"finding must be one of the model's classes: {known}.")
     record = services.storage.cases.sign_case(case_id, user.username)
+    note_disagreement(services, record, finding, user)
     return case_out(record, user.role)
 
 
 @router.post("/cases/{case_id}/review", response_model=CaseOut, summary="Send the case for expert review")
-def send_for_review(case_id: str, body: ReviewIn, services: ServicesDep, user: CurrentUser) -> CaseOut:
-    record = services.get_case(case_id)
-    notes = list(record.quality_warnings)
-    # The reason is free text that may name the patient: stored encrypted, not in the plain notes list.
-    notes.append({"code": REVIEW_NOTE_CODE, "message": f"Sent for expert review by {user.username}."})
-    updated = services.storage.cases.update_case(
-        case_id, status=CaseStatus.QUEUED_FOR_REVIEW, quality_warnings=notes, review_reason=body.reason
-    )
-    return case_out(updated, user.role)
+def review_case(case_id: str, body: ReviewIn, services: ServicesDep, user: CurrentUser) -> CaseOut:
+    """The same as `POST /v1/queue {case_id, reason}`, answered with the case."""
+    return case_out(send_for_review(services, case_id, body.reason, user), user.role)

@@ -13,6 +13,7 @@ from api.analysis import analyze_study, case_out
 from api.auth import CurrentUser
 from api.errors import ApiError
 from api.json_limits import JsonLimits
+from api.learning import require_ai_visible
 from api.schemas import CaseOut, CasePageOut, PatientIn
 from api.services import ServicesDep
 from api.uploads import UPLOAD_ERRORS, read_upload
@@ -101,4 +102,6 @@ def list_cases(
 
 @router.get("/cases/{case_id}", response_model=CaseOut, summary="One case with its stored result")
 def get_case(case_id: str, services: ServicesDep, user: CurrentUser) -> CaseOut:
-    return case_out(services.get_case(case_id), user.role)
+    record = services.get_case(case_id)
+    require_ai_visible(services, user, case_id)  # a blind reader gets the case's facts from their claim instead
+    return case_out(record, user.role)

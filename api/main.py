@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -11,6 +12,7 @@ from api.alerting import Alerting
 from api.auth import AuthService, check_security_settings
 from api.drift import DriftMonitor
 from api.errors import install_error_handlers
+from api.learning import expert_feedback
 from api.observability import ObservabilityMiddleware
 from api.routers import (
     alerts,
@@ -53,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         interval, retention = settings.monitoring_flush_interval_s, settings.monitoring_retention_days
         HISTORY.attach(services.storage.database, interval, retention)
         app.state.drift = DriftMonitor.from_settings(settings, services.storage)
-        app.state.alerting = Alerting.start(services, app.state.drift)
+        app.state.alerting = Alerting.start(services, app.state.drift, partial(expert_feedback, services))
         yield
         app.state.alerting.stop()
         HISTORY.detach()

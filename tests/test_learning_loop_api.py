@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import ApiAccount, LiveApi, ReferenceLibrary, login, server_env, started_api
+from tests.monitoring_support import sample
 
 BETWEEN_THRESHOLD_AND_HALF = (
     "NORMAL/IM-0030-0001.jpg",
@@ -116,6 +117,8 @@ def test_uncertain_films_enter_the_queue_by_themselves_and_a_clear_one_does_not(
         assert [reason["code"] for reason in waiting[case["case_id"]]["reasons"]] == ["uncertain"]
         assert waiting[case["case_id"]]["state"] == "open" and waiting[case["case_id"]]["reads_needed"] == 2
     assert normal["uncertain"] is False and normal["case_id"] not in waiting
+    metrics = people["admin"].get("/metrics").text
+    assert sample(metrics, "cxr_review_queue_length", state="open") == len(waiting) == len(uncertain_cases)
 
 
 def test_a_radiologist_sends_a_case_with_a_reason_that_readers_never_see(

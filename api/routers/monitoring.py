@@ -25,7 +25,6 @@ from api.schemas import (
 )
 from api.services import Services, ServicesDep
 from monitoring import HISTORY, AuditFilter, Figures, Gauge, render_metrics, summarize, system_stats
-from storage import CaseStatus
 
 router = APIRouter(tags=["monitoring"])
 
@@ -41,8 +40,10 @@ def workstation_gauges(services: Services) -> list[Gauge]:
         gauges.append(
             Gauge("cxr_model_loaded", "1 when the task's model is loaded, 0 when it failed", loaded, {"task": task})
         )
-    queued = services.storage.cases.list_cases(limit=1, status=CaseStatus.QUEUED_FOR_REVIEW).total
-    gauges.append(Gauge("cxr_review_queue_length", "Cases waiting for expert review", float(queued)))
+    for state in ("open", "adjudication"):
+        waiting = float(services.learning.list_queue(state=state, limit=1).total)
+        help_text = "Cases waiting in the experts' queue, by state (open: reads missing; adjudication: a senior's)"
+        gauges.append(Gauge("cxr_review_queue_length", help_text, waiting, {"state": state}))
     stats = system_stats(services.settings.var_dir)
     gauges += [
         Gauge("cxr_system_cpu_percent", "CPU use of the machine (percent)", stats.cpu_percent),

@@ -207,6 +207,12 @@ class Settings(BaseSettings):
     retrain_heartbeat_s: float = Field(default=10.0, gt=0)  # a running job older than 6 beats is taken over
     retrain_max_reference_images: int = Field(default=2000, ge=50)  # training-data films per retrain (feature cache)
 
+    # --- backups (storage/backup.py; issue 18) -------------------------------------------------------------------
+    # `python -m storage backup` without --out writes cxr-backup-<UTC time>.tar here, then deletes all but the newest
+    # BACKUP_KEEP backups in this folder (0: delete none). A backup holds the key files only with --include-keys.
+    backup_dir: Path | None = None  # None: var_dir / "backups"
+    backup_keep: int = Field(default=7, ge=0)
+
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header
     institution_logo_path: Path | None = None  # PNG/JPEG; unset or unreadable: reports print without a logo
@@ -237,6 +243,10 @@ class Settings(BaseSettings):
     @property
     def resolved_mlflow_tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.var_dir / 'mlflow.db'}"
+
+    @property
+    def resolved_backup_dir(self) -> Path:
+        return self.backup_dir or self.var_dir / "backups"
 
     @property
     def resolved_runtime_cache_dir(self) -> Path:

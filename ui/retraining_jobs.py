@@ -44,7 +44,8 @@ def render_start(client: BackendClient, jobs: list[dict[str, Any]]) -> None:
 
 
 def render_job_detail(job: dict[str, Any]) -> None:
-    st.markdown(f"**Job {job['id'][:8]}** · {job['state']} · {job_outcome(job)}")
+    outcome = job_outcome(job)
+    st.markdown(f"**Job {job['id'][:8]}** · {job['state']}" + (f" · {outcome}" if outcome != job["state"] else ""))
     steps = (job.get("progress") or {}).get("steps_done") or []
     if steps:
         st.caption("Steps done: " + " → ".join(str(step).replace("_", " ") for step in steps))
@@ -72,10 +73,11 @@ def render_retraining_jobs(client: BackendClient) -> None:
         st.info("No retraining job yet. One starts by itself once enough new final expert labels exist "
                 "(RETRAIN_MIN_NEW_LABELS), or start one here.")  # fmt: skip
         return
-    st.caption(f"The {len(jobs)} newest of {listing['total']} jobs.")
+    if listing["total"] > len(jobs):
+        st.caption(f"The newest {len(jobs)} of {listing['total']} jobs.")
     st.dataframe(pd.DataFrame([job_row(job) for job in jobs]), hide_index=True)
-    chosen = st.selectbox("Job details", [job["id"] for job in jobs], key="retraining-job",
-                          format_func=lambda job_id: job_id[:8])  # fmt: skip
-    render_job_detail(client.retraining_job(chosen))  # fresh: a running job moves on between two listings
-    if st.button("Refresh", icon=":material/refresh:", key="retraining-refresh"):
+    by_id = {job["id"]: job for job in jobs}
+    chosen = st.selectbox("Job details", list(by_id), key="retraining-job", format_func=lambda job_id: job_id[:8])
+    render_job_detail(by_id[chosen])  # the same snapshot as the table, so the two never disagree
+    if st.button("Refresh", icon=":material/refresh:", key="retraining-refresh", help="Jobs move on by themselves"):
         st.rerun()

@@ -136,8 +136,8 @@ def keep_claim(client: BackendClient) -> None:
             st.warning(f"Could not renew your claim: {error.message}", icon=":material/warning:")
             return
         st.session_state.pop(CLAIM_KEY, None)
-        notify("warning", f"Your claim on case {claim['case_id'][:8]} has ended ({error.message}) "
-                          "Nothing was saved for it; claim the next case.")  # fmt: skip
+        notify("warning", f"Your claim on case {claim['case_id'][:8]} has ended and nothing was saved for it: "
+                          f"{error.message}")  # fmt: skip
 
 
 def release(client: BackendClient, claim: dict[str, Any]) -> None:

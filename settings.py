@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     # --- model and inference ------------------------------------------------------------------------------------
     model_path: Path = Field(default=PROJECT_ROOT / "models" / "pneumonia.pt")
     # Registry reference served instead of model_path when set, e.g. "models:/cxr-pneumonia@champion"
-    # (resolved by mlops.registry.resolve_model_reference against the MLflow tracking URI below).
+    # (resolved by mlops.registry.resolve_model_reference against the MLflow tracking URI below). Unset: the local
+    # registry's champion of cxr-pneumonia when it has one, else MODEL_PATH (see "model operations" below).
     model_alias: str = ""
     nodule_model_path: Path | None = None
     model_architecture: str = "resnet18"  # default for training; serving reads the architecture from the checkpoint
@@ -212,6 +213,15 @@ class Settings(BaseSettings):
     # BACKUP_KEEP backups in this folder (0: delete none). A backup holds the key files only with --include-keys.
     backup_dir: Path | None = None  # None: var_dir / "backups"
     backup_keep: int = Field(default=7, ge=0)
+
+    # --- model operations (issue 18; mlops/registry.py, api/services.py, api/routers/models.py) --------------------
+    # What the backend serves: MODEL_ALIAS when set; otherwise the registry's `champion` of cxr-<task> when the
+    # local MLflow registry has one (the learning loop registers the serving model as champion on its first retrain
+    # and moves the alias on promotion, so a restart keeps serving the promoted model); otherwise MODEL_PATH.
+    # Every MODEL_ALIAS_POLL_S seconds each backend process reads that alias and swaps to the version it points at
+    # (loaded and warmed before it takes traffic): a promotion made through one replica reaches all of them.
+    # 0: no polling (the alias is read at start and on this process's own promotions and rollbacks).
+    model_alias_poll_s: float = Field(default=5.0, ge=0)
 
     # --- PDF reports (reports/; build a reports.ReportContext from these) ---------------------------------------
     institution_name: str = "CXR Workstation"  # printed in every report header

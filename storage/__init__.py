@@ -23,10 +23,22 @@ Public surface:
 - Accounts (storage/users.py): `UserRepository(database)` (users and hashed API keys), `User`, `ApiKey`,
   `UserRecord`, `ApiKeyRecord`, `RevokedToken` (logout), `normalize_username`, `ADMIN_ROLE`; errors `UserNotFoundError`,
   `UsernameTakenError`, `LastAdminError`, `ApiKeyNotFoundError`, `InvalidUserDataError`
-- Command line: `python -m storage migrate | generate-phi-key | rotate-phi-key [--new-key KEY]`
+- Backups (storage/backup.py, storage/restore.py): `create_backup(settings, out, include_keys=False) -> BackupResult`,
+  `verify_backup(path) -> manifest`, `restore_backup(path, settings) -> RestoreResult`, `prune_backups(folder, keep)`,
+  `settings_without_secrets(settings)`, `KEY_FILES`; `copy_durably(source, target)`; error `BackupError`
+- Command line: `python -m storage migrate | generate-phi-key | rotate-phi-key [--new-key KEY] |
+  backup [--out DIR|FILE.tar] [--include-keys] | restore --from DIR|FILE.tar [--var-dir DIR] | verify-backup PATH`
 """
 
 from storage.artifacts import CASE_PIXELS_ARTIFACT, ArtifactStore, safe_artifact_name
+from storage.backup import (
+    KEY_FILES,
+    BackupResult,
+    create_backup,
+    prune_backups,
+    settings_without_secrets,
+    verify_backup,
+)
 from storage.bootstrap import Storage, init_storage
 from storage.cases import MAX_PAGE_SIZE, UPDATABLE_FIELDS, CasePage, CaseRecord, CaseRepository, NewCase, PatientInfo
 from storage.crypto import (
@@ -39,6 +51,7 @@ from storage.crypto import (
 )
 from storage.database import Database, create_database_engine
 from storage.errors import (
+    BackupError,
     CaseNotFoundError,
     CaseStateError,
     DecryptionError,
@@ -51,10 +64,11 @@ from storage.errors import (
     StorageError,
     StorageUnavailableError,
 )
-from storage.files import create_secret_file_once, fsync_path, write_durably
+from storage.files import copy_durably, create_secret_file_once, fsync_path, write_durably
 from storage.images import ImageStore
 from storage.migrate import head_revision, migrate, migrate_database, schema_revision
 from storage.models import Base, Case, CaseStatus, new_case_id
+from storage.restore import RestoreResult, restore_backup
 from storage.rotation import rotate_images, rotate_phi_key
 from storage.sweep import OrphanSweeper, SweepResult, sweep_orphans
 from storage.types import EncryptedText, JSONType, UTCDateTime, utcnow
@@ -77,12 +91,15 @@ from storage.users import (
 __all__ = [
     "ADMIN_ROLE",
     "CASE_PIXELS_ARTIFACT",
+    "KEY_FILES",
     "MAX_PAGE_SIZE",
     "UPDATABLE_FIELDS",
     "ApiKey",
     "ApiKeyNotFoundError",
     "ApiKeyRecord",
     "ArtifactStore",
+    "BackupError",
+    "BackupResult",
     "Base",
     "Case",
     "CaseNotFoundError",
@@ -108,6 +125,7 @@ __all__ = [
     "OrphanSweeper",
     "PatientInfo",
     "PhiCipher",
+    "RestoreResult",
     "RevokedToken",
     "Storage",
     "StorageError",
@@ -121,6 +139,8 @@ __all__ = [
     "UsernameTakenError",
     "active_phi_cipher",
     "configure_phi_cipher",
+    "copy_durably",
+    "create_backup",
     "create_database_engine",
     "create_secret_file_once",
     "fsync_path",
@@ -133,11 +153,15 @@ __all__ = [
     "new_case_id",
     "normalize_patient_id",
     "normalize_username",
+    "prune_backups",
+    "restore_backup",
     "rotate_images",
     "rotate_phi_key",
     "safe_artifact_name",
     "schema_revision",
+    "settings_without_secrets",
     "sweep_orphans",
     "utcnow",
+    "verify_backup",
     "write_durably",
 ]

@@ -1,12 +1,15 @@
-"""`python -m storage <command>`: migrate the database, generate a PHI key, rotate the PHI key."""
+"""`python -m storage <command>`: migrate the database, generate a PHI key, rotate the PHI key, back up the
+workstation while it runs, verify a backup, restore one into an empty install."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from settings import Settings, get_settings
+from storage.backup import BackupResult, create_backup, verify_backup
 from storage.crypto import (
     PhiCipher,
     configure_phi_cipher,
@@ -20,6 +23,7 @@ from storage.database import Database
 from storage.errors import EncryptionKeyError, StorageError
 from storage.images import ImageStore
 from storage.migrate import migrate_database
+from storage.restore import RestoreResult, restore_backup
 from storage.rotation import rotate_phi_key
 
 
@@ -75,6 +79,38 @@ def _rotate(settings: Settings, requested_key: str | None) -> str:
         database.dispose()
 
 
+def _backup_message(result: BackupResult) -> str:
+    keys = (
+        "It holds the key files: keep it as safe as the patient data in the clear."
+        if result.includes_keys
+        else "It holds no key files: the PHI key (phi.key or PHI_ENCRYPTION_KEY) and the audit key, kept apart, are "
+        "needed to restore it."
+    )
+    removed = f" Removed {len(result.removed)} older backup(s) (BACKUP_KEEP)." if result.removed else ""
+    return (
+        f"Backup written to {result.path}: {result.files} files, {result.size_bytes / 1e6:.1f} MB, "
+        f"{result.referenced_images} referenced image(s), in {result.seconds:.1f} s. {keys}{removed}"
+    )
+
+
+def _restore_message(result: RestoreResult, settings: Settings) -> str:
+    notes = "".join(f"\n{note}" for note in result.notes)
+    return (
+        f"Restored {result.files} files into {settings.var_dir} (schema revision {result.schema_revision}, "
+        f"{result.cases_images} referenced image(s)). Start the backend on it.{notes}"
+    )
+
+
+def _verify_message(source: Path) -> str:
+    manifest = verify_backup(source)
+    return (
+        f"{source} is a complete backup made {manifest['created_at']} by version {manifest['app_version']}: "
+        f"{len(manifest['files'])} files match their checksums, the {manifest['database']['engine']} database is at "
+        f"schema revision {manifest['schema_revision']}, all {manifest['referenced_images']} referenced images are "
+        f"present; key files {'included' if manifest['includes_keys'] else 'not included'}."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m storage", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,19 +118,38 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("generate-phi-key", help="print a new random key for PHI_ENCRYPTION_KEY")
     rotate = commands.add_parser("rotate-phi-key", help="re-encrypt all patient fields under a new key")
     rotate.add_argument("--new-key", help="development key file only: the new key (default: a random one)")
+    backup = commands.add_parser("backup", help="a consistent backup while the backend runs")
+    backup.add_argument("--out", type=Path, help="a new folder, or FILE.tar (default: BACKUP_DIR, with BACKUP_KEEP)")
+    backup.add_argument("--include-keys", action="store_true", help="put the PHI, audit and token keys in the backup")
+    restore = commands.add_parser("restore", help="restore a backup into an empty install")
+    restore.add_argument("--from", dest="source", type=Path, required=True, help="the backup folder or .tar")
+    restore.add_argument("--var-dir", type=Path, help="the new install's VAR_DIR (default: VAR_DIR of the settings)")
+    check = commands.add_parser("verify-backup", help="check a backup's checksums, database and images")
+    check.add_argument("source", type=Path, help="the backup folder or .tar")
     return parser
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> str:
+    if args.command == "migrate":
+        return _migrate(settings)
+    if args.command == "generate-phi-key":
+        return generate_phi_key()
+    if args.command == "rotate-phi-key":
+        return _rotate(settings, args.new_key)
+    if args.command == "backup":
+        return _backup_message(create_backup(settings, args.out, include_keys=args.include_keys))
+    if args.command == "restore":
+        if args.var_dir is not None:
+            settings = settings.model_copy(update={"var_dir": args.var_dir.resolve()})
+        return _restore_message(restore_backup(args.source, settings), settings)
+    return _verify_message(args.source)
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings or get_settings()
     try:
-        if args.command == "migrate":
-            message = _migrate(settings)
-        elif args.command == "generate-phi-key":
-            message = generate_phi_key()
-        else:
-            message = _rotate(settings, args.new_key)
+        message = _run(args, settings)
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

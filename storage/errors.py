@@ -47,3 +47,7 @@ class DecryptionError(StorageError):
 
 class StorageUnavailableError(StorageError):
     """The database cannot be reached or answered with an operational error."""
+
+
+class BackupError(StorageError):
+    """A backup cannot be made, is damaged or incomplete, or cannot be restored here; the message says which file."""

@@ -9,6 +9,7 @@ race on first start, exactly one secret wins and every process reads that one.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -59,3 +60,21 @@ def create_secret_file_once(path: Path, make_secret: Callable[[], str]) -> bool:
         tmp.unlink(missing_ok=True)
     fsync_path(path.parent)
     return True
+
+
+def copy_durably(source: Path, target: Path, *, mode: int = 0o640) -> None:
+    """Copy `source` over `target` the way `write_durably` writes bytes, without holding the whole file in memory."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle, source.open("rb") as original:
+            shutil.copyfileobj(original, handle, 1 << 20)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(target.parent)

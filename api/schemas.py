@@ -632,3 +632,66 @@ class ReadingCaseOut(BaseModel):
     study: dict = Field(default_factory=dict, description="Non-identifying study facts: format, size, view")
     image_warnings: list[dict] = Field(default_factory=list)
     ai: AiFindingOut | None = Field(default=None, description="None while reading blind (SHOW_AI_TO_ANNOTATORS)")
+
+
+# --- model operations ------------------------------------------------------------------------------------------------
+
+
+class ModelVersionOut(BaseModel):
+    """One registered version: what it scored, what it was trained on, and who moved the champion to it, when and
+    why (mlops.registry.VersionDetails)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: int
+    checkpoint_version: str = Field(description="The version every prediction made by it carries (model_version)")
+    aliases: list[str] = Field(description="e.g. ['champion']")
+    created: str
+    run_id: str
+    source: str
+    metrics: dict[str, float] = Field(description="Test metrics stored with the version (auroc, sensitivity, ...)")
+    data_fingerprint: str = Field(description="Fingerprint of the data it was trained on")
+    test_data_fingerprint: str
+    promoted_by: str
+    promoted_at: str
+    promotion_reason: str
+    rolled_back_by: str
+    rolled_back_at: str
+    rollback_reason: str
+    serving: bool = Field(description="This backend answers with this version now")
+    warm: bool = Field(description="Loaded in this backend: switching to it takes no load (blue-green)")
+
+
+class RegisteredModelOut(BaseModel):
+    name: str
+    champion: int | None = Field(description="The version the `champion` alias points to")
+    versions: list[ModelVersionOut]
+
+
+class ModelsOut(BaseModel):
+    models: list[RegisteredModelOut]
+    serving: dict[str, str] = Field(description="Task -> the checkpoint version this backend serves")
+
+
+class PromoteIn(BaseModel):
+    version: int = Field(ge=1)
+    reason: FreeText = Field(min_length=3, max_length=500, examples=["Better sensitivity on the site's expert labels."])
+
+
+class RollbackIn(BaseModel):
+    reason: FreeText = Field(min_length=3, max_length=500, examples=["Sensitivity dropped on Monday's films."])
+
+
+class ModelSwitchOut(BaseModel):
+    """The outcome of a promotion or rollback: the alias moved and this backend already serves the new version."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    alias: str
+    version: int
+    previous_version: int | None
+    checkpoint_version: str
+    serving: str = Field(description="The checkpoint version this backend answers with now")
+    swap_ms: float = Field(description="Time to make it serve: load and warm-up, or 0-ish when it was kept warm")

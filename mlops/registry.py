@@ -3,17 +3,23 @@
 A registered version's source is the checkpoint file logged by its training run (see mlops.tracking). The
 promotion gate reads the test metrics that `mlops.evaluate --update-checkpoint` stores in the checkpoint itself
 (`metrics["test"]`), so a model is compared on what it carries, not on a side table. Every alias move made here is
-recorded in a registered-model tag, which is what `rollback` walks back.
+recorded in a registered-model tag (`alias_history.<alias>`: each move with the version, who made it, when and
+why), which is what `rollback` walks back; the version an alias moves to also carries who moved it, when and why in
+its own tags (`promoted_by`, `promoted_at`, `promotion_reason`, or `rolled_back_*` for a rollback). `describe`
+gathers one version's facts: test metrics, training data fingerprint, aliases, and those moves.
 
 Serving loads by reference: `resolve_model_reference("models:/cxr-pneumonia@champion")`, `"models:/NAME/3"`,
 `"runs:/RUN_ID/checkpoint/pneumonia.pt"` or a plain file path (settings: `MODEL_ALIAS`, else `MODEL_PATH`).
 
-CLI: `python -m mlops.registry list|register|promote|set-alias|rollback|resolve ...` (see `--help`).
+CLI: `python -m mlops.registry list [NAME] | register FILE | promote NAME VERSION --reason WHY | rollback NAME
+--reason WHY | show NAME VERSION | set-alias | resolve REF` (see `--help`); promote and rollback record the OS user
+unless `--by` names someone else. Only aliases are used, never MLflow's deprecated stages.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import math
 import re
@@ -29,14 +35,30 @@ from urllib.parse import unquote, urlparse
 from inference.checkpoint import CheckpointError, ModelCheckpoint, load_checkpoint
 
 DEFAULT_ALIAS = "champion"
-HISTORY_TAG = "alias_history.{alias}"  # registered-model tag: JSON list of versions the alias pointed to
+HISTORY_TAG = "alias_history.{alias}"  # registered-model tag: JSON list of the alias's moves, oldest first
 HISTORY_LIMIT = 50
+HISTORY_MAX_CHARS = 4900  # MLflow's SQL store keeps registered-model tag values in 5,000 characters
+HISTORY_REASON_CHARS = 80  # a move's reason in the history; the full one (up to REASON_MAX_CHARS) is a version tag
+REASON_MAX_CHARS = 500
+# Version tags saying who moved an alias to the version, when and why, per kind of move.
+MOVE_TAGS = {
+    "promote": ("promoted_by", "promoted_at", "promotion_reason"),
+    "rollback": ("rolled_back_by", "rolled_back_at", "rollback_reason"),
+}
 LOWER_IS_BETTER = frozenset({"brier", "ece"})
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
 class RegistryError(ValueError):
     """A registry operation cannot be done (unknown model, version or alias, missing metrics); user-facing."""
+
+
+class UnknownModelError(RegistryError):
+    """No registered model, version or alias of that name."""
+
+
+class InvalidReasonError(RegistryError):
+    """A promotion or rollback without a usable reason (empty, or longer than REASON_MAX_CHARS)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +136,7 @@ def _registered_model(client: Any, name: str) -> Any:
     try:
         return client.get_registered_model(name)
     except _mlflow_error() as exc:
-        raise RegistryError(f"No registered model named {name!r}.") from exc
+        raise UnknownModelError(f"No registered model named {name!r}.") from exc
 
 
 def list_models() -> list[str]:
@@ -140,7 +162,7 @@ def get_version(name: str, version: int) -> RegisteredVersion:
     try:
         mv = client.get_model_version(name, str(version))
     except _mlflow_error() as exc:
-        raise RegistryError(f"Model {name!r} has no version {version}.") from exc
+        raise UnknownModelError(f"Model {name!r} has no version {version}.") from exc
     return _to_registered(mv)
 
 
@@ -149,6 +171,84 @@ def get_alias(name: str, alias: str = DEFAULT_ALIAS) -> int | None:
     model = _registered_model(mlflow_client(), name)
     version = (model.aliases or {}).get(alias)
     return int(version) if version is not None else None
+
+
+@dataclass(frozen=True)
+class VersionDetails:
+    """What an admin decides a promotion on: one version with its test metrics, the fingerprint of the data it was
+    trained on (and of the test data its metrics come from), its aliases, and the last promotion and rollback to
+    it (who, when, why)."""
+
+    name: str
+    version: int
+    checkpoint_version: str
+    aliases: list[str]
+    created: str
+    run_id: str
+    source: str
+    metrics: dict[str, float]
+    data_fingerprint: str
+    test_data_fingerprint: str
+    promoted_by: str
+    promoted_at: str
+    promotion_reason: str
+    rolled_back_by: str
+    rolled_back_at: str
+    rollback_reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "aliases": list(self.aliases), "metrics": dict(self.metrics)}
+
+
+def describe(name: str, version: int | None = None) -> list[VersionDetails]:
+    """Every version of `name` (or only `version`), oldest first, with its facts. A version registered before its
+    facts were tagged (by training's own registration) has them read from its checkpoint once and tagged."""
+    versions = list_versions(name)
+    if version is not None:
+        versions = [v for v in versions if v.version == version]
+        if not versions:
+            raise UnknownModelError(f"Model {name!r} has no version {version}.")
+    return [_details(_with_facts(v)) for v in versions]
+
+
+def _with_facts(registered: RegisteredVersion) -> RegisteredVersion:
+    if "data_fingerprint" in registered.tags:
+        return registered
+    checkpoint = _load(resolve_checkpoint(registered.name, registered.version))
+    client = mlflow_client()
+    _tag_facts(client, registered.name, registered.version, checkpoint)
+    tags = dict(client.get_model_version(registered.name, str(registered.version)).tags or {})
+    return RegisteredVersion(**{**registered.__dict__, "tags": tags})
+
+
+def _details(registered: RegisteredVersion) -> VersionDetails:
+    tags = registered.tags
+    metrics = {
+        key.removeprefix("test_"): float(value)
+        for key, value in tags.items()
+        if key.startswith("test_") and key != "test_data_fingerprint" and _is_number(value)
+    }
+    moves = {key: tags.get(key, "") for keys in MOVE_TAGS.values() for key in keys}
+    return VersionDetails(
+        name=registered.name,
+        version=registered.version,
+        checkpoint_version=registered.checkpoint_version,
+        aliases=registered.aliases,
+        created=registered.created,
+        run_id=registered.run_id,
+        source=registered.source,
+        metrics=metrics,
+        data_fingerprint=tags.get("data_fingerprint", ""),
+        test_data_fingerprint=tags.get("test_data_fingerprint", ""),
+        **moves,
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def find_versions_of_checkpoint(checkpoint_version: str) -> list[RegisteredVersion]:
@@ -205,7 +305,7 @@ def resolve_checkpoint(name: str, alias_or_version: str | int = DEFAULT_ALIAS) -
         mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
     except _mlflow_error() as exc:
         kind = "version" if ref.isdigit() else "alias"
-        raise RegistryError(f"Model {name!r} has no {kind} {ref!r}.") from exc
+        raise UnknownModelError(f"Model {name!r} has no {kind} {ref!r}.") from exc
     return _download(mv.source, f"{name}/{mv.version}")
 
 
@@ -245,58 +345,137 @@ def resolve_serving_model(settings: Any = None) -> Path:
 # --- writing the registry ----------------------------------------------------------------------------------------
 
 
-def _history(client: Any, name: str, alias: str) -> list[int]:
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of an alias: to which version, by whom, when (ISO-8601, UTC), why, and how (promote, rollback)."""
+
+    version: int
+    by: str = ""
+    at: str = ""
+    reason: str = ""
+    action: str = "promote"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _moves(client: Any, name: str, alias: str) -> list[AliasMove]:
+    """The alias's recorded moves, oldest first (a bare version number is a move recorded before who/when/why)."""
     raw = (_registered_model(client, name).tags or {}).get(HISTORY_TAG.format(alias=alias), "[]")
     try:
-        return [int(v) for v in json.loads(raw)]
+        entries = json.loads(raw)
+        return [AliasMove(int(e)) if isinstance(e, int | str) else AliasMove(**e) for e in entries]
     except (ValueError, TypeError):
         return []
 
 
-def _write_history(client: Any, name: str, alias: str, history: list[int]) -> None:
-    client.set_registered_model_tag(name, HISTORY_TAG.format(alias=alias), json.dumps(history[-HISTORY_LIMIT:]))
+def _write_moves(client: Any, name: str, alias: str, moves: list[AliasMove]) -> None:
+    kept = moves[-HISTORY_LIMIT:]
+    text = json.dumps([m.to_dict() for m in kept])
+    while len(text) > HISTORY_MAX_CHARS and len(kept) > 1:
+        kept = kept[1:]
+        text = json.dumps([m.to_dict() for m in kept])
+    client.set_registered_model_tag(name, HISTORY_TAG.format(alias=alias), text)
 
 
-def set_alias(name: str, version: int, alias: str = DEFAULT_ALIAS) -> None:
-    """Point `alias` at `version` and remember the move (for rollback)."""
+def alias_history(name: str, alias: str = DEFAULT_ALIAS) -> list[AliasMove]:
+    return _moves(mlflow_client(), name, alias)
+
+
+def os_user() -> str:
+    """Who runs this process: the default `by` of a promotion or rollback made from the command line."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return "unknown"
+
+
+def checked_reason(reason: str) -> str:
+    text = reason.strip()
+    if not text:
+        raise InvalidReasonError("Give a reason: it is kept with the model version and in the audit trail.")
+    if len(text) > REASON_MAX_CHARS:
+        raise InvalidReasonError(f"The reason is {len(text)} characters long; at most {REASON_MAX_CHARS} are kept.")
+    return text
+
+
+def _record_move(client: Any, name: str, alias: str, moves: list[AliasMove], move: AliasMove) -> None:
+    """Point the alias, then write the version's who/when/why tags and the alias history."""
+    client.set_registered_model_alias(name, alias, str(move.version))
+    for key, value in zip(MOVE_TAGS[move.action], (move.by, move.at, move.reason), strict=True):
+        client.set_model_version_tag(name, str(move.version), key, value)
+    short = AliasMove(move.version, move.by, move.at, move.reason[:HISTORY_REASON_CHARS], move.action)
+    _write_moves(client, name, alias, [*moves, short])
+
+
+def set_alias(name: str, version: int, alias: str = DEFAULT_ALIAS, *, by: str = "", reason: str = "") -> None:
+    """Point `alias` at `version` and remember the move, who made it (default: the OS user), when and why."""
     client = mlflow_client()
     get_version(name, version)  # clear error for an unknown version
     current = get_alias(name, alias)
     if current == version:
         return
-    history = _history(client, name, alias)
-    if current is not None and (not history or history[-1] != current):
-        history.append(current)  # the alias was set outside this module: keep it as a rollback target
-    client.set_registered_model_alias(name, alias, str(version))
-    _write_history(client, name, alias, [*history, version])
+    moves = _moves(client, name, alias)
+    if current is not None and (not moves or moves[-1].version != current):
+        moves.append(AliasMove(current, action="found"))  # set outside this module: kept as a rollback target
+    _record_move(client, name, alias, moves, AliasMove(version, by or os_user(), _now(), reason[:REASON_MAX_CHARS]))
 
 
-def rollback(name: str, alias: str = DEFAULT_ALIAS, to_version: int | None = None) -> int:
-    """Move `alias` back to the version it pointed to before (or to `to_version`); returns the new version."""
+def promote(name: str, version: int, reason: str, by: str = "", alias: str = DEFAULT_ALIAS) -> RegisteredVersion:
+    """An explicit promotion (an admin's decision, no metric gate): `alias` -> `version`, with who and why."""
+    why = checked_reason(reason)
+    set_alias(name, version, alias, by=by, reason=why)
+    return get_version(name, version)
+
+
+def rollback(
+    name: str, alias: str = DEFAULT_ALIAS, to_version: int | None = None, *, by: str = "", reason: str = ""
+) -> int:
+    """Move `alias` back to the version it pointed to before (or to `to_version`); returns the new version.
+    Recorded like a promotion (action "rollback"), so a rollback can itself be rolled back."""
     client = mlflow_client()
     current = get_alias(name, alias)
     if current is None:
         raise RegistryError(f"Model {name!r} has no {alias!r} alias to roll back.")
-    history = _history(client, name, alias)
-    if not history or history[-1] != current:
-        history.append(current)
-    existing = {v.version for v in list_versions(name)}
-    if to_version is not None:
-        if to_version not in existing:
-            raise RegistryError(f"Model {name!r} has no version {to_version}.")
-        target = to_version
-        history.append(target)
-    else:
-        history.pop()  # the current version
-        while history and (history[-1] not in existing or history[-1] == current):
-            history.pop()  # deleted versions are skipped
-        if not history:
-            raise RegistryError(f"No earlier {alias!r} of {name!r} is recorded; pass a version to roll back to.")
-        target = history[-1]
-    client.set_registered_model_alias(name, alias, str(target))
-    client.set_model_version_tag(name, str(target), "rolled_back_at", _now())
-    _write_history(client, name, alias, history)
+    target = to_version if to_version is not None else _previous_version(client, name, alias, current)
+    if to_version is not None and to_version not in {v.version for v in list_versions(name)}:
+        raise UnknownModelError(f"Model {name!r} has no version {to_version}.")
+    moves = _moves(client, name, alias)
+    if not moves or moves[-1].version != current:
+        moves.append(AliasMove(current, action="found"))
+    move = AliasMove(target, by or os_user(), _now(), reason[:REASON_MAX_CHARS], "rollback")
+    _record_move(client, name, alias, moves, move)
     return target
+
+
+def previous_version(name: str, alias: str = DEFAULT_ALIAS) -> int | None:
+    """The version a rollback of `alias` would move it to now; None when none is recorded."""
+    current = get_alias(name, alias)
+    if current is None:
+        return None
+    try:
+        return _previous_version(mlflow_client(), name, alias, current)
+    except RegistryError:
+        return None
+
+
+def _previous_version(client: Any, name: str, alias: str, current: int) -> int:
+    """The version the alias held before the current one: walk the history back, skipping deleted versions and
+    moves already undone (a rollback's target stays; the versions rolled back from are passed over)."""
+    existing = {v.version for v in list_versions(name)}
+    stack: list[int] = []
+    for move in _moves(client, name, alias):
+        if move.action == "rollback" and move.version in stack:
+            del stack[stack.index(move.version) + 1 :]  # back to an earlier holder: the later ones were undone
+        else:
+            stack.append(move.version)
+    while stack and stack[-1] == current:
+        stack.pop()
+    while stack and (stack[-1] not in existing or stack[-1] == current):
+        stack.pop()
+    if not stack:
+        raise RegistryError(f"No earlier {alias!r} of {name!r} is recorded; pass a version to roll back to.")
+    return stack[-1]
 
 
 def register_checkpoint_file(path: Path, name: str | None = None, run_name: str | None = None) -> int:
@@ -314,7 +493,7 @@ def register_checkpoint_file(path: Path, name: str | None = None, run_name: str 
         test = checkpoint.metrics.get("test", {}).get("metrics", {})
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in test.items() if _finite(v)})
     version = int(register_checkpoint(client, name, run.info.run_id, Path(path).name, checkpoint))
-    _tag_test_metrics(client, name, version, checkpoint)
+    _tag_facts(client, name, version, checkpoint)
     return version
 
 
@@ -344,6 +523,12 @@ def _overwrite_artifact(client: Any, registered: RegisteredVersion, path: Path) 
         staged = Path(tmp) / file_name  # the artifact keeps its registered file name
         staged.write_bytes(path.read_bytes())
         client.log_artifact(registered.run_id, str(staged), artifact_path=folder or None)
+
+
+def _tag_facts(client: Any, name: str, version: int, checkpoint: ModelCheckpoint) -> None:
+    """The version's test metrics and its training data fingerprint, as tags (listing reads no checkpoint)."""
+    _tag_test_metrics(client, name, version, checkpoint)
+    client.set_model_version_tag(name, str(version), "data_fingerprint", checkpoint.data_fingerprint or "unknown")
 
 
 def _tag_test_metrics(client: Any, name: str, version: int, checkpoint: ModelCheckpoint) -> None:
@@ -383,10 +568,12 @@ def promote_if_better(
     alias: str = DEFAULT_ALIAS,
     split: str = "test",
     force: bool = False,
+    by: str = "",
 ) -> PromotionDecision:
     """Point `alias` at `version` only if its stored test `metric` beats the current holder's by more than
     `min_delta` (lower is better for brier/ece). Both must have been evaluated on the same test data (same
-    fingerprint). With no current holder, a candidate that has test metrics is promoted; `force` skips the gate."""
+    fingerprint). With no current holder, a candidate that has test metrics is promoted; `force` skips the gate.
+    A promotion is recorded with the gate's reason and `by` (default: the OS user)."""
     get_version(name, version)
     champion = get_alias(name, alias)
     candidate_block = stored_test_metrics(name, version, split)
@@ -394,10 +581,7 @@ def promote_if_better(
 
     def decide(promoted: bool, reason: str, champion_value: float | None = None) -> PromotionDecision:
         if promoted:
-            set_alias(name, version, alias)
-            client = mlflow_client()
-            client.set_model_version_tag(name, str(version), "promoted_at", _now())
-            client.set_model_version_tag(name, str(version), "promotion_reason", reason[:500])
+            set_alias(name, version, alias, by=by, reason=reason)
         return PromotionDecision(promoted, name, version, champion, metric, candidate_value, champion_value, reason)
 
     if champion == version:
@@ -434,66 +618,139 @@ def _now() -> str:
 # --- CLI ---------------------------------------------------------------------------------------------------------
 
 
+SHOWN_METRICS = ("auroc", "accuracy", "sensitivity", "specificity")
+
+
 def _print_versions(name: str) -> None:
-    rows = list_versions(name)
+    rows = describe(name)
     print(f"{name}: {len(rows)} version(s)")
     for v in rows:
-        test = {
-            k.removeprefix("test_"): val for k, val in v.tags.items() if k.startswith("test_") and "finger" not in k
-        }
-        shown = ", ".join(f"{k} {test[k]}" for k in ("auroc", "accuracy", "sensitivity", "specificity") if k in test)
+        shown = ", ".join(f"{k} {v.metrics[k]:.4f}" for k in SHOWN_METRICS if k in v.metrics)
         aliases = f" [{', '.join(v.aliases)}]" if v.aliases else ""
         print(f"  v{v.version}{aliases} {v.checkpoint_version} created {v.created} {shown or '(no test metrics)'}")
 
 
+def _print_details(details: VersionDetails) -> None:
+    """`show`: everything an admin needs before promoting or rolling back to this version."""
+    aliases = ", ".join(details.aliases) or "none"
+    lines = [
+        f"{details.name} v{details.version}: {details.checkpoint_version}",
+        f"  aliases: {aliases}",
+        f"  created: {details.created} (run {details.run_id or '-'})",
+        f"  trained on data: {details.data_fingerprint or 'unknown'}",
+        f"  test data: {details.test_data_fingerprint or 'never evaluated'}",
+        "  test metrics: "
+        + (", ".join(f"{k} {val:.4f}" for k, val in sorted(details.metrics.items())) or "none stored"),
+        f"  promoted: {_move_text(details.promoted_by, details.promoted_at, details.promotion_reason)}",
+        f"  rolled back to: {_move_text(details.rolled_back_by, details.rolled_back_at, details.rollback_reason)}",
+        f"  source: {details.source}",
+    ]
+    print("\n".join(lines))
+
+
+def _move_text(by: str, at: str, reason: str) -> str:
+    return f"by {by or 'unknown'} at {at or 'unknown'}: {reason or '(no reason recorded)'}" if at or by else "never"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Positional forms as the issue writes them (`promote NAME VERSION`); the older `--name`/`--version`/
+    `--checkpoint` flags still work."""
     parser = argparse.ArgumentParser(prog="python -m mlops.registry", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="list registered models or the versions of one")
-    listing.add_argument("--name", default="", help="registered model name (default: every model)")
+    _name_arguments(listing, required=False)
     register = commands.add_parser("register", help="register an existing checkpoint file as a new version")
-    register.add_argument("--checkpoint", type=Path, required=True)
+    register.add_argument("file", type=Path, nargs="?", help="the checkpoint file")
+    register.add_argument("--checkpoint", type=Path, dest="file_flag", help=argparse.SUPPRESS)
     register.add_argument("--name", default="", help="default cxr-<task of the checkpoint>")
-    promote = commands.add_parser("promote", help="promotion gate: move the alias only if the candidate is better")
-    promote.add_argument("--name", required=True)
-    promote.add_argument("--version", type=int, required=True)
-    promote.add_argument("--metric", default="auroc")
-    promote.add_argument("--min-delta", type=float, default=0.0)
-    promote.add_argument("--alias", default=DEFAULT_ALIAS)
-    promote.add_argument("--force", action="store_true", help="skip the gate")
-    set_cmd = commands.add_parser("set-alias", help="point an alias at a version (no gate)")
-    set_cmd.add_argument("--name", required=True)
-    set_cmd.add_argument("--version", type=int, required=True)
+    promote_cmd = commands.add_parser("promote", help="move the alias to a version (an admin's decision, recorded)")
+    _name_arguments(promote_cmd)
+    _version_arguments(promote_cmd)
+    _move_arguments(promote_cmd)
+    promote_cmd.add_argument("--gate", action="store_true", help="only if better than the current holder")
+    promote_cmd.add_argument("--metric", default="auroc", help="the gate's metric")
+    promote_cmd.add_argument("--min-delta", type=float, default=0.0, help="the gate's least gain")
+    show = commands.add_parser("show", help="one version: metrics, data fingerprint, aliases, who promoted it")
+    _name_arguments(show)
+    _version_arguments(show)
+    set_cmd = commands.add_parser("set-alias", help="point an alias at a version (no gate, no reason)")
+    _name_arguments(set_cmd)
+    _version_arguments(set_cmd)
     set_cmd.add_argument("--alias", default=DEFAULT_ALIAS)
-    back = commands.add_parser("rollback", help="move the alias back to its previous version")
-    back.add_argument("--name", required=True)
-    back.add_argument("--alias", default=DEFAULT_ALIAS)
+    back = commands.add_parser("rollback", help="move the alias back to its previous version (recorded)")
+    _name_arguments(back)
+    _move_arguments(back)
     back.add_argument("--to-version", type=int, default=None)
     resolve = commands.add_parser("resolve", help="print the local checkpoint path of a reference")
     resolve.add_argument("reference", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a file path")
     return parser
 
 
+def _name_arguments(command: argparse.ArgumentParser, required: bool = True) -> None:
+    command.add_argument("name", nargs="?", default="", help="registered model name, e.g. cxr-pneumonia")
+    command.add_argument("--name", dest="name_flag", default="", help=argparse.SUPPRESS)
+    command.set_defaults(name_required=required)
+
+
+def _version_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("version", type=int, nargs="?", default=None, help="registry version number")
+    command.add_argument("--version", type=int, dest="version_flag", default=None, help=argparse.SUPPRESS)
+
+
+def _move_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--reason", default="", help="why (kept with the version and in the alias history)")
+    command.add_argument("--by", default="", help="who decided (default: the OS user)")
+    command.add_argument("--alias", default=DEFAULT_ALIAS)
+
+
+def _positional(args: argparse.Namespace) -> argparse.Namespace:
+    """Fold the older flags into the positional arguments; a missing required one is a RegistryError."""
+    values = vars(args).copy()
+    for key in ("name", "version", "file"):
+        if key in values and not values[key]:
+            values[key] = values.get(f"{key}_flag") or values[key]
+    if values.get("name_required") and not values.get("name"):
+        raise RegistryError(f"`{args.command}` needs the registered model's name, e.g. cxr-pneumonia.")
+    if "version" in values and values["version"] is None:
+        raise RegistryError(f"`{args.command}` needs a version number.")
+    if args.command == "register" and not values.get("file"):
+        raise RegistryError("`register` needs the checkpoint file.")
+    return argparse.Namespace(**values)
+
+
 def run_command(args: argparse.Namespace) -> int:
+    args = _positional(args)
     if args.command == "list":
         for name in [args.name] if args.name else list_models():
             _print_versions(name)
     elif args.command == "register":
-        version = register_checkpoint_file(args.checkpoint, args.name or None)
-        print(f"registered {args.checkpoint} as version {version}")
+        version = register_checkpoint_file(args.file, args.name or None)
+        print(f"registered {args.file} as version {version}")
     elif args.command == "promote":
-        decision = promote_if_better(args.name, args.version, args.metric, args.min_delta, args.alias, force=args.force)
-        print(("PROMOTED: " if decision.promoted else "NOT PROMOTED: ") + decision.reason)
-        return 0 if decision.promoted else 1
+        return _promote_command(args)
+    elif args.command == "show":
+        _print_details(describe(args.name, args.version)[0])
     elif args.command == "set-alias":
         set_alias(args.name, args.version, args.alias)
         print(f"{args.name}@{args.alias} -> v{args.version}")
     elif args.command == "rollback":
-        version = rollback(args.name, args.alias, args.to_version)
+        version = rollback(args.name, args.alias, args.to_version, by=args.by, reason=checked_reason(args.reason))
         print(f"{args.name}@{args.alias} rolled back to v{version}")
     elif args.command == "resolve":
         print(resolve_model_reference(args.reference))
     return 0
+
+
+def _promote_command(args: argparse.Namespace) -> int:
+    if not args.gate:
+        promote(args.name, args.version, args.reason, by=args.by, alias=args.alias)
+        print(f"PROMOTED: {args.name}@{args.alias} -> v{args.version}")
+        return 0
+    decision = promote_if_better(
+        args.name, args.version, args.metric, args.min_delta, args.alias, by=args.by or os_user()
+    )
+    print(("PROMOTED: " if decision.promoted else "NOT PROMOTED: ") + decision.reason)
+    return 0 if decision.promoted else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -129,7 +129,7 @@ def check_client_version(database: Database, tool: str) -> str:
     version = subprocess.run([_client(tool), "--version"], capture_output=True, text=True, check=True).stdout.strip()
     with database.engine.connect() as connection:
         server = str(connection.execute(text("SHOW server_version")).scalar_one())
-    if _major(version.split(")")[-1]) < _major(server):
+    if _major(version.split("PostgreSQL)")[-1]) < _major(server):
         raise BackupError(
             f"{tool} is version {version}, older than the PostgreSQL server ({server}): install the client tools of "
             f"the server's version (Debian: apt-get install postgresql-client-{_major(server)})."

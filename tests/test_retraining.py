@@ -496,14 +496,15 @@ def test_a_runner_stopped_mid_job_is_taken_over_after_a_restart_and_the_job_fini
     name = "test-runner-takeover"
     job = RetrainingJobs(workstation.storage.database).start("admin", "test-admin")
 
-    def stop_after_features(current: JobRecord, step: str) -> None:
-        if step == "features":
+    def stop_after_registration(current: JobRecord, step: str) -> None:
+        if step == "registered":
             first.stop()  # as a backend shut down between two steps
 
-    first = workstation.runner(name, serving_predictor, on_step=stop_after_features)
+    first = workstation.runner(name, serving_predictor, on_step=stop_after_registration)
     left = first.run_once()
-    assert left is not None and left.state == JobState.RUNNING
-    assert left.steps_done == ["champion", "labels", "features"] and left.attempts == 1
+    assert left is not None and left.state == JobState.RUNNING and left.attempts == 1
+    assert left.steps_done == ["champion", "labels", "features", "challenger", "registered"]
+    assert registry.get_alias(name) == 1  # registered as v2, not yet judged into place
 
     restarted = open_workstation(workstation.settings)  # a new backend process on the same database
     try:
@@ -516,8 +517,24 @@ def test_a_runner_stopped_mid_job_is_taken_over_after_a_restart_and_the_job_fini
         assert done.state == JobState.PROMOTED, done.error
         assert done.attempts == 2 and done.steps_done == list(STEPS)
         taken = [e.detail for e in restarted.audit.events(AuditFilter(action="retraining")) if e.target_id == job.id]
-        assert [d["resuming_after"] for d in taken if d["step"] == "taken"] == [["features"], []]
-        assert [v.version for v in registry.list_versions(name)] == [1, 2]  # registered once, by the second runner
+        assert [d["resuming_after"] for d in taken if d["step"] == "taken"] == [["registered"], []]
+        assert [v.version for v in registry.list_versions(name)] == [1, 2]  # the challenger is registered once
+        assert done.challenger_version == left.challenger_version and done.mlflow_run_id == left.mlflow_run_id
         assert registry.get_alias(name) == 2 and len(restarted.promotions) == 1 and not workstation.promotions
     finally:
         restarted.storage.close()
+
+
+def test_a_job_that_cannot_run_fails_with_the_error_and_frees_the_slot(
+    workstation: Workstation, serving_predictor: Predictor, tmp_path: Path
+) -> None:
+    settings = workstation.settings.model_copy(update={"cxr_data_dir": tmp_path / "no-datasets"})
+    broken = replace(workstation, settings=settings)
+    jobs = RetrainingJobs(workstation.storage.database)
+    job = jobs.start("admin", "test-admin")
+    failed = broken.runner("test-runner-failed", serving_predictor).run_once()
+    assert failed is not None and failed.id == job.id and failed.state == JobState.FAILED
+    assert failed.error is not None and failed.error.startswith("features: RetrainError: The training data of")
+    assert "no-datasets/kermany-pneumonia is absent" in failed.error
+    assert retraining_steps(workstation, job.id) == ["taken", "champion", "labels", "failed"]
+    assert jobs.start("admin", "test-admin").state == JobState.QUEUED  # a failed job does not block the next

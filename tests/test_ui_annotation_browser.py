@@ -35,13 +35,19 @@ pytestmark = pytest.mark.browser
 
 VIEWPORT = {"width": 1440, "height": 900}
 PATIENT = {"name": "Octavia Quennell-Braithwaite", "patient_id": "MRN-OQB-5150", "age": 4, "sex": "F"}
+RETRAIN_POLLS = 120  # Refresh clicks, about 3.5 s apart: a one-minute retraining on a shared machine
 BOX_DRAG = ((0.30, 0.40), (0.55, 0.70))  # where the first reader drags, as fractions of the shown film
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, shipped_model: Path) -> Iterator[dict[str, str]]:
     env = backend_env(tmp_path_factory.mktemp("ui-queue-browser") / "var", shipped_model)
-    env |= {"READS_PER_CASE": "2", "SHOW_AI_TO_ANNOTATORS": "false", "RETRAIN_MIN_NEW_LABELS": "0"}
+    env |= {
+        "READS_PER_CASE": "2",
+        "SHOW_AI_TO_ANNOTATORS": "false",
+        "RETRAIN_MIN_NEW_LABELS": "0",
+        "RETRAIN_MAX_REFERENCE_IMAGES": "50",
+    }  # a retraining of about a minute on 2 cores
     with running_api(env) as api_url, running_ui(api_url) as ui_url:
         yield {**env, "api": api_url, "ui": ui_url}
 
@@ -183,7 +189,16 @@ def test_two_readers_and_a_senior_in_the_browser(
         page.get_by_role("button", name="Start retraining").click()
         page.get_by_text(re.compile(r"^Retraining job [0-9a-f]{8} is queued\.$")).wait_for()
         wait_idle(page)
-        shoot(page, "queue-07-admin-retraining")
+        shoot(page, "queue-07-admin-retraining-queued")
+        outcome = page.get_by_text(re.compile(r"^Job [0-9a-f]{8} · (promoted|rejected|failed)"))
+        for _ in range(RETRAIN_POLLS):  # the admin clicks Refresh until the job has an outcome
+            if outcome.count():
+                break
+            page.wait_for_timeout(3_000)
+            page.get_by_role("button", name="Refresh").click()
+            wait_idle(page)
+        outcome.wait_for(timeout=1_000)
+        shoot(page, "queue-08-admin-retraining-outcome")
 
     stored = httpx.get(f"{stack['api']}/v1/annotations/{case_id}", headers=admin_headers(stack), timeout=30).json()
     first, second = stored["annotations"][:2]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from ui.formatting import (
     adjudication_labels,
     case_state_text,
     claim_expiry_text,
+    comparison_rows,
     film_facts,
     flat_metrics,
     image_boxes,
@@ -43,6 +45,8 @@ QUEUE_PAGE = "ui/pages/annotation_queue.py"
 RUN_TIMEOUT_S = 90  # a run may fetch a film and a Grad-CAM heatmap on a busy 2-core machine
 PATIENT = {"name": "Perpetua Ravenscroft-Lyle", "patient_id": "MRN-UIQ-2202", "age": 4, "sex": "F"}
 IDENTITY_WORDS = ("Perpetua", "Ravenscroft", "MRN-UIQ-2202")
+RETRAIN_TIMEOUT_S = 420  # about a minute alone; the machine is shared
+FINAL_JOB_STATES = frozenset({"promoted", "rejected", "failed"})
 READ_OPTIONS = ["NORMAL", "PNEUMONIA", "OTHER (another finding)", "UNGRADABLE (the film cannot be read)"]
 
 
@@ -95,12 +99,18 @@ def test_reads_states_and_jobs_in_words() -> None:
     assert case_state_text("adjudication", None).startswith("The reads disagree")
     final = {"label": "NORMAL", "source": "adjudication"}
     assert case_state_text("final", final) == "Final label: NORMAL (adjudicated by a senior)."
+    metrics = {"test": {"metric": "auroc", "n": 624, "champion": 0.95951, "challenger": 0.96016},
+               "holdout": {"n": 0}, "tolerance": 0.005}  # fmt: skip
     job = {"id": "0123456789ab", "state": "rejected", "trigger": "admin", "requested_by": "root",
            "created_at": "2026-12-05T23:00:00Z", "finished_at": None, "reason": "worse on the new labels",
-           "metrics": {"challenger": {"test": {"auroc": 0.91234, "n": 624}}}}  # fmt: skip
+           "metrics": metrics}  # fmt: skip
     row = job_row(job)
     assert (row["Job"], row["Outcome"], row["Finished"]) == ("01234567", "worse on the new labels", "–")
-    assert flat_metrics(job["metrics"]) == {"challenger · test · auroc": "0.912", "challenger · test · n": "624"}
+    assert job_row({**job, "state": "failed", "error": "no GPU"})["Outcome"] == "Failed: no GPU"
+    # Four places: the promotion tolerance (0.005) would vanish at three.
+    assert comparison_rows(metrics) == [{"Evaluated on": "test", "Metric": "auroc", "n": "624", "Champion": "0.9595",
+                                         "Challenger": "0.9602"}]  # fmt: skip
+    assert flat_metrics({"holdout": {"n": 0}, "tolerance": 0.005}) == {"holdout · n": "0", "tolerance": "0.0050"}
 
 
 def test_each_reader_boxes_are_outlined_in_their_colour() -> None:
@@ -123,7 +133,12 @@ def test_expert_readers_find_the_queue_page() -> None:
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory, shipped_model: Path) -> Iterator[dict[str, str]]:
     env = backend_env(tmp_path_factory.mktemp("ui-queue") / "var", shipped_model)
-    env |= {"READS_PER_CASE": "2", "SHOW_AI_TO_ANNOTATORS": "false", "RETRAIN_MIN_NEW_LABELS": "0"}
+    env |= {
+        "READS_PER_CASE": "2",
+        "SHOW_AI_TO_ANNOTATORS": "false",
+        "RETRAIN_MIN_NEW_LABELS": "0",
+        "RETRAIN_MAX_REFERENCE_IMAGES": "50",
+    }  # a retraining of about a minute on 2 cores
     with running_api(env) as url:
         yield {**env, "url": url}
 
@@ -307,16 +322,40 @@ def test_release_gives_the_case_back_and_a_claim_that_ends_behind_the_reader_is_
     assert not [button for button in reader.button if button.label == "Submit read"]
 
 
-def test_admin_starts_a_retraining_and_sees_the_job(ui_settings: dict[str, str], people: dict[str, Identity]) -> None:
+def test_admin_starts_a_retraining_and_follows_it_to_its_outcome(
+    ui_settings: dict[str, str], people: dict[str, Identity]
+) -> None:
     admin = queue_page(people["admin"])
     assert admin.radio(key="queue-view").options == ["Read cases", "Adjudication", "My statistics", "Retraining"]
     run_ok(admin.radio(key="queue-view").set_value("Retraining").run())
     assert "No retraining job yet" in page_text(admin)
     admin.text_input(key="retraining-reason").input("UI test: new adjudicated labels")
     run_ok(admin.button(key="retraining-start").click().run())
-    jobs = httpx.get(f"{ui_settings['url']}/v1/retraining", headers=bearer(people["admin"]), timeout=30).json()
-    job = jobs["jobs"][0]
-    assert (job["trigger"], job["requested_by"]) == ("admin", UI_ADMIN)
-    assert f"Retraining job {job['id'][:8]} is queued." in page_text(admin)  # the state the start answered
+    started = finished_job(ui_settings, people["admin"], timeout_s=0)
+    assert (started["trigger"], started["requested_by"]) == ("admin", UI_ADMIN)
+    assert f"Retraining job {started['id'][:8]} is queued." in page_text(admin)  # the state the start answered
+    assert admin.button(key="retraining-start").disabled  # never two jobs at once
+
+    # A few expert labels at most: too few held back to show the challenger is not worse, so it is rejected.
+    job = finished_job(ui_settings, people["admin"], timeout_s=RETRAIN_TIMEOUT_S)
+    assert job["state"] == "rejected", job
+    run_ok(admin.button(key="retraining-refresh").click().run())
     row = admin.dataframe[0].value.iloc[0]
-    assert (row["Job"], row["Trigger"], row["Requested by"]) == (job["id"][:8], "admin", UI_ADMIN)
+    assert (row["Job"], row["State"], row["Outcome"]) == (job["id"][:8], "rejected", job["reason"])
+    text = page_text(admin)
+    assert f"**Job {job['id'][:8]}** · rejected · {job['reason']}" in text
+    assert f"Champion `{job['champion_version']}` · challenger `{job['challenger_version']}`" in text
+    test = admin.dataframe[1].value.set_index("Evaluated on").loc["test"]
+    scored = tuple(f"{job['metrics']['test'][model]:.4f}" for model in ("champion", "challenger"))
+    assert (test["Champion"], test["Challenger"]) == scored
+    assert not admin.button(key="retraining-start").disabled
+
+
+def finished_job(backend: dict[str, str], admin: Identity, timeout_s: float) -> dict:
+    """The newest job once it is promoted, rejected or failed (timeout 0: as it is now)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = httpx.get(f"{backend['url']}/v1/retraining", headers=bearer(admin), timeout=30).json()["jobs"][0]
+        if job["state"] in FINAL_JOB_STATES or time.monotonic() >= deadline:
+            return job
+        time.sleep(2)

@@ -413,15 +413,34 @@ def job_outcome(job: dict[str, Any]) -> str:
 
 
 def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """A job's nested metrics (`{"challenger": {"test": {"auroc": 0.91}}}`) as "challenger · test · auroc": "0.910"."""
+    """Nested numbers (`{"holdout": {"n": 0}, "tolerance": 0.005}`) as "holdout · n": "0", "tolerance": "0.0050"."""
     cells: dict[str, str] = {}
     for name, value in metrics.items():
         key = f"{prefix} · {name}" if prefix else str(name)
         if isinstance(value, dict):
             cells.update(flat_metrics(value, key))
         elif _is_number(value):
-            cells[key] = str(value) if isinstance(value, int) else f"{value:.3f}"
+            cells[key] = str(value) if isinstance(value, int) else f"{value:.4f}"
     return cells
+
+
+def is_comparison(part: Any) -> bool:
+    """A job metrics entry that holds the champion's and the challenger's figure on one evaluation set."""
+    return isinstance(part, dict) and ("champion" in part or "challenger" in part)
+
+
+def four_places(value: Any) -> str:
+    return f"{value:.4f}" if _is_number(value) else "–"
+
+
+def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """A retraining job's champion-versus-challenger figures, one row per evaluation set (4 decimals: the promotion
+    tolerance is a few thousandths)."""
+    return [
+        {"Evaluated on": str(name), "Metric": str(part.get("metric") or ""), "n": str(part.get("n", "")),
+         "Champion": four_places(part.get("champion")), "Challenger": four_places(part.get("challenger"))}
+        for name, part in metrics.items() if is_comparison(part)
+    ]  # fmt: skip
 
 
 def job_row(job: dict[str, Any]) -> dict[str, str]:
@@ -432,7 +451,5 @@ def job_row(job: dict[str, Any]) -> dict[str, str]:
         "Requested by": str(job.get("requested_by") or "–"),
         "Created": short_datetime(job.get("created_at")),
         "Finished": short_datetime(job.get("finished_at")) if job.get("finished_at") else "–",
-        "Champion": str(job.get("champion_version") or "–"),
-        "Challenger": str(job.get("challenger_version") or "–"),
         "Outcome": job_outcome(job),
     }

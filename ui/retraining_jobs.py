@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from ui.client import BackendClient, BackendError
-from ui.formatting import flat_metrics, job_outcome, job_row
+from ui.formatting import comparison_rows, flat_metrics, is_comparison, job_outcome, job_row
 from ui.session import handle_auth_error
 
 ACTIVE_STATES = frozenset({"queued", "running"})
@@ -46,12 +46,18 @@ def render_start(client: BackendClient, jobs: list[dict[str, Any]]) -> None:
 def render_job_detail(job: dict[str, Any]) -> None:
     outcome = job_outcome(job)
     st.markdown(f"**Job {job['id'][:8]}** · {job['state']}" + (f" · {outcome}" if outcome != job["state"] else ""))
+    if job.get("champion_version"):
+        st.markdown(f"Champion `{job['champion_version']}` · challenger `{job.get('challenger_version') or '–'}`")
     steps = (job.get("progress") or {}).get("steps_done") or []
     if steps:
         st.caption("Steps done: " + " → ".join(str(step).replace("_", " ") for step in steps))
-    metrics = flat_metrics(job.get("metrics") or {})
-    if metrics:
-        st.dataframe(pd.DataFrame({"Metric": list(metrics), "Value": list(metrics.values())}), hide_index=True)
+    metrics = job.get("metrics") or {}
+    compared = comparison_rows(metrics)
+    if compared:
+        st.dataframe(pd.DataFrame(compared), hide_index=True)
+    others = flat_metrics({name: part for name, part in metrics.items() if not is_comparison(part)})
+    if others:
+        st.caption(" · ".join(f"{name}: {value}" for name, value in others.items()))
     if job.get("mlflow_run_id"):
         st.caption(f"MLflow run {job['mlflow_run_id']}")
 

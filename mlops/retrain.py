@@ -542,6 +542,7 @@ def train_challenger(
         extra=champion.extra
         | {
             "retrained_from": champion.version,
+            "mlflow_run_id": None,  # the champion's training run is not this model's (register_challenger logs one)
             "same_backbone_as": backbone_versions(champion),
             "backbone_sha256": reference.backbone,
             "head_fine_tune": {

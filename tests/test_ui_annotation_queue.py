@@ -359,3 +359,36 @@ def finished_job(backend: dict[str, str], admin: Identity, timeout_s: float) -> 
         if job["state"] in FINAL_JOB_STATES or time.monotonic() >= deadline:
             return job
         time.sleep(2)
+
+
+@pytest.fixture
+def open_backend(tmp_path: Path, shipped_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A backend that shows the model's answer to readers before their read (SHOW_AI_TO_ANNOTATORS=true)."""
+    env = backend_env(tmp_path / "var", shipped_model) | {"SHOW_AI_TO_ANNOTATORS": "true"}
+    with running_api(env) as url:
+        monkeypatch.setenv("BACKEND_URL", url)
+        get_settings.cache_clear()
+        yield {**env, "url": url}
+    get_settings.cache_clear()
+
+
+def test_with_the_ai_shown_the_reader_sees_its_finding_and_heatmap_before_reading(
+    open_backend: dict[str, str], kermany_dir: Path
+) -> None:
+    admin = login(open_backend, UI_ADMIN, open_backend["ADMIN_PASSWORD"])
+    password = secrets.token_urlsafe(16)
+    created = httpx.post(f"{open_backend['url']}/v1/users", headers=bearer(admin), timeout=30,
+                         json={"username": "ui-open-reader", "password": password, "role": "annotator"})  # fmt: skip
+    assert created.status_code == 201, created.text
+    case_id = uncertain_case(open_backend, admin, kermany_dir, BETWEEN_THRESHOLD_AND_HALF[0])
+    case = httpx.get(f"{open_backend['url']}/v1/cases/{case_id}", headers=bearer(admin), timeout=30).json()
+
+    reader = queue_page(login(open_backend, "ui-open-reader", password))
+    run_ok(reader.button(key="queue-claim-next").click().run())
+    text = page_text(reader)
+    assert case["prediction"] == "PNEUMONIA"  # P 0.39, above the threshold 0.189
+    assert f"**AI finding:** PNEUMONIA ({round(case['confidence'] * 100)}% calibrated confidence)" in text
+    assert "Blind read" not in text and not reader.image
+    claim_id = reader.session_state["queue-claim"]["claim_id"]
+    run_ok(reader.toggle(key=f"queue-heatmap-{claim_id}").set_value(True).run())
+    assert [shown.caption for image in reader.image for shown in image.proto.imgs] == ["Grad-CAM overlay"]

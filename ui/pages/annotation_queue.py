@@ -31,6 +31,7 @@ from ui.formatting import (
     counted,
     duration,
     film_facts,
+    finding_text,
     image_boxes,
     kappa_text,
     label_option,
@@ -56,6 +57,7 @@ VIEW_KEY = "queue-view"
 CLAIM_KEY = "queue-claim"  # the ClaimOut being read
 READ_KEY = "queue-read"  # the AnnotationOut of the read just submitted: its case is revealed until the next claim
 FILM_KEY = "queue-film"
+HEATMAP_KEY = "queue-heatmap"
 NOTICE_KEY = "queue-notice"  # (severity, message) to show after a rerun
 CLAIM_ENDED = frozenset({403, 404, 409})  # expired, taken over, released elsewhere: the lock is gone
 # The film on screen, in pixels: as large as the film column of a laptop-wide window holds without squeezing the
@@ -103,6 +105,16 @@ def fetch_film(client: BackendClient, case_id: str) -> Film:
     film = Film(case_id, pixels, buffer.getvalue(), size[0] / pixels.shape[1], size)
     st.session_state[FILM_KEY] = film
     return film
+
+
+def fetch_heatmap(client: BackendClient, case_id: str) -> np.ndarray:
+    """The case's raw Grad-CAM map, computed once per case and kept for this session's reruns."""
+    cached = st.session_state.get(HEATMAP_KEY)
+    if cached is not None and cached[0] == case_id:
+        return cached[1]
+    heatmap = decode_heatmap(client.heatmap_raw(case_id))
+    st.session_state[HEATMAP_KEY] = (case_id, heatmap)
+    return heatmap
 
 
 # --- the claim: take, keep, give back ----------------------------------------------------------------------------
@@ -194,16 +206,27 @@ def render_claim(client: BackendClient, claim: dict[str, Any]) -> None:
                    "page; leave the page idle past it and the case goes back to the queue.")  # fmt: skip
         for warning in case.get("image_warnings") or []:
             st.info(str(warning.get("message") or warning), icon=":material/info:")
-        if claim.get("show_ai") and case.get("ai"):
-            ai = case["ai"]
-            st.markdown(f"**AI finding:** {ai['prediction']} ({percent(ai['confidence'])} calibrated confidence)")
-        else:
-            st.caption("Blind read: the AI result is shown after you submit.")
+        render_ai_before_read(client, claim, film)
         render_read_form(client, claim, boxes)
         if st.button("Release this case", icon=":material/undo:", key="queue-release",
                      help="Give the case back to the queue unread, for another reader"):  # fmt: skip
             release(client, claim)
             st.rerun()
+
+
+def render_ai_before_read(client: BackendClient, claim: dict[str, Any], film: Film) -> None:
+    """Blind reading shows nothing of the model; with SHOW_AI_TO_ANNOTATORS its finding, and its heatmap on request."""
+    ai = claim["case"].get("ai")
+    if not (claim.get("show_ai") and ai):
+        st.caption("Blind read: the AI result is shown after you submit.")
+        return
+    st.markdown(f"**AI finding:** {finding_text(ai)} ({percent(ai['confidence'])} calibrated confidence)")
+    if st.toggle("Show the AI heatmap", key=f"queue-heatmap-{claim['claim_id']}"):
+        try:
+            overlay = blend_heatmap(film.pixels, fetch_heatmap(client, film.case_id), REVEAL_OPACITY)
+            st.image(overlay, caption="Grad-CAM overlay", width="stretch")
+        except (BackendError, ImageDataError) as error:
+            st.info(f"Grad-CAM heatmap: {error}")
 
 
 def draw_boxes_on(film: Film, *, key: str) -> list[dict[str, float]]:
@@ -283,7 +306,7 @@ def render_revealed(client: BackendClient, read: dict[str, Any]) -> None:
     film_col.image(draw_boxes(film.pixels, boxes, 1 / film.scale, READER_COLORS[0]), width="stretch",
                    caption=f"Your read: {read['label']}, {counted(len(boxes), 'box')}")  # fmt: skip
     try:
-        heatmap = decode_heatmap(client.heatmap_raw(case_id))
+        heatmap = fetch_heatmap(client, case_id)
         heatmap_col.image(blend_heatmap(film.pixels, heatmap, REVEAL_OPACITY), caption="Grad-CAM overlay",
                           width="stretch")  # fmt: skip
     except (BackendError, ImageDataError) as error:

@@ -6,20 +6,27 @@ PostgreSQL database for pg_dump). verify-backup names a changed image byte, a mi
 references that the backup lacks; restore refuses a non-empty install and a backup whose PHI key it lacks; retention
 keeps the newest BACKUP_KEEP backups; settings.json carries no secret.
 
-Through HTTP (the whole workstation): two real backends, the first under write load while the backup runs, the second
-on the restored folder: same cases, names, signed PDF, logins, audit chain intact, MLflow versions and aliases.
+Through HTTP (the whole workstation; marked slow, about two minutes here): two real backends, the first under write
+load while `python -m storage backup --include-keys` runs, its folder then moved away; the second on the restored
+folder: same cases, names, signed PDF, logins, audit chain intact, MLflow versions, aliases and model files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
@@ -39,7 +46,18 @@ from storage import (
     verify_backup,
 )
 from storage.cli import main as storage_cli
-from tests.conftest import DATABASES, libpq_url, postgres_schema
+from tests.conftest import (
+    DATABASES,
+    ApiAccount,
+    ReferenceLibrary,
+    libpq_url,
+    login,
+    postgres_schema,
+    server_env,
+    started_api,
+)
+from tests.live_server import ROOT, running_api
+from tests.test_clinical_path import pdf_text, stamp, words
 
 # --- a small workstation on disk, filled by the storage room itself ---------------------------------------------------
 
@@ -277,3 +295,176 @@ def test_key_file_names_are_the_ones_the_rooms_write() -> None:
     from storage import KEY_FILES
 
     assert KEY_FILES == ("phi.key", AUDIT_KEY_FILE, JWT_SECRET_FILE)
+
+
+# --- the whole workstation through HTTP -----------------------------------------------------------------------------
+
+MODEL_NAME = "cxr-backup-test"
+# MLflow directly (not mlops.registry): the test is about the store travelling, whichever code wrote it.
+REGISTER_SCRIPT = """
+import sys
+from pathlib import Path
+import mlflow
+from mlflow import MlflowClient
+uri, artifacts, checkpoint, name = sys.argv[1:5]
+mlflow.set_tracking_uri(uri)
+experiment = mlflow.create_experiment("backup-test", artifact_location=Path(artifacts).as_uri())
+with mlflow.start_run(experiment_id=experiment) as run:
+    mlflow.log_artifact(checkpoint, artifact_path="checkpoint")
+client = MlflowClient()
+client.create_registered_model(name)
+for _ in range(2):
+    client.create_model_version(name, f"{run.info.artifact_uri}/checkpoint", run.info.run_id)
+client.set_registered_model_alias(name, "champion", "1")
+client.set_registered_model_alias(name, "challenger", "2")
+"""
+READ_SCRIPT = """
+import hashlib, json, sys, tempfile
+from pathlib import Path
+import mlflow
+from mlflow import MlflowClient
+uri, name = sys.argv[1:3]
+mlflow.set_tracking_uri(uri)
+client = MlflowClient()
+versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+aliases = client.get_registered_model(name).aliases
+with tempfile.TemporaryDirectory() as out:
+    path = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@champion", dst_path=out))
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    digest = hashlib.sha256(files[0].read_bytes()).hexdigest() if files else None  # None: not where MLflow looks
+print(json.dumps({"versions": versions, "aliases": aliases, "champion_sha256": digest}))
+"""
+
+
+def run_python(arguments: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    done = subprocess.run([sys.executable, *arguments], cwd=ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    assert done.returncode == 0, f"{arguments[:3]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def mlflow_registry(var_dir: Path) -> dict:
+    return json.loads(run_python(["-c", READ_SCRIPT, f"sqlite:///{var_dir / 'mlflow.db'}", MODEL_NAME]))
+
+
+class HttpWriter(threading.Thread):
+    """A radiologist who keeps sending studies; `acknowledged` holds the case ids answered 201."""
+
+    def __init__(self, http: httpx.Client, pool: list[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.http, self.pool, self.acknowledged, self.failures = http, pool, [], []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        for number, film in enumerate(self.pool):
+            if self.stop.is_set():
+                return
+            patient = json.dumps({"name": f"Load Patient {number}"})
+            answer = self.http.post("/v1/studies", files={"file": ("film.jpeg", film)}, data={"patient": patient})
+            (self.acknowledged if answer.status_code == 201 else self.failures).append(
+                answer.json()["case_id"] if answer.status_code == 201 else answer.text
+            )
+
+
+@dataclass
+class Original:
+    names: dict[str, str]  # case id -> patient name, acknowledged before the backup started
+    signed: str
+    signed_at: str
+    accounts: dict[str, ApiAccount]
+    checkpoint_sha256: str  # of the file registered as both versions
+    backup: Path
+
+
+@pytest.fixture(scope="module")
+def original(
+    tmp_path_factory: pytest.TempPathFactory,
+    shipped_model: Path,
+    tiny_checkpoint: Path,
+    reference_library: ReferenceLibrary,
+    kermany_dir: Path,
+) -> Original:
+    """A workstation with cases, a signed one and two registered model versions, backed up while a radiologist keeps
+    sending studies; its folder is then moved away, as when the machine is lost."""
+    root = tmp_path_factory.mktemp("backup-http")
+    env = server_env(root / "var", shipped_model, reference_library)
+    run_python(["-c", REGISTER_SCRIPT, f"sqlite:///{root / 'var' / 'mlflow.db'}", str(root / "var" / "mlartifacts"),
+                str(tiny_checkpoint), MODEL_NAME])  # fmt: skip
+    pool = films(kermany_dir, 40)
+    with started_api(env, "sqlite") as api, api.client("radiologist") as radiologist:
+        names = {}
+        for number, film in enumerate(pool[:3]):
+            answer = radiologist.post("/v1/studies", files={"file": ("film.jpeg", film)},
+                                      data={"patient": json.dumps({"name": f"Backup Patient {number}"})})  # fmt: skip
+            assert answer.status_code == 201, answer.text
+            names[answer.json()["case_id"]] = f"Backup Patient {number}"
+        signed = radiologist.post(f"/v1/cases/{next(iter(names))}/sign")
+        assert signed.status_code == 200, signed.text
+        writer = HttpWriter(api.client("radiologist"), pool[3:])
+        writer.start()
+        while not writer.acknowledged:
+            time.sleep(0.05)
+        before = list(writer.acknowledged)
+        run_python(["-m", "storage", "backup", "--out", str(root / "backup.tar"), "--include-keys"], env)
+        during = len(writer.acknowledged) - len(before)
+        writer.stop.set()
+        writer.join()
+    assert during > 0 and not writer.failures, f"studies during the backup: {during}, failures: {writer.failures}"
+    names |= {case_id: f"Load Patient {number}" for number, case_id in enumerate(before)}
+    (root / "var").rename(root / "var-lost")
+    checkpoint_sha256 = hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    return Original(names, signed.json()["case_id"], signed.json()["signed_at"], api.accounts, checkpoint_sha256,
+                    root / "backup.tar")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def restored(original: Original, shipped_model: Path) -> Iterator[str]:
+    """`python -m storage restore` into a new folder, then a second backend on it (its accounts exist already)."""
+    var_dir = original.backup.parent / "restored"
+    env = server_env(var_dir, shipped_model, None) | {"ADMIN_PASSWORD": original.accounts["admin"].password}
+    output = run_python(["-m", "storage", "restore", "--from", str(original.backup), "--var-dir", str(var_dir)], env)
+    assert "Restored" in output and "No audit key" not in output, output
+    with running_api(env) as url:
+        yield url
+
+
+@pytest.mark.slow  # two backends, MLflow: about two minutes here
+def test_verify_backup_passes_on_the_backup_taken_under_load(original: Original) -> None:
+    output = run_python(["-m", "storage", "verify-backup", str(original.backup)])
+    assert "is a complete backup" in output and "key files included" in output
+
+
+@pytest.mark.slow  # two backends, MLflow: about two minutes here
+def test_the_restored_workstation_has_every_acknowledged_case_with_readable_names(
+    original: Original, restored: str
+) -> None:
+    radiologist = original.accounts["radiologist"]
+    token = login(restored, radiologist.username, radiologist.password)  # the users came back: they log in
+    with httpx.Client(base_url=restored, timeout=120, headers={"Authorization": f"Bearer {token}"}) as http:
+        listed = http.get("/v1/cases", params={"limit": 200})
+        assert listed.status_code == 200, listed.text
+        names = {case["case_id"]: case["patient"]["name"] for case in listed.json()["items"]}
+        assert {case_id: names.get(case_id) for case_id in original.names} == original.names
+        pdf = pdf_text(http, original.signed, "radiologist")
+    signer, when = radiologist.username, stamp(original.signed_at)
+    assert words(f"Electronically signed by {signer} on {when}.") in pdf and words("Backup Patient 0") in pdf
+
+
+@pytest.mark.slow  # two backends, MLflow: about two minutes here
+def test_the_restored_audit_chain_verifies(original: Original, restored: str) -> None:
+    admin = original.accounts["admin"]
+    token = login(restored, admin.username, admin.password)
+    answer = httpx.get(f"{restored}/v1/audit/verify", headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["intact"] is True and answer.json()["problem"] is None
+    assert answer.json()["records"] > len(original.names), "the restored chain lacks the studies' audit records"
+
+
+@pytest.mark.slow  # two backends, MLflow: about two minutes here
+def test_the_restored_mlflow_registry_has_the_versions_aliases_and_files(original: Original, restored: str) -> None:
+    after = mlflow_registry(original.backup.parent / "restored")  # the original folder is gone: no stale path works
+    assert after == {
+        "versions": [1, 2],
+        "aliases": {"champion": 1, "challenger": 2},
+        "champion_sha256": original.checkpoint_sha256,
+    }

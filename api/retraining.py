@@ -321,7 +321,13 @@ class RetrainingRunner:
             return facts
         if judgement.promote:
             try:
-                retrain.promote(champion.name, work.registry_version, champion.registry_version, judgement.reason)
+                retrain.promote(
+                    champion.name,
+                    work.registry_version,
+                    champion.registry_version,
+                    judgement.reason,
+                    by=f"retraining job {work.job.id}",
+                )
             except (
                 retrain.RetrainError
             ) as exc:  # the champion moved meanwhile: this challenger was judged against another

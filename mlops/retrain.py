@@ -57,6 +57,7 @@ EXPERT_SHARE = 0.5  # share of the fine-tune loss carried by the new expert labe
 VALIDATION_SHARE = 0.25  # share of RETRAIN_MAX_REFERENCE_IMAGES spent on the frozen validation part
 EXPERT_SPLITS = ("train", "val")
 FEATURE_CACHE = "retraining/features"
+RETRAINING_ACTOR = "retraining"  # who moved the alias, in the registry's history
 
 
 class RetrainError(ValueError):
@@ -181,7 +182,9 @@ def resolve_champion(serving_checkpoint: Path, name: str | None = None) -> Champ
         version = None
     if version is None:
         version = registry.register_checkpoint_file(serving_checkpoint, name, run_name="register-serving-champion")
-        registry.set_alias(name, version)
+        registry.set_alias(
+            name, version, by=RETRAINING_ACTOR, reason="the serving model, the first champion to retrain"
+        )
     return champion_at(name, version)
 
 
@@ -613,15 +616,13 @@ def register_challenger(path: Path, name: str, judgement: Judgement) -> tuple[in
     return version, run_id
 
 
-def promote(name: str, version: int, champion_version: int, reason: str) -> None:
-    """Move `champion` to `version`, unless the champion changed while this challenger was trained."""
+def promote(name: str, version: int, champion_version: int, reason: str, by: str = RETRAINING_ACTOR) -> None:
+    """Move `champion` to `version` (the registry keeps who, when and why), unless the champion changed while this
+    challenger was trained."""
     current = registry.get_alias(name)
     if current not in (champion_version, version):
         raise RetrainError(f"The champion of {name} moved to v{current} during the retraining; judge again.")
-    registry.set_alias(name, version)
-    client = registry.mlflow_client()
-    client.set_model_version_tag(name, str(version), "promoted_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    client.set_model_version_tag(name, str(version), "promotion_reason", reason[:500])
+    registry.set_alias(name, version, by=by, reason=reason)
 
 
 # --- all of it -------------------------------------------------------------------------------------------------------

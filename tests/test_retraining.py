@@ -464,6 +464,8 @@ def test_new_expert_labels_start_a_job_that_ends_with_the_challenger_served(
     assert retraining_steps(workstation, job.id) == ["queued", "taken", *STEPS, "promoted"]
 
     assert registry.get_alias(name) == 2
+    tags = registry.get_version(name, 2).tags  # the registry keeps who moved the alias and why
+    assert tags["promoted_by"] == f"retraining job {job.id}" and tags["promotion_reason"] == job.reason[:500]
     [promotion] = workstation.promotions
     assert (promotion.job_id, promotion.champion_version) == (job.id, serving_predictor.version)
     challenger = load_checkpoint(promotion.checkpoint_path)

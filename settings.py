@@ -207,6 +207,9 @@ class Settings(BaseSettings):
     retrain_test_tolerance: float = Field(default=0.005, ge=0, le=0.2)
     retrain_heartbeat_s: float = Field(default=10.0, gt=0)  # a running job older than 6 beats is taken over
     retrain_max_reference_images: int = Field(default=2000, ge=50)  # training-data films per retrain (feature cache)
+    # Films of the fixed test split the gate judges on: 0, the whole split (keep it so in production: a subset makes
+    # the comparison noisier); > 0, a balanced seeded subset (quick checks, tests).
+    retrain_max_test_images: int = Field(default=0, ge=0)
 
     # --- backups (storage/backup.py; issue 18) -------------------------------------------------------------------
     # `python -m storage backup` without --out writes cxr-backup-<UTC time>.tar here, then deletes all but the newest

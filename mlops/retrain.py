@@ -85,6 +85,7 @@ class RetrainPolicy:
         return cls(
             test_tolerance=settings.retrain_test_tolerance,
             max_reference_images=settings.retrain_max_reference_images,
+            max_test_images=settings.retrain_max_test_images,
             threads=settings.torch_threads,
         )
 

@@ -86,7 +86,7 @@ def analyze_study(
     sha256 = services.storage.images.put(data)
     patient_info = merge_patient(patient, decoded.metadata)
     prediction = predictor.predict(decoded.pixels, sha256)
-    verdict = services.scope(task).check(prediction.embedding, patient_info.age)
+    verdict = services.scope(task, prediction.model_version).check(prediction.embedding, patient_info.age)
     prediction = scoped(prediction, verdict)
     observe_predictions(task, [prediction])
     case_id = new_case_id()

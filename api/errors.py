@@ -29,6 +29,7 @@ from api.json_limits import JsonLimitError
 from case_retrieval import EntryNotFoundError, InvalidInputError, ModelMismatchError, RetrievalError
 from imaging import CorruptImageError, EmptyImageError, ImagingError, UnsupportedFormatError, UnusableImageError
 from inference import ExplainError
+from mlops.registry import InvalidReasonError, RegistryError, UnknownModelError
 from reports import ReportError, UnknownReportKindError
 from storage import (
     CaseNotFoundError,
@@ -82,6 +83,12 @@ LEARNING_STATUS: dict[type[ActiveLearningError], int] = {
     JobAlreadyActiveError: status.HTTP_409_CONFLICT,
     RetrainingJobError: status.HTTP_422_UNPROCESSABLE_CONTENT,
 }
+
+
+REGISTRY_STATUS: dict[type[RegistryError], int] = {
+    UnknownModelError: status.HTTP_404_NOT_FOUND,
+    InvalidReasonError: status.HTTP_422_UNPROCESSABLE_CONTENT,
+}  # any other registry error (nothing to roll back to, a missing checkpoint file): 409
 
 
 class ApiError(Exception):
@@ -138,6 +145,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ActiveLearningError)
     async def _learning_error(_: Request, exc: ActiveLearningError) -> JSONResponse:
         code = _status_for(exc, LEARNING_STATUS, status.HTTP_409_CONFLICT)
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(RegistryError)
+    async def _registry_error(_: Request, exc: RegistryError) -> JSONResponse:
+        code = _status_for(exc, REGISTRY_STATUS, status.HTTP_409_CONFLICT)
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     @app.exception_handler(StorageError)

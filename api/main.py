@@ -21,6 +21,7 @@ from api.routers import (
     explain,
     health,
     media,
+    models,
     monitoring,
     predict,
     queue,
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     routers = (health, monitoring, alerts, predict, studies, media, explain, similar, reports, auth, users)
-    routers += (queue, annotations, retraining)
+    routers += (queue, annotations, retraining, models)
     for module in routers:
         app.include_router(module.router)
     install_security(app, settings)  # last: authorisation from api/permissions.py covers every route above

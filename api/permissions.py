@@ -89,6 +89,11 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     ("POST", "/v1/retraining"): ADMIN_ONLY,
     ("GET", "/v1/retraining"): ADMIN_ONLY,
     ("GET", "/v1/retraining/{job_id}"): ADMIN_ONLY,
+    # Model operations: the registry's versions, promote and rollback (served at once, audited).
+    ("GET", "/v1/models"): ADMIN_ONLY,
+    ("GET", "/v1/models/{name}/versions/{version}"): ADMIN_ONLY,
+    ("POST", "/v1/models/{name}/promote"): ADMIN_ONLY,
+    ("POST", "/v1/models/{name}/rollback"): ADMIN_ONLY,
     # Images and one case at a time: annotators too (the case comes back without patient identity).
     ("GET", "/v1/cases/{case_id}"): IMAGE_READERS,
     ("GET", "/v1/cases/{case_id}/image"): IMAGE_READERS,

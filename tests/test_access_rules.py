@@ -77,6 +77,10 @@ WHO_MAY: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/retraining"): ADMIN,
     ("GET", "/v1/retraining"): ADMIN,
     ("GET", "/v1/retraining/{job_id}"): ADMIN,
+    ("GET", "/v1/models"): ADMIN,  # model operations: versions, promote, rollback
+    ("GET", "/v1/models/{name}/versions/{version}"): ADMIN,
+    ("POST", "/v1/models/{name}/promote"): ADMIN,
+    ("POST", "/v1/models/{name}/rollback"): ADMIN,
     ("GET", "/v1/users"): ADMIN,
     ("POST", "/v1/users"): ADMIN,
     ("GET", "/v1/users/{user_id}"): ADMIN,
@@ -149,7 +153,7 @@ def ids(api: LiveApi) -> dict[str, str]:
     # alert 1 need not exist: the roles allowed get 404, the others 403 before the lookup
     return {"case_id": case_id, "ref_id": similar["neighbours"][0]["ref_id"], "user_id": user.json()["id"],
             "key_id": key.json()["id"], "alert_id": "1", "claim_id": str(uuid.uuid4()),
-            "job_id": str(uuid.uuid4())}  # fmt: skip
+            "job_id": str(uuid.uuid4()), "name": "cxr-pneumonia", "version": "1"}  # fmt: skip
 
 
 def request_for(method: str, path: str, ids: dict[str, str]) -> dict:

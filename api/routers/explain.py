@@ -25,7 +25,7 @@ def _heatmap_response(
     services: Services, case_id: str, method: str, output: str, alpha: float, colormap: str, max_side: int
 ) -> Response:
     record = services.get_case(case_id)
-    predictor = services.predictor(record.task)
+    predictor = services.predictor_for(record.task, record.model_version)  # the model that made the finding
     raw = services.media.heatmap(record, predictor, method)
     headers = {
         "X-Model-Version": predictor.version,

@@ -45,7 +45,7 @@ def _decode_and_predict(services: Services, data: bytes, cancel: threading.Event
     decoded = decode_image(data)
     prediction = predictor.predict(decoded.pixels, hashlib.sha256(data).hexdigest(), cancel)
     observe_predictions(predictor.checkpoint.task, [prediction])
-    verdict = services.scope().check(prediction.embedding)
+    verdict = services.scope(model_version=prediction.model_version).check(prediction.embedding)
     return prediction_out(prediction, decoded, predictor.checkpoint.threshold, verdict)
 
 
@@ -84,7 +84,7 @@ def _predict_batch(
     )
     observe_predictions(predictor.checkpoint.task, predictions)
     for (index, _, decoded), prediction in zip(good, predictions, strict=True):
-        verdict = services.scope().check(prediction.embedding)
+        verdict = services.scope(model_version=prediction.model_version).check(prediction.embedding)
         results[index] = prediction_out(prediction, decoded, predictor.checkpoint.threshold, verdict)
     return [r for r in results if r is not None]
 

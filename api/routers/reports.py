@@ -56,7 +56,7 @@ def model_card(checkpoint: ModelCheckpoint) -> ModelCard:
 
 def similar_for_report(services: Services, record: CaseRecord, predictor: Predictor) -> list[SimilarCase]:
     """The report's similar cases: the same search as GET /v1/cases/{id}/similar; none while the library is down."""
-    library = services.similar_library
+    library = services.libraries.get(predictor.version)
     if library is None:
         return []
     return [
@@ -80,7 +80,7 @@ def image_quality_messages(record: CaseRecord) -> list[str]:
 
 
 def report_case(services: Services, record: CaseRecord) -> ReportCase:
-    predictor = services.predictor(record.task)
+    predictor = services.predictor_for(record.task, record.model_version)  # its card names the finding's model
     pixels = services.media.pixels(record)
     raw_heatmap = services.media.heatmap(record, predictor, services.settings.heatmap_method)
     heatmap = overlay_png(

@@ -30,8 +30,8 @@ def neighbour_out(neighbour: Neighbour) -> NeighbourOut:
 
 def find_similar(services: Services, case_id: str, k: int) -> SimilarOut:
     record = services.get_case(case_id)
-    predictor = services.predictor(record.task)
-    neighbours = services.media.neighbours(record, predictor, services.library(), k)
+    predictor = services.predictor_for(record.task, record.model_version)
+    neighbours = services.media.neighbours(record, predictor, services.library(predictor.version), k)
     return SimilarOut(
         case_id=record.id, model_version=predictor.version, k=k, neighbours=[neighbour_out(n) for n in neighbours]
     )

@@ -24,6 +24,7 @@ PHI key.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -35,7 +36,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -260,6 +261,17 @@ def _add_mlflow(settings: Settings, sink: _Sink, work: Path) -> dict[str, Any]:
     return meta
 
 
+def _add_libraries(sink: _Sink, root: Path) -> None:
+    """The similar-case libraries, each copied under its writers' lock (case_retrieval/store.py `writer_lock`: flock
+    on <library>/.lock), so a library's CURRENT and the snapshot it names are copied as one published state."""
+    libraries = sorted(path.parent for path in root.rglob("CURRENT")) if root.is_dir() else []
+    with ExitStack() as locks:
+        for library in libraries:  # writers take one library's lock each: taking them in order cannot deadlock
+            handle = locks.enter_context((library / ".lock").open("a+b"))
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        _add_tree(sink, root, "retrieval")
+
+
 def _add_keys(settings: Settings, sink: _Sink) -> list[str]:
     included = []
     for name in KEY_FILES:
@@ -335,7 +347,7 @@ def create_backup(settings: Settings, out: Path | None = None, *, include_keys: 
             _add_images(settings, sink, facts)
             _add_tree(sink, Path(settings.var_dir) / "artifacts", "artifacts")
             mlflow_meta = _add_mlflow(settings, sink, Path(work))
-            _add_tree(sink, settings.resolved_retrieval_index_dir, "retrieval")
+            _add_libraries(sink, settings.resolved_retrieval_index_dir)
             keys = _add_keys(settings, sink) if include_keys else []
             sink.add_bytes(json.dumps(settings_without_secrets(settings), indent=1).encode(), SETTINGS_FILE)
             manifest = {
@@ -370,13 +382,13 @@ def prune_backups(folder: Path, keep: int) -> list[Path]:
 
 @contextmanager
 def open_backup(source: Path) -> Iterator[Path]:
-    """The backup's folder: `source` itself, or a tar unpacked into a temporary folder beside it."""
+    """The backup's folder: `source` itself, or a tar unpacked into a temporary folder under TMPDIR."""
     if source.is_dir():
         yield source
         return
     if not source.is_file():
         raise BackupError(f"No backup at {source}.")
-    with tempfile.TemporaryDirectory(prefix=".cxr-restore-", dir=source.parent) as work:
+    with tempfile.TemporaryDirectory(prefix="cxr-backup-") as work:  # TMPDIR: the source may be read-only media
         try:
             with tarfile.open(source, "r") as tar:
                 tar.extractall(work, filter="data")  # refuses links and paths outside the folder

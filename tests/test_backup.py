@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from case_retrieval.store import writer_lock
 from settings import Settings
 from storage import (
     BackupError,
@@ -267,6 +269,36 @@ def test_retention_keeps_the_newest_backups_in_backup_dir(small_backup: tuple[Se
     result = create_backup(settings)
     assert result.path.parent == folder and result.removed == [older[0]]
     assert sorted(path.name for path in folder.iterdir()) == [older[1].name, result.path.name, "notes.txt"]
+
+
+def test_a_library_being_saved_is_copied_as_its_writer_published_it(
+    small_backup: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    """A writer holds the library's lock (case_retrieval's own), publishes snap-000002 and drops snap-000001: the
+    backup waits for it and holds the new CURRENT with the snapshot it names, never a CURRENT without its snapshot."""
+    source, _ = small_backup
+    library = source.resolved_retrieval_index_dir
+    (library / "snap-000001").mkdir(parents=True)
+    (library / "snap-000001" / "library.json").write_text("first")
+    (library / "CURRENT").write_text("snap-000001\n")
+    locked = threading.Event()
+
+    def save() -> None:
+        with writer_lock(library):
+            locked.set()
+            time.sleep(1.5)
+            (library / "snap-000002").mkdir()
+            (library / "snap-000002" / "library.json").write_text("second")
+            (library / "CURRENT").write_text("snap-000002\n")
+            shutil.rmtree(library / "snap-000001")
+
+    writer = threading.Thread(target=save)
+    writer.start()
+    locked.wait()
+    backup = create_backup(source, tmp_path / "during-save").path
+    writer.join()
+    assert (backup / "retrieval" / "CURRENT").read_text() == "snap-000002\n"
+    assert (backup / "retrieval" / "snap-000002" / "library.json").read_text() == "second"
 
 
 def test_settings_in_a_backup_carry_no_secret(small_backup: tuple[Settings, Path]) -> None:

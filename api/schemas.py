@@ -461,6 +461,18 @@ class FeatureTestOut(BaseModel):
     drifted: bool
 
 
+class EmbeddingDriftOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from api.drift's EmbeddingStatus
+
+    state: Literal["tested", "computing", "too_few_cases", "no_model"] = Field(
+        description="tested: the `embedding` entry of `tests` is the MMD test; otherwise why it is left out"
+    )
+    detail: str
+    model_version: str | None = Field(description="Only recent cases analysed by this (the serving) model count")
+    reference_size: int = Field(description="Baseline films embedded by that model")
+    new_size: int = Field(description="Recent cases of that model with an embedding")
+
+
 class DriftOut(BaseModel):
     at: datetime
     detected: bool | None = Field(description="None: not enough data to say (see reason)")
@@ -470,6 +482,9 @@ class DriftOut(BaseModel):
     baseline_size: int
     new_size: int
     tests: list[FeatureTestOut]
+    embedding: EmbeddingDriftOut | None = Field(
+        description="The embeddings' MMD test (it joins the Bonferroni family when tested); None with no data"
+    )
 
 
 # --- learning loop: queue, annotations, retraining (issue 14) ---------------------------------------------------------
@@ -576,6 +591,9 @@ class CaseAnnotationsOut(BaseModel):
     state: str = Field(description="open | adjudication | final | not_queued")
     annotations: list[AnnotationOut] = Field(description="The reads the caller may see (blind until their own is in)")
     final: FinalLabelOut | None = None
+    labels: list[str] = Field(
+        default_factory=list, description="What a read or an adjudication of this case may say (empty: not queued)"
+    )
 
 
 class RetrainingIn(BaseModel):

@@ -243,6 +243,7 @@ def test_agreeing_reads_make_the_final_label_and_disagreeing_ones_go_to_a_senior
     assert sorted(after["final"]["annotators"]) == ["test-annotator", "test-annotator-2"]
     blind = people["annotator"].get(f"/v1/annotations/{disputed[0]}").json()
     assert blind["state"] == "adjudication" and [a["annotator"] for a in blind["annotations"]] == ["test-annotator"]
+    assert blind["labels"] == READ_LABELS  # what the adjudicator may choose from
     assert set(queue(people["senior"], state="adjudication")) == set(disputed)
 
     refused = people["annotator"].post(f"/v1/annotations/{disputed[0]}/adjudicate", json={"label": "NORMAL"})

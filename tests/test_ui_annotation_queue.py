@@ -26,7 +26,6 @@ from tests.live_server import ROOT, running_api
 from tests.test_clinical_path import BETWEEN_THRESHOLD_AND_HALF
 from tests.ui_backend import UI_ADMIN, backend_env
 from ui.formatting import (
-    adjudication_labels,
     case_state_text,
     claim_expiry_text,
     comparison_rows,
@@ -81,13 +80,6 @@ def test_film_facts_name_age_sex_and_view_only() -> None:
               "study": {"PatientAge": "045Y", "PatientName": "Doe^Jane"}}  # fmt: skip
     assert film_facts(record) == "age 45 · male"
     assert film_facts({"study": {}}) == "no age, sex or view recorded"
-
-
-def test_adjudication_labels_keep_classes_reads_and_the_extra_labels_once() -> None:
-    reads = [{"label": "PNEUMONIA"}, {"label": "OTHER"}]
-    case = {"probabilities": {"NORMAL": 0.6, "PNEUMONIA": 0.4}}
-    assert adjudication_labels(case, reads) == ["NORMAL", "PNEUMONIA", "OTHER", "UNGRADABLE"]
-    assert adjudication_labels(None, reads) == ["PNEUMONIA", "OTHER", "UNGRADABLE"]
 
 
 def test_reads_states_and_jobs_in_words() -> None:

@@ -362,11 +362,18 @@ def test_analyze_a_real_radiograph(ui_settings: dict[str, str], kermany_dir: Pat
     assert len(at.get("plotly_chart")) == 2  # confidence gauge and per-class probabilities
     assert at.image, "the radiograph (and its overlay when the backend has heatmaps) is shown"
     assert len(at.get("download_button")) == 3
+    finding = next(radio for radio in at.radio if radio.label == "Your finding")
+    assert finding.value == stored.json()["prediction"]  # the AI's finding until the radiologist says otherwise
+    other = next(name for name in finding.options if not name.endswith("(as the AI)"))
+    finding.set_value(other).run()
     next(b for b in at.button if b.label == "Sign case").click().run()
     assert not at.exception, at.exception
-    assert "Case signed." in [s.value for s in at.success]
+    assert "Case signed; it goes to the experts' queue." in [s.value for s in at.success]
     stored = httpx.get(f"{ui_settings['url']}/v1/cases/{case_id}", headers=auth_headers(ui_settings), timeout=10)
     assert stored.json()["signed_by"] == UI_ADMIN
+    queued = httpx.get(f"{ui_settings['url']}/v1/queue", params={"limit": 500}, headers=auth_headers(ui_settings))
+    item = next(item for item in queued.json()["items"] if item["case_id"] == case_id)
+    assert "disagreement" in [reason["code"] for reason in item["reasons"]]
 
 
 def chart_specs(at: AppTest) -> list[dict]:

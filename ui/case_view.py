@@ -248,9 +248,21 @@ def render_sign(client: BackendClient, artifacts: CaseArtifacts, *, key: str) ->
         st.info("Signing is not available on this backend yet.", icon=":material/signature:")
         return
     st.caption("Sign once you have read the image; the reports then carry your name and the time.")
+    classes = list(case.get("probabilities") or {})
+    ai_finding = case.get("prediction")
+    finding = st.radio(
+        "Your finding",
+        classes,
+        index=classes.index(ai_finding) if ai_finding in classes else None,
+        format_func=lambda name: f"{name} (as the AI)" if name == ai_finding else name,
+        horizontal=True,
+        key=f"{key}-finding-{artifacts.case_id}",
+        help="A finding other than the AI's sends the case to the experts' annotation queue.",
+    )
     if st.button("Sign case", icon=":material/verified:", key=f"{key}-sign-{artifacts.case_id}", type="primary"):
         try:
-            _after_action(client, artifacts.case_id, client.sign(artifacts.case_id), "Case signed.")
+            done = "Case signed." if finding == ai_finding else "Case signed; it goes to the experts' queue."
+            _after_action(client, artifacts.case_id, client.sign(artifacts.case_id, finding), done)
         except BackendError as error:
             handle_auth_error(error)
             st.session_state[_action_key(artifacts.case_id)] = ("error", f"Signing failed: {error.message}")

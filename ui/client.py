@@ -240,8 +240,9 @@ class BackendClient:
     def send_for_review(self, case_id: str, reason: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/cases/{case_id}/review", json={"reason": reason})
 
-    def sign(self, case_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/cases/{case_id}/sign")
+    def sign(self, case_id: str, finding: str | None = None) -> dict[str, Any]:
+        """Sign off; with the radiologist's own `finding` (one other than the model's queues the case for experts)."""
+        return self._json("POST", f"/v1/cases/{case_id}/sign", json={"finding": finding})
 
     # --- monitoring (admins) ----------------------------------------------------------------------------------
     def monitoring_summary(self, window: str) -> dict[str, Any]:

@@ -294,14 +294,6 @@ def label_option(label: str) -> str:
     return f"{label} ({meaning})" if meaning else label
 
 
-def adjudication_labels(case: dict[str, Any] | None, reads: list[dict[str, Any]]) -> list[str]:
-    """The labels an adjudicator may give: the model's classes (when the case is at hand), the readers' labels,
-    then OTHER and UNGRADABLE; each once, in that order."""
-    names = [str(name) for name in ((case or {}).get("probabilities") or {})]
-    names += [str(read["label"]) for read in reads if read.get("label")]
-    return list(dict.fromkeys([*names, *EXTRA_LABELS]))
-
-
 def film_facts(case: dict[str, Any]) -> str:
     """What a reader may know about the film besides its pixels: age, sex, view; never who the patient is.
     Reads a claimed case (`age`, `sex` at the top) and a case record (`patient`) alike."""

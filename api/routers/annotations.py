@@ -63,10 +63,11 @@ def case_reads(case_id: str, services: ServicesDep, user: CurrentUser) -> CaseAn
     services.get_case(case_id)  # 404 for an unknown case
     loop = services.learning
     visible = [AnnotationOut.model_validate(read) for read in visible_reads(services, case_id, user)]
-    final = loop.final_label(case_id)
+    final, state = loop.final_label(case_id), loop.queue_state(case_id)
     return CaseAnnotationsOut(
         case_id=case_id,
-        state=loop.queue_state(case_id) or "not_queued",
+        state=state or "not_queued",
+        labels=loop.labels_for(case_id) if state else [],
         annotations=visible,
         final=FinalLabelOut.model_validate(final) if final else None,
     )

@@ -23,7 +23,6 @@ from PIL import Image
 from ui.case_view import render_summary
 from ui.client import BackendClient, BackendError
 from ui.formatting import (
-    adjudication_labels,
     annotator_stats_row,
     box_text,
     case_state_text,
@@ -333,7 +332,8 @@ def render_adjudication(client: BackendClient) -> None:
         format_func=lambda cid: f"Case {cid[:8]} · waiting since {short_datetime(items[cid]['waiting_since'])}",
         key="adjudicate-case",
     )
-    reads = [r for r in client.case_annotations(case_id)["annotations"] if not r.get("superseded")]
+    annotations = client.case_annotations(case_id)
+    reads = [r for r in annotations["annotations"] if not r.get("superseded")]
     film = fetch_film(client, case_id)
     film_col, reads_col = st.columns([1.1, 1], gap="large")  # room for the reads side by side
     shown = film.pixels
@@ -343,7 +343,7 @@ def render_adjudication(client: BackendClient) -> None:
     with reads_col:
         st.subheader(f"Case {case_id[:8]}")
         render_reads_side_by_side(reads)
-        render_adjudication_form(client, case_id, reads)
+        render_adjudication_form(client, case_id, annotations["labels"])
 
 
 def render_reads_side_by_side(reads: list[dict[str, Any]]) -> None:
@@ -361,19 +361,9 @@ def render_reads_side_by_side(reads: list[dict[str, Any]]) -> None:
             column.markdown(f"> {row['Comment']}")
 
 
-def case_for_labels(client: BackendClient, case_id: str) -> dict[str, Any] | None:
-    """The case record, for the model's class names; None when this adjudicator may not see it (the readers' labels,
-    OTHER and UNGRADABLE remain to choose from)."""
-    try:
-        return client.get_case(case_id)
-    except BackendError as error:
-        handle_auth_error(error)
-        return None
-
-
-def render_adjudication_form(client: BackendClient, case_id: str, reads: list[dict[str, Any]]) -> None:
+def render_adjudication_form(client: BackendClient, case_id: str, labels: list[str]) -> None:
+    """`labels`: what a read of this case may say, from the backend (the model's classes, OTHER, UNGRADABLE)."""
     with st.form(f"adjudicate-form-{case_id}", border=False):
-        labels = adjudication_labels(case_for_labels(client, case_id), reads)
         label = st.radio("Final label", labels, index=None, format_func=label_option, key=f"adjudicate-label-{case_id}")
         comment = st.text_area("Comment (optional)", max_chars=2000, key=f"adjudicate-comment-{case_id}")
         submitted = st.form_submit_button("Record final label", icon=":material/gavel:", type="primary")

@@ -73,7 +73,8 @@ POSTGRES_FILE = "database/cxr.pgdump"
 MLFLOW_DATABASE_FILE = "mlflow/mlflow.db"
 # Secrets the workstation generates into VAR_DIR when no setting gives them: the PHI key (storage.crypto), the audit
 # key (monitoring.audit.AUDIT_KEY_FILE) and the token-signing secret (api.auth.JWT_SECRET_FILE).
-KEY_FILES: tuple[str, ...] = (KEY_FILE_NAME, "audit.key", "jwt.secret")
+AUDIT_KEY_FILE = "audit.key"
+KEY_FILES: tuple[str, ...] = (KEY_FILE_NAME, AUDIT_KEY_FILE, "jwt.secret")
 BACKUP_NAME = re.compile(r"^cxr-backup-\d{8}T\d{6}Z\.tar$")
 _CHUNK = 1 << 20
 

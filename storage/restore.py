@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from settings import Settings
-from storage.backup import KEY_FILES, MLFLOW_DATABASE_FILE, check_backup, open_backup
+from storage.backup import AUDIT_KEY_FILE, KEY_FILES, MLFLOW_DATABASE_FILE, check_backup, open_backup
 from storage.crypto import KEY_FILE_NAME, PhiCipher, is_sealed_file, load_phi_cipher, read_key_file
 from storage.database import Database
 from storage.errors import BackupError, DecryptionError, EncryptionKeyError
@@ -51,11 +51,16 @@ def restore_backup(source: Path, settings: Settings) -> RestoreResult:
         count += _copy_tree(folder, "artifacts", var_dir / "artifacts", manifest)
         count += _restore_mlflow(folder, manifest, settings)
         count += _copy_tree(folder, "retrieval", settings.resolved_retrieval_index_dir, manifest)
-    notes = [] if (var_dir / "audit.key").is_file() or settings.audit_key.get_secret_value() else [
-        "No audit key: place the backed-up workstation's audit.key in VAR_DIR (or set AUDIT_KEY) before starting, "
-        "or the audit chain will not verify."
-    ]  # fmt: skip
-    return RestoreResult(count + 1, manifest["schema_revision"], manifest["referenced_images"], notes)
+    return RestoreResult(count + 1, manifest["schema_revision"], manifest["referenced_images"], _notes(settings))
+
+
+def _notes(settings: Settings) -> list[str]:
+    if (Path(settings.var_dir) / AUDIT_KEY_FILE).is_file() or settings.audit_key.get_secret_value().strip():
+        return []
+    return [
+        f"No audit key: place the backed-up workstation's {AUDIT_KEY_FILE} in VAR_DIR (or set AUDIT_KEY) before "
+        "starting, or the audit chain will not verify."
+    ]
 
 
 def _check_empty_install(settings: Settings, manifest: dict[str, Any]) -> None:

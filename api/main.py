@@ -33,6 +33,7 @@ from api.routers import (
 )
 from api.security import AUTHORIZE, install_client_address, install_security
 from api.services import Services
+from inference import DEFAULT_TASK
 from monitoring import HISTORY, configure_logging, mark_process_dead
 from settings import Settings, get_settings
 
@@ -55,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.auth = AuthService.start(settings, services.storage.database)
         interval, retention = settings.monitoring_flush_interval_s, settings.monitoring_retention_days
         HISTORY.attach(services.storage.database, interval, retention)
-        app.state.drift = DriftMonitor.from_settings(settings, services.storage)
+        serving = partial(services.predictors.get, DEFAULT_TASK)  # the dict a swap updates: always the model serving
+        app.state.drift = DriftMonitor.from_settings(settings, services.storage, serving)
         app.state.alerting = Alerting.start(services, app.state.drift, partial(expert_feedback, services))
         yield
         app.state.alerting.stop()

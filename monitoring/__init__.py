@@ -14,9 +14,10 @@ Public surface:
   `ExpertLabels` / `LabelledPrediction` / `no_expert_labels` (the learning loop plugs its final labels in here)
 - Alert channels (monitoring/alert_channels.py): `AlertChannel` with `WebhookChannel`, `SlackChannel`,
   `SmtpChannel` registered by name in `CHANNELS`; `channels_from_settings`, `deliver` (retry with backoff)
-- Drift (monitoring/drift.py): `ImageStats`, `image_stats`, `stats_from_bytes`, `read_folder`,
-  `compare_images(baseline, new, alpha) -> DriftReport` (KS / chi-square per statistic, PSI, Bonferroni),
-  `mmd_test(embeddings_a, embeddings_b)`; `python -m monitoring.drift --baseline DIR --new DIR`
+- Drift (monitoring/drift.py): `ImageStats`, `image_stats`, `stats_from_bytes`, `read_folder`, `sample_paths`,
+  `compare_images(baseline, new, alpha, embeddings) -> DriftReport` (KS / chi-square per statistic, PSI, the
+  embeddings' permutation MMD, one Bonferroni family), `mmd_test(embeddings_a, embeddings_b)`;
+  `python -m monitoring.drift --baseline DIR --new DIR [--embeddings A.npy B.npy]`
 - Logs (monitoring/logs.py): `configure_logging(level, log_dir, max_bytes, backups)` (JSON lines with the request
   id to stdout and a rotating file), `JsonFormatter`
 - Readiness (monitoring/health.py): `ComponentCheck(name, ok, detail, required)`, `check_database`,
@@ -72,6 +73,7 @@ from monitoring.drift import (
     image_stats,
     mmd_test,
     read_folder,
+    sample_paths,
     stats_from_bytes,
 )
 from monitoring.health import (
@@ -156,6 +158,7 @@ __all__ = [
     "record_predictions",
     "record_request",
     "render_metrics",
+    "sample_paths",
     "stats_from_bytes",
     "summarize",
     "system_stats",

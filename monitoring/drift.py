@@ -13,7 +13,12 @@ most `alpha`. Chosen over alibi-detect (needs numpy < 2), evidently (fails to im
 MMD defaults raised false alarms on identical data) and frouros (caps numpy < 2.2): scipy is already here, and the
 permutation MMD is 30 lines whose false-alarm rate the tests measure.
 
-    python -m monitoring.drift --baseline DIR --new DIR [--alpha 0.05]
+The embeddings come from the model, which this room does not load: the API hands them in (api/drift.py: the baseline
+films' embeddings under the serving model, cached per version, against the recent cases of that version), and the
+command line reads them from two .npy files. The MMD joins the image tests' Bonferroni family (one verdict, one
+false-alarm rate for the alert rule), so with it the per-test threshold is alpha / 12.
+
+    python -m monitoring.drift --baseline DIR --new DIR [--alpha 0.05] [--embeddings BASELINE.npy NEW.npy]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from scipy import stats as scipy_stats
 
 NUMERIC = ("intensity_mean", "intensity_std", "contrast", "sharpness", "width", "height")
 CATEGORICAL = ("bit_depth", "format", "manufacturer", "view", "photometric")
+MMD_PERMUTATIONS = 1000  # p-values down to 1/1001, below alpha / 12 for any alpha >= 0.012
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom"})
 _PIL_BITS = {
     "1": 1,
@@ -118,12 +124,17 @@ def image_paths(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_folder(folder: Path, limit: int | None = None, seed: int = 0) -> list[ImageStats]:
-    """Statistics of the folder's images; with `limit`, of a random sample of that many (the same for a seed)."""
+def sample_paths(folder: Path, limit: int | None = None, seed: int = 0) -> list[Path]:
+    """The folder's images; with `limit`, a random sample of that many (the same ones for a seed), sorted."""
     paths = image_paths(folder)
     if limit is not None and limit < len(paths):
         paths = [paths[i] for i in sorted(np.random.default_rng(seed).choice(len(paths), limit, replace=False))]
-    return [read_image_stats(path) for path in paths]
+    return paths
+
+
+def read_folder(folder: Path, limit: int | None = None, seed: int = 0) -> list[ImageStats]:
+    """Statistics of the folder's images (of `sample_paths`' sample with `limit`)."""
+    return [read_image_stats(path) for path in sample_paths(folder, limit, seed)]
 
 
 # --- tests ----------------------------------------------------------------------------------------------------------
@@ -188,32 +199,45 @@ def _categorical_test(name: str, baseline: Sequence[str], new: Sequence[str]) ->
     return FeatureTest(name, "chi2", float(result.statistic), float(result.pvalue), None)
 
 
-def compare_images(baseline: Sequence[ImageStats], new: Sequence[ImageStats], alpha: float = 0.05) -> DriftReport:
+def compare_images(
+    baseline: Sequence[ImageStats],
+    new: Sequence[ImageStats],
+    alpha: float = 0.05,
+    embeddings: tuple[np.ndarray, np.ndarray] | None = None,
+) -> DriftReport:
+    """One test per image statistic and, given (baseline, new) embedding rows, the MMD test: one Bonferroni family."""
     tests = [
         _numeric_test(name, np.array([getattr(s, name) for s in baseline]), np.array([getattr(s, name) for s in new]))
         for name in NUMERIC
     ]
     tests += [_categorical_test(name, [getattr(s, name) for s in baseline], [getattr(s, name) for s in new])
               for name in CATEGORICAL]  # fmt: skip
+    if embeddings is not None:
+        tests.append(mmd_test(*embeddings))
     return DriftReport(alpha, len(baseline), len(new), tests)
 
 
-def mmd_test(baseline: np.ndarray, new: np.ndarray, permutations: int = 200, seed: int = 0) -> FeatureTest:
-    """Permutation test of the squared maximum mean discrepancy between two sets of embeddings (rows)."""
+def mmd_test(baseline: np.ndarray, new: np.ndarray, permutations: int = MMD_PERMUTATIONS, seed: int = 0) -> FeatureTest:
+    """Permutation test of the squared maximum mean discrepancy between two sets of embeddings (rows).
+
+    RBF kernel with the median squared distance of the pooled rows as bandwidth; the biased (V-statistic) MMD of a
+    split is w.K.w with w = 1/n on one side and -1/m on the other, so all permutations are one matrix product.
+    The p-value is (exceedances + 1) / (permutations + 1): never below 1 / (permutations + 1), which must stay under
+    the Bonferroni threshold of the family it joins (MMD_PERMUTATIONS = 1000 allows 0.001)."""
     pooled = np.concatenate([baseline, new]).astype(np.float64)
     squared = np.sum(pooled**2, axis=1)
     distances = np.maximum(squared[:, None] + squared[None, :] - 2 * pooled @ pooled.T, 0)
     bandwidth = np.median(distances[np.triu_indices(len(pooled), 1)]) or 1.0
     kernel = np.exp(-distances / bandwidth)
-    n = len(baseline)
-
-    def mmd(order: np.ndarray) -> float:
-        a, b = order[:n], order[n:]
-        return float(kernel[np.ix_(a, a)].mean() + kernel[np.ix_(b, b)].mean() - 2 * kernel[np.ix_(a, b)].mean())
-
+    n, total = len(baseline), len(pooled)
     rng = np.random.default_rng(seed)
-    observed = mmd(np.arange(len(pooled)))
-    exceed = sum(mmd(rng.permutation(len(pooled))) >= observed for _ in range(permutations))
+    orders = np.vstack([np.arange(total), *(rng.permutation(total) for _ in range(permutations))])
+    side = np.where(np.arange(total) < n, 1.0 / n, -1.0 / (total - n))  # by position: the first n are "baseline"
+    weights = np.empty((len(orders), total))
+    np.put_along_axis(weights, orders, side[None, :], axis=1)  # weights[r, k]: pooled row k's side in split r
+    values = np.sum((weights @ kernel) * weights, axis=1)  # row 0: the observed split
+    observed = float(values[0])
+    exceed = int(np.sum(values[1:] >= observed - 1e-12))
     return FeatureTest("embedding", "mmd", observed, (exceed + 1) / (permutations + 1), None)
 
 
@@ -243,12 +267,15 @@ def main(argv: Iterable[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument("--new", type=Path, required=True, help="folder of recent images")
     parser.add_argument("--alpha", type=float, default=0.05, help="family-wise false-alarm rate")
     parser.add_argument("--limit", type=int, default=None, help="a random sample of this many images per folder")
+    parser.add_argument("--embeddings", type=Path, nargs=2, metavar=("BASELINE.npy", "NEW.npy"), default=None,
+                        help="the two sets' embeddings (rows) for the MMD test, e.g. VAR_DIR/drift/*.npy")  # fmt: skip
     args = parser.parse_args(list(argv) if argv is not None else None)
     baseline, new = read_folder(args.baseline, args.limit), read_folder(args.new, args.limit)
     if len(baseline) < 2 or len(new) < 2:
         print(f"need at least 2 images in each folder (baseline {len(baseline)}, new {len(new)})", file=out)
         return 2
-    report = compare_images(baseline, new, args.alpha)
+    embeddings = None if args.embeddings is None else (np.load(args.embeddings[0]), np.load(args.embeddings[1]))
+    report = compare_images(baseline, new, args.alpha, embeddings)
     print(describe(report), file=out)
     return 1 if report.detected else 0
 

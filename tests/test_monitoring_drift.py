@@ -7,18 +7,33 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 
-from monitoring.drift import ImageStats, compare_images, image_stats, main, mmd_test, read_image_stats
-from tests.conftest import make_tiny_checkpoint
-from tests.monitoring_support import in_process_api
+from api.drift import embed_films, reference_file
+from inference import Predictor, load_checkpoint
+from monitoring.drift import (
+    ImageStats,
+    compare_images,
+    image_stats,
+    main,
+    mmd_test,
+    read_image_stats,
+    sample_paths,
+)
+from settings import Settings
+from tests.conftest import make_tiny_checkpoint, require_dataset
+from tests.monitoring_support import InProcessApi, in_process_api
 
 ALPHA = 0.05
 DRAWS = 200
+FAMILY = 12  # the image tests (6 numeric, 5 categorical) and the embeddings' MMD
+EMBEDDING_DRAWS = 50
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +151,97 @@ def test_drift_endpoint_and_alert_on_recent_cases(tmp_path: Path, kermany_films:
 def order(drift: dict) -> Callable[[str], int]:
     names = [test["feature"] for test in drift["tests"]]
     return names.index
+
+
+# --- embeddings ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShippedEmbeddings:
+    reference: np.ndarray  # the baseline sample the API embeds (DRIFT_BASELINE_SIZE films of Kermany train)
+    fresh: np.ndarray  # other Kermany train films
+    adult: np.ndarray  # adult films (RSNA pneumonia, from the NIH pool)
+
+
+@pytest.fixture(scope="session")
+def shipped_embeddings(kermany_dir: Path, shipped_model: Path) -> ShippedEmbeddings:
+    """The shipped model's embeddings, once per session, through the API's own `embed_films` (upload decoder)."""
+    reference_paths = sample_paths(kermany_dir / "train", 200)
+    taken = set(reference_paths)
+    others = [p for p in sample_paths(kermany_dir / "train", 600, seed=7) if p not in taken]
+    others = [others[i] for i in np.random.default_rng(7).permutation(len(others))[:240]]  # both classes, mixed
+    adults = sample_paths(require_dataset("rsna-pneumonia-adult"), 60, seed=3)
+    settings = Settings(torch_threads=1, enable_batching=False)
+    predictor = Predictor.from_settings(load_checkpoint(shipped_model), settings, gate=False, cache_size=1)
+    try:
+        return ShippedEmbeddings(*(embed_films(predictor, paths) for paths in (reference_paths, others, adults)))
+    finally:
+        predictor.close()
+
+
+def test_adult_films_drift_in_the_shipped_models_embedding_space(shipped_embeddings: ShippedEmbeddings) -> None:
+    adult = mmd_test(shipped_embeddings.reference, shipped_embeddings.adult)
+    fresh = mmd_test(shipped_embeddings.reference, shipped_embeddings.fresh[:60])
+    print(f"adult films p={adult.p_value:.4f} mmd={adult.statistic:.4f}; fresh Kermany p={fresh.p_value:.4f}")
+    assert adult.p_value < ALPHA / FAMILY  # detected even as one test of the family
+    assert fresh.p_value >= ALPHA / FAMILY
+
+
+def test_fresh_kermany_films_rarely_alarm_in_embedding_space(shipped_embeddings: ShippedEmbeddings) -> None:
+    """Draws of 60 new films against the one fixed reference, as the API compares them: the verdict (the family's
+    threshold) alarms at most `alpha` of the time."""
+    rng = np.random.default_rng(0)
+    fresh = shipped_embeddings.fresh
+    p_values = [mmd_test(shipped_embeddings.reference, fresh[rng.choice(len(fresh), 60, replace=False)],
+                         seed=draw).p_value for draw in range(EMBEDDING_DRAWS)]  # fmt: skip
+    family_alarms = sum(p < ALPHA / FAMILY for p in p_values)
+    print(f"{EMBEDDING_DRAWS} draws: {family_alarms} alarms at alpha/{FAMILY}, "
+          f"{sum(p < ALPHA for p in p_values)} at alpha alone; median p {np.median(p_values):.3f}")  # fmt: skip
+    assert family_alarms / EMBEDDING_DRAWS <= ALPHA
+
+
+def _post_films(http: TestClient, folder: Path) -> None:
+    for path in sorted(folder.iterdir()):
+        created = http.post("/v1/studies", files={"file": (path.name, path.read_bytes(), "image/png")})
+        assert created.status_code == 201, created.text
+
+
+def _drift_once_embedded(http: TestClient, deadline_s: float = 60) -> dict:
+    deadline = time.time() + deadline_s
+    drift = http.get("/v1/monitoring/drift", params={"window": 25}).json()
+    while drift["embedding"]["state"] == "computing" and time.time() < deadline:
+        time.sleep(0.3)
+        drift = http.get("/v1/monitoring/drift", params={"window": 25}).json()
+    return drift
+
+
+def test_drift_endpoint_tests_the_serving_models_embeddings(tmp_path: Path, kermany_films: list[Path]) -> None:
+    _write(tmp_path / "baseline", kermany_films[:40], 8)
+    _write(tmp_path / "incoming", kermany_films[40:65], 8)
+    first = make_tiny_checkpoint(tmp_path / "v1.pt", version="drift-v1", threshold=0.3)
+    settings = {"drift_baseline_dir": tmp_path / "baseline", "drift_min_cases": 20, "drift_check_interval_s": 0}
+    api = in_process_api(tmp_path / "var", first, **settings)
+    with api.client() as http:
+        _post_films(http, tmp_path / "incoming")
+        drift = _drift_once_embedded(http)
+    embedding = drift["embedding"]
+    assert (embedding["state"], embedding["model_version"]) == ("tested", "drift-v1"), drift
+    assert (embedding["reference_size"], embedding["new_size"]) == (40, 25)
+    mmd = next(test for test in drift["tests"] if test["feature"] == "embedding")
+    assert mmd["test"] == "mmd" and mmd["p_value"] >= drift["threshold"] and not mmd["drifted"]
+    assert drift["threshold"] == pytest.approx(ALPHA / FAMILY) and len(drift["tests"]) == FAMILY
+    assert "embeddings: 25 cases by model drift-v1 against 40 baseline films (MMD)" in drift["reason"]
+    cached = reference_file(tmp_path / "var" / "drift", "drift-v1", sample_paths(tmp_path / "baseline", 300))
+    assert cached.exists() and np.load(cached).shape[0] == 40
+
+    with api.client() as http:  # a restart reads the reference back: tested at the first look
+        assert http.get("/v1/monitoring/drift", params={"window": 25}).json()["embedding"]["state"] == "tested"
+
+    second = make_tiny_checkpoint(tmp_path / "v2.pt", version="drift-v2", threshold=0.3)
+    restarted = InProcessApi(api.settings.model_copy(update={"model_path": second}), api.password)
+    with restarted.client() as http:  # another model version: its own embedding space
+        drift = http.get("/v1/monitoring/drift", params={"window": 25}).json()
+        assert drift["embedding"]["state"] == "too_few_cases"
+        assert "0 recent cases by model drift-v2, 20 needed" in drift["reason"]
+        assert "embedding" not in [test["feature"] for test in drift["tests"]]
+        assert drift["threshold"] == pytest.approx(ALPHA / (FAMILY - 1))

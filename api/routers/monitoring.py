@@ -18,6 +18,7 @@ from api.schemas import (
     AuditPageOut,
     AuditVerifyOut,
     DriftOut,
+    EmbeddingDriftOut,
     FeatureTestOut,
     FiguresOut,
     MonitoringSummaryOut,
@@ -168,4 +169,5 @@ def monitoring_drift(drift: DriftDep, window: int = Query(200, ge=10, le=1000)) 
         baseline_size=0 if report is None else report.baseline_size,
         new_size=0 if report is None else report.new_size,
         tests=[FeatureTestOut(**vars(test), drifted=test in drifted) for test in tests],
+        embedding=None if result.embedding is None else EmbeddingDriftOut.model_validate(result.embedding),
     )

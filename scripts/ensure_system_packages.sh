@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses: pdftoppm (poppler-utils) to render PDF pages, chromium for browser tests.
+# Debian packages the test suite uses: pdftoppm (poppler-utils) to render PDF pages, chromium for browser tests,
+# dciodvfy (dicom3tools) to check the DICOM objects the workstation sends out.
 # Installs what is missing when it can (root with apt-get). Locally what is still missing only makes its tests skip;
 # under CI (CI=true) this script fails and says what is missing.
 set -uo pipefail
@@ -7,6 +8,7 @@ needed() {
   missing=()
   command -v pdftoppm >/dev/null || missing+=(poppler-utils)
   command -v chromium >/dev/null || missing+=(chromium)
+  command -v dciodvfy >/dev/null || missing+=(dicom3tools)
 }
 needed
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

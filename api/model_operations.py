@@ -48,9 +48,14 @@ def models_overview(services: Services) -> ModelsOut:
 
 
 def version_details(services: Services, name: str, version: int) -> ModelVersionOut:
+    require_registry(services, name)
+    return version_out(services, describe(name, version)[0])
+
+
+def require_registry(services: Services, name: str) -> None:
+    """An install whose registry was never used knows no model; asking must not create the MLflow store."""
     if not services.registry_available():
         raise UnknownModelError(f"No registered model named {name!r}.")
-    return version_out(services, describe(name, version)[0])
 
 
 def version_out(services: Services, details: VersionDetails) -> ModelVersionOut:
@@ -65,6 +70,7 @@ def version_out(services: Services, details: VersionDetails) -> ModelVersionOut:
 def promote_version(services: Services, name: str, version: int, reason: str, user: Principal) -> ModelSwitchOut:
     """An admin's promotion: loaded and warmed here first, then the alias moves and this backend serves it."""
     why = checked_reason(reason)
+    require_registry(services, name)
     before = get_alias(name, DEFAULT_ALIAS)
 
     def move() -> object:
@@ -78,6 +84,7 @@ def promote_version(services: Services, name: str, version: int, reason: str, us
 def rollback_model(services: Services, name: str, reason: str, user: Principal) -> ModelSwitchOut:
     """Back to the champion before (kept warm: no load), recorded like a promotion."""
     why = checked_reason(reason)
+    require_registry(services, name)
     before = get_alias(name, DEFAULT_ALIAS)
     target = previous_version(name, DEFAULT_ALIAS)
     if target is None:

@@ -712,4 +712,4 @@ class ModelSwitchOut(BaseModel):
     previous_version: int | None
     checkpoint_version: str
     serving: str = Field(description="The checkpoint version this backend answers with now")
-    swap_ms: float = Field(description="Time to make it serve: load and warm-up, or 0-ish when it was kept warm")
+    swap_ms: float = Field(description="Load, warm-up and switch (not the registry writes); ~0 when kept warm")

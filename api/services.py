@@ -218,7 +218,6 @@ class Services:
     def _switch(
         self, version: int, checkpoint_path: Path | None = None, move_alias: Callable[[], object] | None = None
     ) -> ModelSwitch:
-        started = time.perf_counter()
         current = self.slots.get(CHAMPION)
         before = current.registry_version if current is not None else None
         if current is not None and before == version:
@@ -227,17 +226,20 @@ class Services:
             return ModelSwitch(version, before, current.version, 0.0, was_warm=True)
         name = self.registry_name()
         expected = get_version(name, version).checkpoint_version
+        started = time.perf_counter()  # what serving costs: load and warm-up (none when kept), not the registry
         kept = next((m for m in self.slots.values() if m.version == expected), None)
         if kept is None:
             model = self._load(checkpoint_path or resolve_checkpoint(name, version), version)
         else:
             model = dataclasses.replace(kept, registry_version=version)
         self._library_for(model.predictor)  # same backbone: carried over before the first request needs it
+        seconds = time.perf_counter() - started
         if move_alias is not None:
             move_alias()
+        started = time.perf_counter()
         self._serve(model)
-        seconds = time.perf_counter() - started
-        logger.info("serving %s v%d (%s) after %.2f s; was v%s", name, version, model.version, seconds, before)
+        seconds += time.perf_counter() - started
+        logger.info("serving %s v%d (%s) after %.3f s; was v%s", name, version, model.version, seconds, before)
         return ModelSwitch(version, before, model.version, seconds, was_warm=kept is not None)
 
     def _load(self, path: Path, registry_version: int | None) -> ServedModel:

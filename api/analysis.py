@@ -20,6 +20,8 @@ from api.services import Services
 from imaging import DecodedImage, assess_quality
 from inference import DEFAULT_TASK, Prediction, Predictor, ScopeResult
 from monitoring import AuditEntry
+from reports import ReportContext
+from settings import Settings
 from storage import CaseRecord, CaseStatus, NewCase, PatientInfo, new_case_id
 
 _DICOM_SEX = {"M": "M", "F": "F", "O": "O"}
@@ -136,3 +138,13 @@ def new_case(
 def case_out(record: CaseRecord, role: Role | str) -> CaseOut:
     """The case as `role` may see it (api/permissions.py `redact_for`: annotators never get patient identity)."""
     return redact_for(role, CaseOut.model_validate(record, from_attributes=True))
+
+
+def report_context(settings: Settings) -> ReportContext:
+    """Where PDFs are printed: the institution's name and logo, the page size and extra fonts (settings)."""
+    return ReportContext(
+        institution_name=settings.institution_name,
+        logo_path=settings.institution_logo_path,
+        page_size=settings.report_page_size,
+        extra_font_paths=settings.report_extra_font_paths,
+    )

@@ -52,7 +52,7 @@ AUDITED_ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/cases/{case_id}/report"): ("report.download", "report"),
     ("GET", "/v1/cases/{case_id}/similar"): ("case.view", "similar cases"),
     ("GET", "/similar-cases/{case_id}"): ("case.view", "similar cases"),
-    ("GET", "/v1/audit/export"): ("audit.export", "audit trail CSV"),
+    ("GET", "/v1/audit/export"): ("audit.export", "audit trail"),
 }
 REPORT_KINDS = frozenset({"radiologist", "clinical", "patient"})
 PROBE_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # logged at DEBUG: monitors poll them
@@ -141,9 +141,12 @@ def audit_entry(scope: Scope, route: str, status: int) -> AuditEntry | None:
     detail = {"what": what}
     if action == "prediction":
         return AuditEntry(action, model_version=served_version(scope), detail=detail, **actor)
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if action == "report.download":
-        kind = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("kind", ["radiologist"])[0]
+        kind = query.get("kind", ["radiologist"])[0]
         detail["kind"] = kind if kind in REPORT_KINDS else "other"
+    if action == "audit.export":
+        detail["format"] = "pdf" if query.get("format") == ["pdf"] else "csv"  # anything else was answered 422
     case_id = scope.get("path_params", {}).get("case_id")
     return AuditEntry(action, case_id=case_id, detail=detail, **actor)
 

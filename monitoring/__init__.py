@@ -3,7 +3,8 @@
 Public surface:
 - `system_stats(disk_path) -> SystemStats` (CPU, memory, disk, process memory and uptime via psutil)
 - Audit trail (monitoring/audit.py): `AuditTrail(database, key)` / `.from_settings`: `record(AuditEntry)`,
-  `verify() -> Verification` (first altered/inserted/deleted record), `events(AuditFilter)`, `export_csv`;
+  `verify() -> Verification` (first altered/inserted/deleted record), `events(AuditFilter)`, `matching`
+  (oldest first), `export_csv`;
   `REQUEST_CONTEXT` / `RequestContext` (request id and client of the current request);
   `python -m monitoring.audit verify | export`
 - History (monitoring/history.py): `HISTORY` (buffers this process's requests and predictions; `attach(database,

@@ -24,7 +24,7 @@ import hmac
 import json
 import secrets
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -176,16 +176,20 @@ class AuditTrail:
         with self.database.session() as session:
             return list(session.scalars(query.limit(limit).offset(offset)))
 
+    def matching(self, where: AuditFilter) -> Iterator[AuditEvent]:
+        """Every matching event, oldest first, read as it is consumed (an export of a long range)."""
+        query = select(AuditEvent).where(*_conditions(where)).order_by(AuditEvent.id)
+        with self.database.session() as session:
+            yield from session.scalars(query)
+
     def export_csv(self, where: AuditFilter, out: TextIO) -> int:
         """Every matching event, oldest first, as CSV with the hashes (so a copy can be re-verified)."""
         writer = csv.writer(out)
         writer.writerow(CSV_FIELDS)
-        query = select(AuditEvent).where(*_conditions(where)).order_by(AuditEvent.id)
         count = 0
-        with self.database.session() as session:
-            for row in session.scalars(query):
-                writer.writerow([_csv_value(row, name) for name in CSV_FIELDS])
-                count += 1
+        for row in self.matching(where):
+            writer.writerow([_csv_value(row, name) for name in CSV_FIELDS])
+            count += 1
         return count
 
 

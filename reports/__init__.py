@@ -6,6 +6,8 @@ Public surface:
 - `report_filename(kind, case) -> str`: the download name (ASCII, no patient data)
 - input records: `ReportCase`, `PatientDetails`, `UncertaintyDetails`, `ModelCard`, `SimilarCase`, `ReportContext`
 - `DISCLAIMER`: the statement every page carries
+- the audit trail as a PDF (reports/audit.py): `render_audit_report(AuditExport, context) -> bytes` from plain
+  `AuditRecord`s, with the chain's verification and head hash on the first page
 - errors: `ReportError` (base, a ValueError), `ReportInputError` (bad case data: 422), `UnknownReportKindError` (400)
 
 Build the context from settings: `ReportContext(institution_name=s.institution_name, logo_path=s.institution_logo_path,
@@ -15,6 +17,7 @@ Fonts are bundled (reports/fonts/, see its README.md); any script in names and t
 `python -m reports sample --out DIR` writes the three reports of it.
 """
 
+from reports.audit import AuditExport, AuditRecord, render_audit_report
 from reports.clinical import render_clinical_report
 from reports.errors import ReportError, ReportInputError, UnknownReportKindError
 from reports.patient import render_patient_report
@@ -35,6 +38,8 @@ from reports.wording import DISCLAIMER
 __all__ = [
     "DISCLAIMER",
     "REPORT_KINDS",
+    "AuditExport",
+    "AuditRecord",
     "ModelCard",
     "PatientDetails",
     "ReportCase",
@@ -45,6 +50,7 @@ __all__ = [
     "SimilarCase",
     "UncertaintyDetails",
     "UnknownReportKindError",
+    "render_audit_report",
     "render_clinical_report",
     "render_patient_report",
     "render_radiologist_report",

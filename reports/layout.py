@@ -137,7 +137,7 @@ class ReportWriter:
         """A paragraph of ready markup; CJK text gets a style that may break lines between any two characters, and
         Arabic, Hebrew or Devanagari text a style that shapes it."""
         if self.fonts.has_wrap_anywhere_text(markup):
-            style = self._wrap_anywhere_style(style)
+            style = self.wrap_anywhere(style)
         if needs_shaping(markup):
             style = self._variant(style, "shaped", shaping=1)
         return Paragraph(markup, style, **kwargs)
@@ -167,7 +167,8 @@ class ReportWriter:
     def section(self, title: str) -> Paragraph:
         return self.para(title, self.styles.section)
 
-    def _wrap_anywhere_style(self, style: ParagraphStyle) -> ParagraphStyle:
+    def wrap_anywhere(self, style: ParagraphStyle) -> ParagraphStyle:
+        """`style` breaking lines between any two characters (CJK text; ids and hashes without spaces)."""
         return self._variant(style, "cjk", wordWrap="CJK")
 
     def _variant(self, style: ParagraphStyle, suffix: str, **changes: Any) -> ParagraphStyle:
@@ -334,6 +335,7 @@ class PageDecor:
     signed_note: str | None
     logo: ImageReader | None
     footer_size: float
+    footer_text: str = DISCLAIMER  # what every page says at its foot
 
     def draw(self, canvas: Canvas, _doc: BaseDocTemplate) -> None:
         canvas.saveState()
@@ -393,7 +395,7 @@ class PageDecor:
         )
         _draw_paragraphs(
             canvas,
-            [writer.rich(writer.m(DISCLAIMER), style)],
+            [writer.rich(writer.m(self.footer_text), style)],
             MARGIN_X,
             line_y - 2.5 * mm,
             writer.frame_width - 30 * mm,
@@ -452,8 +454,7 @@ def numbered_canvas(font_size: float, page_width: float) -> Callable[..., Canvas
 
 
 def build_pdf(writer: ReportWriter, case: ReportCase, title: str, story: list[Flowable], footer_size: float) -> bytes:
-    """Lay out `story` on numbered pages with the shared header and footer; returns the PDF bytes."""
-    buffer = io.BytesIO()
+    """Lay out a case report's `story` on numbered pages with the shared header and footer; returns the PDF bytes."""
     signed_note = f"Signed: {format_datetime(case.signed_at)}" if case.signed_at is not None else None
     decor = PageDecor(
         writer=writer,
@@ -464,6 +465,13 @@ def build_pdf(writer: ReportWriter, case: ReportCase, title: str, story: list[Fl
         logo=load_logo(writer.context.logo_path),
         footer_size=footer_size,
     )
+    return lay_out(decor, f"Case {case.case_id}", story)
+
+
+def lay_out(decor: PageDecor, subject: str, story: list[Flowable]) -> bytes:
+    """`story` on numbered pages, each drawn with `decor`'s header and footer; returns the PDF bytes."""
+    writer = decor.writer
+    buffer = io.BytesIO()
     document = BaseDocTemplate(
         buffer,
         pagesize=(writer.page_width, writer.page_height),
@@ -471,9 +479,9 @@ def build_pdf(writer: ReportWriter, case: ReportCase, title: str, story: list[Fl
         rightMargin=MARGIN_X,
         topMargin=10 * mm + HEADER_HEIGHT,
         bottomMargin=FOOTER_HEIGHT + 4 * mm,
-        title=title,
+        title=decor.title,
         author=writer.context.institution_name,
-        subject=f"Case {case.case_id}",
+        subject=subject,
         creator="CXR Workstation",
     )
     frame = Frame(
@@ -487,5 +495,5 @@ def build_pdf(writer: ReportWriter, case: ReportCase, title: str, story: list[Fl
         bottomPadding=0,
     )
     document.addPageTemplates([PageTemplate(id="report", frames=[frame], onPage=decor.draw)])
-    document.build(story, canvasmaker=numbered_canvas(footer_size, writer.page_width))
+    document.build(story, canvasmaker=numbered_canvas(decor.footer_size, writer.page_width))
     return buffer.getvalue()

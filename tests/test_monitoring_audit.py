@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pypdf import PdfReader
 from sqlalchemy import text
 
 from monitoring import AuditEntry, AuditFilter, AuditTrail
@@ -95,6 +97,75 @@ def test_the_trail_says_who_did_what_to_which_case(tmp_path: Path, model: Path) 
     with Database(api.settings.resolved_database_url).engine.connect() as connection:
         dumped = json.dumps([list(r) for r in connection.execute(text("SELECT * FROM audit_events"))], default=str)
     assert "Jane Roe" not in dumped and "MRN-77" not in dumped and b"Jane Roe" not in raw
+
+
+def test_annotations_are_found_by_their_action_and_reader(tmp_path: Path, model: Path) -> None:
+    api = in_process_api(tmp_path, model)
+    with api.client() as admin:
+        reader = {"username": "t-reader", "password": "Long-enough-pw-1", "role": "annotator"}
+        assert admin.post("/v1/users", json=reader).status_code == 201
+        files = {"file": ("cxr.png", radiograph_png(6), "image/png")}
+        case_id = admin.post("/v1/studies", files=files).json()["case_id"]
+        queued = admin.post("/v1/queue", json={"case_id": case_id, "reason": "double-read this one"})
+        assert queued.status_code in (200, 201), queued.text
+    with api.client(login=False) as annotator:
+        token = annotator.post("/v1/auth/login", json={"username": "t-reader", "password": reader["password"]})
+        annotator.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        assert annotator.post("/v1/queue/claim").json()["case_id"] == case_id
+        read = {"case_id": case_id, "label": "PNEUMONIA", "confidence": 4}
+        assert annotator.post("/v1/annotations", json=read).status_code == 201
+    with api.client() as admin:
+        submitted = admin.get("/v1/audit", params={"action": "annotation.submit"}).json()["items"]
+        by_reader = admin.get("/v1/audit", params={"user": "t-reader"}).json()
+    assert [(e["actor_name"], e["actor_role"], e["target_id"], e["detail"]) for e in submitted] == [
+        ("t-reader", "annotator", case_id, {"label": "PNEUMONIA", "corrects": None})
+    ]
+    assert actions(by_reader) == [
+        ("login", "ok", "t-reader"),
+        ("queue.claim", "ok", "t-reader"),
+        ("annotation.submit", "ok", "t-reader"),
+    ]
+
+
+def pdf_pages(pdf: bytes) -> list[str]:
+    assert pdf.startswith(b"%PDF-")
+    return [page.extract_text() or "" for page in PdfReader(io.BytesIO(pdf)).pages]
+
+
+def test_pdf_export_lists_the_records_under_the_chains_verdict(tmp_path: Path, model: Path) -> None:
+    api = in_process_api(tmp_path, model)
+    database = Database(api.settings.resolved_database_url)
+    today = datetime.now(UTC).date().isoformat()
+    with api.client() as admin:
+        files = {"file": ("cxr.png", radiograph_png(7), "image/png")}
+        case_id = admin.post("/v1/studies", files=files).json()["case_id"]
+        trail = AuditTrail.from_settings(api.settings, database)  # the backend's key (var dir): one chain
+        for _ in range(70):  # enough rows for several pages
+            trail.record(AuditEntry("case.view", actor_name="reader-zoe", actor_role="radiologist", case_id=case_id,
+                                    model_version="test-tiny-1", detail={"what": "case"}))  # fmt: skip
+        verified = admin.get("/v1/audit/verify").json()
+        wanted = {"user": "reader-zoe", "date_from": today, "date_to": today}
+        answer = admin.get("/v1/audit/export", params={**wanted, "format": "pdf"})
+        csv_rows = list(csv.DictReader(io.StringIO(admin.get("/v1/audit/export", params=wanted).text)))
+        with database.engine.begin() as connection:  # someone edits a record in the database
+            connection.execute(text("UPDATE audit_events SET action = 'case.list' WHERE id = 5"))
+        tampered = pdf_pages(admin.get("/v1/audit/export", params={"format": "pdf"}).content)
+        exports = admin.get("/v1/audit", params={"action": "audit.export"}).json()["items"]
+    database.dispose()
+
+    assert answer.headers["content-type"] == "application/pdf"
+    assert answer.headers["content-disposition"] == 'attachment; filename="audit.pdf"'
+    pages = pdf_pages(answer.content)
+    first, everything = pages[0], "\n".join(pages)
+    assert f"Chain verified intact: {verified['records']} records." in first
+    assert verified["head_hash"] in re.sub(r"\s+", "", first)  # the hash may wrap onto two lines
+    assert f"Period{today}to{today}(UTC,inclusive)" in re.sub(r"\s+", "", first) and "user reader-zoe" in first
+    assert len(pages) >= 2 and all(f"Page {n} of {len(pages)}" in page for n, page in enumerate(pages, start=1))
+    assert everything.count("reader-zoe\n(radiologist)") == 70 and everything.count("case.view") == 70
+    assert "mon-admin" not in everything and "prediction" not in everything  # the admin's records are filtered out
+    assert len(csv_rows) == 70 and csv_rows[0]["actor_name"] == "reader-zoe"  # CSV stays the default format
+    assert "Chain verification FAILED: record 5 was altered" in tampered[0]
+    assert [e["detail"]["format"] for e in exports] == ["pdf", "csv", "pdf"][::-1]  # newest first
 
 
 # --- tampering, on both databases ------------------------------------------------------------------------------------

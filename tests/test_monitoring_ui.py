@@ -72,3 +72,6 @@ def test_audit_page_lists_events_and_verifies_the_chain(admin_app: AppTest) -> N
     assert "login" in set(frame["Action"]) and UI_ADMIN in set(frame["User"])
     next(button for button in at.button if button.label == "Verify the chain").click().run()
     assert any(str(s.value).startswith("Chain intact: ") for s in at.success), markdown(at)
+    next(button for button in at.button if button.label == "Export these events as PDF").click().run()
+    assert not at.exception, at.exception
+    assert [download.proto.label for download in at.get("download_button")] == ["Download audit.pdf"]

@@ -264,9 +264,10 @@ class BackendClient:
     def audit_verify(self) -> dict[str, Any]:
         return self._json("GET", "/v1/audit/verify")
 
-    def audit_export(self, **filters: str | None) -> bytes:
+    def audit_export(self, export_format: str = "csv", **filters: str | None) -> bytes:
+        """The filtered events as CSV (with hashes) or as a PDF (with the chain's verdict and head hash)."""
         params = {key: value for key, value in filters.items() if value not in (None, "")}
-        return self.get_bytes("/v1/audit/export", params=params)
+        return self.get_bytes("/v1/audit/export", params={**params, "format": export_format})
 
     # --- learning loop: annotation queue, expert reads, retraining --------------------------------------------------
     def queue(self, state: str | None = None, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:

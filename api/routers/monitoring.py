@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from api.audit_export import audit_pdf
 from api.drift import DriftDep
 from api.schemas import (
     AuditEventOut,
@@ -115,11 +116,19 @@ def verify_audit(services: ServicesDep) -> AuditVerifyOut:
 
 @router.get(
     "/v1/audit/export",
-    summary="The filtered audit events as CSV, oldest first, with their hashes",
+    summary="The filtered audit events, oldest first: CSV with their hashes, or a PDF with the chain's verification",
     response_class=Response,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {}, "application/pdf": {}}}},
 )
-async def export_audit(services: ServicesDep, where: AuditFilterDep) -> Response:
+async def export_audit(
+    services: ServicesDep,
+    where: AuditFilterDep,
+    format: Literal["csv", "pdf"] = Query("csv", description="csv: re-verifiable copy; pdf: printable, page-numbered"),
+) -> Response:
+    if format == "pdf":
+        pdf = await run_in_threadpool(audit_pdf, services.audit, where, services.settings)
+        headers = {"Content-Disposition": 'attachment; filename="audit.pdf"', "Cache-Control": "no-store"}
+        return Response(pdf, media_type="application/pdf", headers=headers)
     buffer = io.StringIO()
     await run_in_threadpool(services.audit.export_csv, where, buffer)
     headers = {"Content-Disposition": 'attachment; filename="audit.csv"'}

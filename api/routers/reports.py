@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from api.analysis import case_out
+from api.analysis import case_out, report_context
 from api.auth import CurrentUser
 from api.errors import ApiError
 from api.learning import note_disagreement, send_for_review
@@ -24,7 +24,6 @@ from reports import (
     ModelCard,
     PatientDetails,
     ReportCase,
-    ReportContext,
     ReportKind,
     SimilarCase,
     UncertaintyDetails,
@@ -119,14 +118,7 @@ def report_case(services: Services, record: CaseRecord) -> ReportCase:
 
 def _render(services: Services, case_id: str, kind: ReportKind) -> Response:
     case = report_case(services, services.get_case(case_id))
-    settings = services.settings
-    context = ReportContext(
-        institution_name=settings.institution_name,
-        logo_path=settings.institution_logo_path,
-        page_size=settings.report_page_size,
-        extra_font_paths=settings.report_extra_font_paths,
-    )
-    pdf = render_report(kind, case, context)
+    pdf = render_report(kind, case, report_context(services.settings))
     headers = {
         "Content-Disposition": f'attachment; filename="{report_filename(kind, case)}"',
         "X-Report-Id": case.report_id,

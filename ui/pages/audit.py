@@ -1,5 +1,5 @@
 """Audit (admins): who did what to which case, filtered by user, patient, action and dates; verify the hash chain;
-export the filtered events as CSV."""
+export the filtered events as CSV or as a PDF."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from ui.session import client as backend_client
 from ui.session import handle_auth_error
 
 ACTIONS = ("", "login", "login.failed", "login.throttled", "login.lockout", "access.denied", "prediction",
-           "case.list", "case.view", "report.download", "audit.export")  # fmt: skip
+           "case.list", "case.view", "report.download", "audit.export", "queue.add", "queue.claim", "queue.release",
+           "annotation.submit", "annotation.adjudicate", "annotations.export", "retraining.start", "retraining",
+           "model.promote", "model.rollback")  # fmt: skip
+EXPORTS = {"csv": ("CSV", "text/csv"), "pdf": ("PDF", "application/pdf")}
 
 
 def chosen_filters() -> dict[str, str | None]:
@@ -50,10 +53,13 @@ def render_verify(client: BackendClient) -> None:
 
 
 def render_export(client: BackendClient, filters: dict[str, str | None]) -> None:
-    """Fetched on request only: an export is itself an audited action."""
-    if st.button("Export these events as CSV", icon=":material/download:"):
-        csv = client.audit_export(**filters)
-        st.download_button("Download audit.csv", csv, file_name="audit.csv", mime="text/csv")
+    """Fetched on request only: an export is itself an audited action. CSV keeps the hashes (a copy can be
+    re-verified); the PDF is for print, with the chain's verdict and head hash on its first page."""
+    columns = st.columns(len(EXPORTS))
+    for column, (kind, (label, mime)) in zip(columns, EXPORTS.items(), strict=True):
+        if column.button(f"Export these events as {label}", icon=":material/download:", key=f"audit-export-{kind}"):
+            data = client.audit_export(kind, **filters)
+            column.download_button(f"Download audit.{kind}", data, file_name=f"audit.{kind}", mime=mime)
 
 
 def render() -> None:

@@ -55,6 +55,7 @@ AUDITED_ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/audit/export"): ("audit.export", "audit trail"),
 }
 REPORT_KINDS = frozenset({"radiologist", "clinical", "patient"})
+MODEL_VERSION_HEADER = "X-Model-Version"  # set by the routes whose answer a model made (prediction, heatmap, report)
 PROBE_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # logged at DEBUG: monitors poll them
 SELF_AUDITED = frozenset({("POST", "/v1/auth/login")})  # the login route records its own outcome
 
@@ -98,12 +99,15 @@ class ObservabilityMiddleware:
         client = scope.get("client")
         context = REQUEST_CONTEXT.set(RequestContext(request_id, client[0] if client else None))
         status = 500  # an exception that escapes every handler ends as a 500 from the server
+        model_version: str | None = None  # the answer's X-Model-Version: the model that made what was served
 
         async def send_recording(message: Message) -> None:
-            nonlocal status
+            nonlocal status, model_version
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                model_version = headers.get(MODEL_VERSION_HEADER)
             await send(message)
 
         try:
@@ -118,15 +122,17 @@ class ObservabilityMiddleware:
                 "duration_ms": round(seconds * 1000, 1),
             }
             logger.log(logging.DEBUG if route in PROBE_ROUTES else logging.INFO, "request", extra={"fields": fields})
-            entry = audit_entry(scope, route, status)
+            entry = audit_entry(scope, route, status, model_version)
             services = getattr(scope["app"].state, "services", None)
             if entry is not None and services is not None:
                 await run_in_threadpool(record_safely, services.audit, entry)
             REQUEST_CONTEXT.reset(context)
 
 
-def audit_entry(scope: Scope, route: str, status: int) -> AuditEntry | None:
-    """The audit event a finished request calls for: refused access (401/403), or a successful read of patient data."""
+def audit_entry(scope: Scope, route: str, status: int, model_version: str | None = None) -> AuditEntry | None:
+    """The audit event a finished request calls for: refused access (401/403), or a successful read of patient data,
+    with the version of the model that made what was served (the answer's X-Model-Version; a prediction without
+    one: the model serving now)."""
     method = "GET" if scope["method"] == "HEAD" else scope["method"]
     principal = scope.get("state", {}).get("principal")
     actor = actor_fields(principal) if isinstance(principal, Principal) else {}
@@ -140,7 +146,7 @@ def audit_entry(scope: Scope, route: str, status: int) -> AuditEntry | None:
     action, what = audited
     detail = {"what": what}
     if action == "prediction":
-        return AuditEntry(action, model_version=served_version(scope), detail=detail, **actor)
+        return AuditEntry(action, model_version=model_version or served_version(scope), detail=detail, **actor)
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if action == "report.download":
         kind = query.get("kind", ["radiologist"])[0]
@@ -148,7 +154,7 @@ def audit_entry(scope: Scope, route: str, status: int) -> AuditEntry | None:
     if action == "audit.export":
         detail["format"] = "pdf" if query.get("format") == ["pdf"] else "csv"  # anything else was answered 422
     case_id = scope.get("path_params", {}).get("case_id")
-    return AuditEntry(action, case_id=case_id, detail=detail, **actor)
+    return AuditEntry(action, case_id=case_id, model_version=model_version, detail=detail, **actor)
 
 
 def served_version(scope: Scope) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -70,6 +70,17 @@ def predict(http: httpx.Client, kermany_dir: Path) -> dict:
 
 def pdf_words(pdf: bytes) -> str:
     return "".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def audited(admin: httpx.Client, action: str, wanted: Callable[[dict], bool]) -> list[dict]:
+    """The audit events of `action` that `wanted` picks; the middleware records them just after the answer went
+    out, so a moment is allowed for the last one."""
+    deadline = time.monotonic() + 10
+    while True:
+        events = [e for e in admin.get("/v1/audit", params={"action": action}).json()["items"] if wanted(e)]
+        if events or time.monotonic() > deadline:
+            return events
+        time.sleep(0.2)
 
 
 def versions_by_number(admin: httpx.Client) -> dict[int, dict]:
@@ -147,6 +158,8 @@ def test_promotions_and_rollbacks_are_audited_with_the_version_that_serves(
     assert (promote["actor_name"], promote["model_version"]) == ("test-admin", pair.site)
     assert promote["target_id"] == f"{MODEL_NAME}/2" and promote["detail"]["previous_version"] == 1
     assert (rollback["model_version"], rollback["detail"]["version"]) == (pair.shipped, 1)
+    predictions = audited(admin, "prediction", lambda event: event["detail"]["what"] == "one image, not stored")
+    assert {event["model_version"] for event in predictions} == {pair.shipped, pair.site}
     assert admin.get("/v1/audit/verify").json()["intact"] is True
 
 
@@ -166,6 +179,8 @@ def test_a_case_keeps_its_model_for_heatmap_and_similar_cases_after_a_switch(
         report = radiologist.get(f"/v1/cases/{case['case_id']}/report", params={"kind": "clinical"})
         assert report.status_code == 200, report.text
         assert f"AI model version {pair.shipped}." in pdf_words(report.content)
+        downloads = audited(admin, "report.download", lambda event: event["target_id"] == case["case_id"])
+        assert [event["model_version"] for event in downloads] == [pair.shipped]
         newer = radiologist.post("/v1/studies", files={"file": ("f.jpg", film)}, data={"patient": json.dumps(PATIENT)})
         assert newer.json()["model_version"] == pair.site and newer.json()["prediction"] == "NORMAL"
         similar = radiologist.get(f"/v1/cases/{newer.json()['case_id']}/similar", params={"k": 3})

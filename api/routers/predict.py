@@ -6,12 +6,12 @@ import hashlib
 import threading
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, File, Request, UploadFile, status
+from fastapi import APIRouter, File, Request, Response, UploadFile, status
 
 from api.analysis import reliability_fields, scoped
 from api.disconnect import run_until_disconnect
 from api.errors import ApiError, imaging_status
-from api.observability import observe_predictions
+from api.observability import MODEL_VERSION_HEADER, observe_predictions
 from api.schemas import BatchIn, BatchItemError, BatchOut, PredictionOut
 from api.services import Services, ServicesDep
 from api.uploads import UPLOAD_ERRORS, decode_base64_image, read_upload
@@ -57,11 +57,14 @@ def _decode_and_predict(services: Services, data: bytes, cancel: threading.Event
 )
 async def predict(
     request: Request,
+    response: Response,
     services: ServicesDep,
     file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM radiograph"),
 ) -> PredictionOut:
     data = await read_upload(file, services.settings.max_upload_bytes)
-    return await run_until_disconnect(request, _decode_and_predict, services, data)
+    answer = await run_until_disconnect(request, _decode_and_predict, services, data)
+    response.headers[MODEL_VERSION_HEADER] = answer.model_version  # the audit record names the model that answered
+    return answer
 
 
 def _predict_batch(
@@ -90,7 +93,7 @@ def _predict_batch(
 
 
 @router.post("/predict/batch", response_model=BatchOut, summary="Classify several base64-encoded radiographs")
-async def predict_batch(request: Request, body: BatchIn, services: ServicesDep) -> BatchOut:
+async def predict_batch(request: Request, response: Response, body: BatchIn, services: ServicesDep) -> BatchOut:
     limit = services.settings.batch_max
     if len(body.images) > limit:
         raise ApiError(
@@ -105,4 +108,7 @@ async def predict_batch(request: Request, body: BatchIn, services: ServicesDep) 
         except ApiError as exc:
             payloads.append(exc)
     predictions = await run_until_disconnect(request, _predict_batch, services, payloads)
+    versions = {p.model_version for p in predictions if isinstance(p, PredictionOut)}
+    if versions:  # one Predictor made the whole batch
+        response.headers[MODEL_VERSION_HEADER] = versions.pop()
     return BatchOut(batch_size=len(predictions), predictions=predictions)

@@ -122,6 +122,7 @@ def _render(services: Services, case_id: str, kind: ReportKind) -> Response:
     headers = {
         "Content-Disposition": f'attachment; filename="{report_filename(kind, case)}"',
         "X-Report-Id": case.report_id,
+        "X-Model-Version": case.model.version,  # the audit record of the download carries it (api/observability.py)
         "Cache-Control": "no-store",
     }
     return Response(pdf, media_type="application/pdf", headers=headers)

@@ -119,6 +119,14 @@ def test_command_line(tmp_path: Path, kermany_films: list[Path]) -> None:
     assert deeper.getvalue().splitlines()[-1].startswith("drift detected: ")
     assert "bit_depth" in deeper.getvalue().splitlines()[-1]
     assert main(["--baseline", str(tmp_path / "baseline"), "--new", str(tmp_path / "nothing")], io.StringIO()) == 2
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "reference.npy", rng.normal(size=(60, 16)))
+    np.save(tmp_path / "moved.npy", rng.normal(0.5, 1.0, size=(60, 16)))
+    embedded = io.StringIO()
+    same_films = ["--baseline", str(tmp_path / "baseline"), "--new", str(tmp_path / "same")]
+    embeddings = ["--embeddings", str(tmp_path / "reference.npy"), str(tmp_path / "moved.npy")]
+    assert main([*same_films, *embeddings], embedded) == 1
+    assert embedded.getvalue().splitlines()[-1] == "drift detected: embedding"
 
 
 def test_drift_endpoint_and_alert_on_recent_cases(tmp_path: Path, kermany_films: list[Path]) -> None:

@@ -55,7 +55,7 @@ def render_verify(client: BackendClient) -> None:
 def render_export(client: BackendClient, filters: dict[str, str | None]) -> None:
     """Fetched on request only: an export is itself an audited action. CSV keeps the hashes (a copy can be
     re-verified); the PDF is for print, with the chain's verdict and head hash on its first page."""
-    columns = st.columns(len(EXPORTS))
+    columns = st.columns([1] * len(EXPORTS) + [2])[: len(EXPORTS)]  # side by side at the left
     for column, (kind, (label, mime)) in zip(columns, EXPORTS.items(), strict=True):
         if column.button(f"Export these events as {label}", icon=":material/download:", key=f"audit-export-{kind}"):
             data = client.audit_export(kind, **filters)

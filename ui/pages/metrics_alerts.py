@@ -59,7 +59,8 @@ def render_summary(client: BackendClient, window: str) -> None:
         return
     totals = summary["totals"]
     cells = st.columns(4)
-    cells[0].metric("p50 / p95 latency", f"{milliseconds(totals['p50_ms'])} / {milliseconds(totals['p95_ms'])}")
+    p50, p95 = totals["p50_ms"], totals["p95_ms"]  # one unit for the pair: "111 / 336 ms" fits a quarter row
+    cells[0].metric("p50 / p95 latency", "–" if p50 is None else f"{p50:,.0f} / {milliseconds(p95)}")
     cells[1].metric("Throughput", f"{summary['throughput_per_min']:.2f} / min")
     cells[2].metric("Error rate (5xx)", percent(totals["error_rate"], 1) if totals["error_rate"] is not None else "–")
     cells[3].metric(
@@ -90,7 +91,8 @@ def render_drift(client: BackendClient) -> None:
     rows = [{"Statistic": t["feature"], "Test": t["test"], "p-value": f"{t['p_value']:.2e}",
              "PSI": "" if t["psi"] is None else f"{t['psi']:.3f}", "Drift": "yes" if t["drifted"] else ""}
             for t in drift["tests"]]  # fmt: skip
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    # every test in view (the embedding test is the last row): rows of 35 px plus the header
+    st.dataframe(pd.DataFrame(rows), hide_index=True, height=35 * (len(rows) + 1) + 3)
 
 
 def render_alerts(client: BackendClient) -> None:

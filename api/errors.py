@@ -29,6 +29,7 @@ from api.json_limits import JsonLimitError
 from case_retrieval import EntryNotFoundError, InvalidInputError, ModelMismatchError, RetrievalError
 from imaging import CorruptImageError, EmptyImageError, ImagingError, UnsupportedFormatError, UnusableImageError
 from inference import ExplainError
+from interop import ExportError
 from mlops.registry import InvalidReasonError, RegistryError, UnknownModelError
 from reports import ReportError, UnknownReportKindError
 from storage import (
@@ -141,6 +142,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _report_error(_: Request, exc: ReportError) -> JSONResponse:
         code = 400 if isinstance(exc, UnknownReportKindError) else status.HTTP_422_UNPROCESSABLE_CONTENT
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(ExportError)
+    async def _export_error(_: Request, exc: ExportError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(ActiveLearningError)
     async def _learning_error(_: Request, exc: ActiveLearningError) -> JSONResponse:

@@ -19,6 +19,7 @@ from api.routers import (
     annotations,
     auth,
     explain,
+    exports,
     health,
     media,
     models,
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     routers = (health, monitoring, alerts, predict, studies, media, explain, similar, reports, auth, users)
-    routers += (queue, annotations, retraining, models)
+    routers += (queue, annotations, retraining, models, exports)
     for module in routers:
         app.include_router(module.router)
     install_security(app, settings)  # last: authorisation from api/permissions.py covers every route above

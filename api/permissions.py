@@ -72,6 +72,8 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     ("GET", "/similar-cases/{case_id}"): CLINICAL,  # older path of the same
     ("GET", "/v1/reference/{ref_id}/thumbnail"): CLINICAL,  # reference-library images shown with similar cases
     ("GET", "/v1/cases/{case_id}/report"): CLINICAL,  # PDFs print the patient's name
+    ("GET", "/v1/cases/{case_id}/dicom"): CLINICAL,  # DICOM objects carry the patient module
+    ("GET", "/v1/cases/{case_id}/fhir"): CLINICAL,  # the FHIR Bundle holds the Patient
     ("POST", "/v1/cases/{case_id}/review"): CLINICAL,
     ("POST", "/v1/cases/{case_id}/sign"): CLINICAL,
     # The learning loop: radiologists send cases, expert readers claim and read them (blind: api/learning.py),

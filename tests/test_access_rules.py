@@ -62,6 +62,8 @@ WHO_MAY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/similar-cases/{case_id}"): CLINICAL,
     ("GET", "/v1/reference/{ref_id}/thumbnail"): CLINICAL,
     ("GET", "/v1/cases/{case_id}/report"): CLINICAL,
+    ("GET", "/v1/cases/{case_id}/dicom"): CLINICAL,  # the patient module names the patient
+    ("GET", "/v1/cases/{case_id}/fhir"): CLINICAL,  # so does the Bundle's Patient
     ("POST", "/v1/cases/{case_id}/review"): CLINICAL,
     ("POST", "/v1/cases/{case_id}/sign"): CLINICAL,
     ("GET", "/v1/queue"): READERS,
@@ -109,6 +111,8 @@ SHOWS_IDENTITY = {
     ("GET", "/v1/cases"),
     ("GET", "/v1/cases/{case_id}"),
     ("GET", "/v1/cases/{case_id}/report"),
+    ("GET", "/v1/cases/{case_id}/dicom"),
+    ("GET", "/v1/cases/{case_id}/fhir"),
     ("POST", "/v1/cases/{case_id}/review"),
 }
 

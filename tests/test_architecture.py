@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOMAIN = {"imaging", "labelled_data", "inference", "case_retrieval", "reports", "mlops", "monitoring", "storage"}
+DOMAIN = {
+    "imaging",
+    "labelled_data",
+    "inference",
+    "case_retrieval",
+    "reports",
+    "interop",
+    "mlops",
+    "monitoring",
+    "storage",
+}
 
 # room -> the rooms it may import (besides itself). Down the design table: api -> domain rooms -> imaging/storage.
 MAY_IMPORT: dict[str, set[str]] = {
@@ -25,6 +35,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "mlops": {"imaging", "labelled_data", "inference", "case_retrieval", "storage", "settings"},
     "case_retrieval": {"inference", "imaging", "labelled_data", "storage", "settings"},  # storage: durable files
     "reports": set(),
+    "interop": {"reports"},  # DICOM and FHIR out, written from the report's case record
     "inference": {"imaging", "settings"},
     "labelled_data": {"imaging"},
     "imaging": set(),

@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 REPORT_KINDS: tuple[str, ...] = ("radiologist", "clinical", "patient")
+DICOM_KINDS: tuple[str, ...] = ("sr", "pdf", "sc")  # structured report, radiologist PDF, heatmap overlay
 FILE_REJECTED_STATUSES: frozenset[int] = frozenset({400, 413, 415, 422})  # the upload itself is unusable
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
 # FastAPI's answers for a route (or method) the backend does not have yet, as opposed to "Case abc not found".
@@ -236,6 +237,16 @@ class BackendClient:
         if kind not in REPORT_KINDS:
             raise BackendError(f"Unknown report kind {kind!r}; choose one of {', '.join(REPORT_KINDS)}.")
         return self.get_bytes(f"/v1/cases/{case_id}/report", params={"kind": kind})
+
+    def dicom(self, case_id: str, kind: str) -> bytes:
+        """The result as a DICOM file of the source study (GET /v1/cases/{id}/dicom)."""
+        if kind not in DICOM_KINDS:
+            raise BackendError(f"Unknown DICOM kind {kind!r}; choose one of {', '.join(DICOM_KINDS)}.")
+        return self.get_bytes(f"/v1/cases/{case_id}/dicom", params={"kind": kind})
+
+    def fhir(self, case_id: str) -> bytes:
+        """The result as a FHIR R4 Bundle holding the DiagnosticReport (GET /v1/cases/{id}/fhir)."""
+        return self.get_bytes(f"/v1/cases/{case_id}/fhir")
 
     def send_for_review(self, case_id: str, reason: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/cases/{case_id}/review", json={"reason": reason})

@@ -361,7 +361,7 @@ def test_analyze_a_real_radiograph(ui_settings: dict[str, str], kermany_dir: Pat
     assert "Result ready" in text
     assert len(at.get("plotly_chart")) == 2  # confidence gauge and per-class probabilities
     assert at.image, "the radiograph (and its overlay when the backend has heatmaps) is shown"
-    assert len(at.get("download_button")) == 3
+    assert len(at.get("download_button")) == 7  # three PDFs, three DICOM objects (SR, PDF, heatmap) and FHIR
     finding = next(radio for radio in at.radio if radio.label == "Your finding")
     assert finding.value == stored.json()["prediction"]  # the AI's finding until the radiologist says otherwise
     other = next(name for name in finding.options if not name.endswith("(as the AI)"))

@@ -31,6 +31,11 @@ REPORT_LABELS: dict[str, str] = {
     "clinical": "Clinical report",
     "patient": "Patient report",
 }
+DICOM_LABELS: dict[str, str] = {
+    "sr": "DICOM structured report",
+    "pdf": "DICOM radiologist report (PDF)",
+    "sc": "DICOM heatmap overlay",
+}
 NOTICE_ICONS: dict[str, str] = {"error": ":material/block:", "warning": ":material/help:", "info": ":material/info:"}
 DEFAULT_OPACITY = 0.4
 STATUS_COLORS: dict[str, str] = {
@@ -186,6 +191,7 @@ def render_actions(client: BackendClient, artifacts: CaseArtifacts, *, key: str)
     with reports_col:
         st.markdown("##### Reports (PDF)")
         render_report_buttons(client, case_id, key=key)
+        render_export_buttons(client, case_id, key=key)
     with review_col:
         st.markdown("##### Expert review")
         render_review_form(client, artifacts, key=key)
@@ -209,6 +215,26 @@ def render_report_buttons(client: BackendClient, case_id: str, *, key: str) -> N
             mime="application/pdf",
             icon=":material/download:",
             key=f"{key}-report-{kind}-{case_id}",
+            on_click="ignore",
+            width="stretch",
+        )
+
+
+def render_export_buttons(client: BackendClient, case_id: str, *, key: str) -> None:
+    """The result for the PACS (DICOM, in the source study) and the patient record (FHIR), beside the PDFs."""
+    if not backend_offers("GET", "/v1/cases/{case_id}/dicom"):
+        return
+    downloads = [(f"dicom-{kind}", label, lambda kind=kind: client.dicom(case_id, kind), "application/dicom", "dcm")
+                 for kind, label in DICOM_LABELS.items()]  # fmt: skip
+    downloads.append(("fhir", "FHIR report (JSON)", lambda: client.fhir(case_id), "application/fhir+json", "json"))
+    for name, label, fetch, mime, extension in downloads:
+        st.download_button(
+            label,
+            data=fetch,  # fetched only when clicked
+            file_name=f"cxr-{case_id}-{name}.{extension}",
+            mime=mime,
+            icon=":material/download:",
+            key=f"{key}-{name}-{case_id}",
             on_click="ignore",
             width="stretch",
         )

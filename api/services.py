@@ -208,12 +208,15 @@ class Services:
         interval = self.settings.model_alias_poll_s
         if self.followed is None or interval <= 0:
             return
-        self._warm_previous()
+        self._guarded(self._warm_previous)
         while not self._stop_watching.wait(interval):
-            try:
-                self.follow_alias()
-            except Exception:  # MLflow's store or a checkpoint file can fail in any way: the watcher lives on
-                logger.exception("following the model alias %s failed", self.followed)
+            self._guarded(self.follow_alias)
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:  # MLflow's store or a checkpoint file can fail in any way: the watcher lives on
+            logger.exception("following the model alias %s failed", self.followed)
 
     def _switch(
         self, version: int, checkpoint_path: Path | None = None, move_alias: Callable[[], object] | None = None
@@ -446,8 +449,8 @@ class Services:
         return paths
 
     def load_models(self) -> None:
-        self.followed = self.followed_alias()
         try:
+            self.followed = self.followed_alias()
             reference, registry_version = self.serving_reference()
             paths = self.serving_paths(reference)
         except RegistryError as exc:

@@ -19,6 +19,7 @@ from pypdf import PdfReader
 
 from mlops import registry
 from tests.conftest import LiveApi, ReferenceLibrary, make_tiny_checkpoint, server_env, started_api
+from tests.in_process import backend_settings, workstation
 from tests.model_registry_support import BETWEEN_THRESHOLDS, MODEL_NAME, RegisteredPair, register_pair, registry_of
 
 PATIENT = {"name": "Wilhelmina Osterbrook", "patient_id": "MRN-WO-3310", "age": 5, "sex": "F"}
@@ -233,3 +234,11 @@ def test_alias_moved_elsewhere_is_followed_within_seconds(
     finally:
         with registry_of(Path(api.env["VAR_DIR"])):
             registry.main(["rollback", MODEL_NAME, "--reason", "Tidy up."])
+
+
+def test_a_model_alias_that_names_nothing_is_reported_not_fatal(tmp_path: Path, shipped_model: Path) -> None:
+    settings = backend_settings(tmp_path, shipped_model).model_copy(update={"model_alias": "models:/only-a-name"})
+    with workstation(settings) as backend:
+        ready = backend.get("/ready")
+        assert ready.status_code == 503 and "Not a model reference: 'models:/only-a-name'" in ready.text
+        assert backend.get("/v1/models").json() == {"models": [], "serving": {}}

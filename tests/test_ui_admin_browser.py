@@ -125,6 +125,7 @@ def test_admin_pages_in_the_browser(page: Page, stack: dict[str, str]) -> None: 
         page.get_by_text(re.compile(r"The \d+ newest matching events\.")).wait_for()
         grid = page.get_by_test_id("stDataFrame")
         # the grid draws on a canvas; its accessible twin holds the cells: column 2 is "Action", 4 is "User"
+        grid.locator('td[data-testid^="glide-cell-2-"]').first.wait_for(state="attached")  # drawn after the frame
         actions = grid.locator('td[data-testid^="glide-cell-2-"]').all_text_contents()
         users = set(grid.locator('td[data-testid^="glide-cell-4-"]').all_text_contents())
         assert actions.count("prediction") >= 5 and "login" in actions and UI_ADMIN in users, (actions, users)

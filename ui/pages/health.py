@@ -113,7 +113,8 @@ def render_system(client: BackendClient) -> None:
     percents = {k: float(v) for k, v in stats.items() if k.endswith("_percent") and isinstance(v, int | float)}
     columns = st.columns(max(len(percents), 1))
     for column, (name, value) in zip(columns, percents.items(), strict=False):
-        label = name.removesuffix("_percent").replace("_", " ").capitalize().replace("Cpu", "CPU")  # "CPU use"
+        words = name.removesuffix("_percent").replace("_", " ").capitalize()
+        label = " ".join("CPU" if word.lower() == "cpu" else word for word in words.split())  # "Process CPU use"
         column.metric(f"{label} use", f"{value:.0f}%")
         column.progress(min(max(value / 100, 0.0), 1.0))
     others = {k: v for k, v in scalar_items(stats).items() if k not in percents}

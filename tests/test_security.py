@@ -333,10 +333,12 @@ def test_no_default_password_and_the_cli_first_admin(tmp_path: Path) -> None:
 
 
 def test_annotators_never_get_patient_identity(
-    client: httpx.Client, annotator_client: httpx.Client, api_accounts: dict[str, ApiAccount]
+    client: httpx.Client, annotator_client: httpx.Client, api_accounts: dict[str, ApiAccount], kermany_dir: Path
 ) -> None:
-    payload = dicom_bytes(to_stored(synthetic_radiograph(256, 256, seed=71)),
-                          extra_tags={"PatientName": "Quixote^Alonso", "PatientID": "MRN-QX-1"})  # fmt: skip
+    # A clearly normal film (P(PNEUMONIA) 0.003) as a DICOM naming the patient: a confident result that does not wait
+    # for expert reads, so an annotator may open the case (queued ones are closed to them: blind reading).
+    film = decode_image((kermany_dir / "test" / "NORMAL" / "IM-0001-0001.jpg").read_bytes()).pixels
+    payload = dicom_bytes(to_stored(film), extra_tags={"PatientName": "Quixote^Alonso", "PatientID": "MRN-QX-1"})
     patient = {"name": "Alonso Quixote", "patient_id": "MRN-QX-1", "birth_date": "1950-05-05", "age": 74, "sex": "M",
                "clinical_history": "Seen at La Mancha clinic."}  # fmt: skip
     created = client.post("/v1/studies", files={"file": ("q.dcm", payload)}, data={"patient": json.dumps(patient)})
@@ -344,6 +346,7 @@ def test_annotators_never_get_patient_identity(
     case = created.json()
     radiologist_id = client.get("/v1/auth/me").json()["id"]
     assert case["created_by"] == radiologist_id and case["patient"]["name"] == "Alonso Quixote"
+    assert case["status"] == "analyzed", case  # not queued for expert reads
     seen = annotator_client.get(f"/v1/cases/{case['case_id']}")
     assert seen.status_code == 200
     body = seen.text

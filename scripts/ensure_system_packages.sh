@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses: pdftoppm (poppler-utils) to render PDF pages, chromium for browser tests,
-# dciodvfy (dicom3tools) to check the DICOM objects the workstation sends out.
+# dciodvfy (dicom3tools) to check the DICOM objects the workstation sends out, promtool (prometheus) to check the
+# shipped Prometheus configuration.
 # Installs what is missing when it can (root with apt-get). Locally what is still missing only makes its tests skip;
 # under CI (CI=true) this script fails and says what is missing.
 set -uo pipefail
@@ -9,6 +10,7 @@ needed() {
   command -v pdftoppm >/dev/null || missing+=(poppler-utils)
   command -v chromium >/dev/null || missing+=(chromium)
   command -v dciodvfy >/dev/null || missing+=(dicom3tools)
+  command -v promtool >/dev/null || missing+=(prometheus)
 }
 needed
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

@@ -289,9 +289,12 @@ def test_review_reason_is_encrypted_and_redacted(station: dict[str, object]) -> 
     assert sent.status_code == 200, sent.text
     assert sent.json()["review_reason"] == reason
     assert http.get(f"/v1/cases/{case_id}", headers=radiologist).json()["review_reason"] == reason
+    # An annotator meets the case in the queue (its reason code, never the text) and may not open it before reading.
+    queue = http.get("/v1/queue", params={"limit": 500}, headers=annotator)
+    item = next(item for item in queue.json()["items"] if item["case_id"] == case_id)
+    assert "manual" in [reason["code"] for reason in item["reasons"]] and "Pemberton" not in queue.text
     seen_by_annotator = http.get(f"/v1/cases/{case_id}", headers=annotator)
-    assert seen_by_annotator.status_code == 200
-    assert "Pemberton" not in seen_by_annotator.text and seen_by_annotator.json()["review_reason"] is None
+    assert seen_by_annotator.status_code == 403 and "Pemberton" not in seen_by_annotator.text
     database = station["settings"].var_dir / "cxr.db"
     with sqlite3.connect(database) as connection:
         connection.execute("PRAGMA wal_checkpoint(FULL)")

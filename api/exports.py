@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.analysis import report_context
-from api.routers.reports import report_case  # the one place a case becomes a report record
+from api.report_cases import report_case
 from api.services import Services
 from interop import (
     DicomKind,

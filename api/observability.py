@@ -50,11 +50,14 @@ AUDITED_ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/cases/{case_id}/image"): ("case.view", "image"),
     ("GET", "/v1/cases/{case_id}/heatmap"): ("case.view", "heatmap"),
     ("GET", "/v1/cases/{case_id}/report"): ("report.download", "report"),
+    ("GET", "/v1/cases/{case_id}/dicom"): ("report.download", "DICOM"),  # names the patient, as the PDFs do
+    ("GET", "/v1/cases/{case_id}/fhir"): ("report.download", "FHIR"),
     ("GET", "/v1/cases/{case_id}/similar"): ("case.view", "similar cases"),
     ("GET", "/similar-cases/{case_id}"): ("case.view", "similar cases"),
     ("GET", "/v1/audit/export"): ("audit.export", "audit trail"),
 }
 REPORT_KINDS = frozenset({"radiologist", "clinical", "patient"})
+DOWNLOAD_KINDS = {"report": ("radiologist", REPORT_KINDS), "DICOM": ("sr", frozenset({"sr", "pdf", "sc"}))}
 MODEL_VERSION_HEADER = "X-Model-Version"  # set by the routes whose answer a model made (prediction, heatmap, report)
 PROBE_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # logged at DEBUG: monitors poll them
 SELF_AUDITED = frozenset({("POST", "/v1/auth/login")})  # the login route records its own outcome
@@ -148,9 +151,10 @@ def audit_entry(scope: Scope, route: str, status: int, model_version: str | None
     if action == "prediction":
         return AuditEntry(action, model_version=model_version or served_version(scope), detail=detail, **actor)
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    if action == "report.download":
-        kind = query.get("kind", ["radiologist"])[0]
-        detail["kind"] = kind if kind in REPORT_KINDS else "other"
+    if what in DOWNLOAD_KINDS:  # (default, known kinds) of a download
+        default, known = DOWNLOAD_KINDS[what]
+        kind = query.get("kind", [default])[0]
+        detail["kind"] = kind if kind in known else "other"
     if action == "audit.export":
         detail["format"] = "pdf" if query.get("format") == ["pdf"] else "csv"  # anything else was answered 422
     case_id = scope.get("path_params", {}).get("case_id")

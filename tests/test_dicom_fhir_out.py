@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -270,3 +271,19 @@ def test_the_workstation_client_downloads_what_its_buttons_offer(sqlite_api: Liv
     assert bundle.entry[0].resource.__resource_type__ == "DiagnosticReport"
     with pytest.raises(BackendError, match="choose one of sr, pdf, sc"):
         client.dicom(signed_case["case_id"], "seg")
+
+
+def test_each_download_is_in_the_audit_trail_with_its_kind(
+    sqlite_api: LiveApi, signed_case: dict, objects: dict[str, bytes], radiologist: httpx.Client
+) -> None:
+    case_id = signed_case["case_id"]
+    assert radiologist.get(f"/v1/cases/{case_id}/fhir").status_code == 200
+    with sqlite_api.client("admin") as admin:
+        deadline = time.monotonic() + 10  # the middleware records just after the answer went out
+        while True:
+            events = admin.get("/v1/audit", params={"action": "report.download", "limit": 200}).json()["items"]
+            mine = {(e["detail"]["what"], e["detail"].get("kind", "")) for e in events if e["target_id"] == case_id}
+            if len(mine) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert mine == {("DICOM", "pdf"), ("DICOM", "sc"), ("DICOM", "sr"), ("FHIR", "")}

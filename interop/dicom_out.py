@@ -307,6 +307,7 @@ def secondary_capture(case: ReportCase, context: ExportContext) -> Dataset:
         study_id=source.StudyID,
         study_date=source.StudyDate or None,
         referring_physician_name=source.ReferringPhysicianName,
+        specific_character_set=source.SpecificCharacterSet,  # else a name in another script is written as '?'
         contributing_equipment=[_contributing_equipment(case, context)],
         series_description=SERIES_DESCRIPTIONS["sc"],
         **_series_fields(case, "sc"),

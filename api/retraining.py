@@ -359,7 +359,7 @@ class RetrainingRunner:
 
     def expert_examples(self, labels: Sequence[FinalLabel], champion: ModelCheckpoint) -> list[retrain.ExpertExample]:
         """Each label with its case's embedding under the champion's backbone (stored, or computed once now)."""
-        same_backbone = set(retrain.backbone_versions(champion))
+        same_backbone = set(champion.same_backbone_versions)
         records = [self.storage.cases.get_case(label.case_id) for label in labels]
         missing = [r for r in records if r.embedding is None or r.model_version not in same_backbone]
         computed = dict(zip([r.id for r in missing], self._embed(missing, champion), strict=True))
@@ -377,7 +377,7 @@ class RetrainingRunner:
         if not records:
             return []
         serving = self.serving_predictor()
-        same = serving is not None and serving.version in retrain.backbone_versions(champion)
+        same = serving is not None and serving.version in champion.same_backbone_versions
         predictor = serving if same and serving is not None else Predictor(champion, self.policy.threads, 1, gate=False)
         pixels = [self.media.pixels(record) for record in records]
         return [p.embedding for p in predictor.predict_batch(pixels, [None] * len(pixels))]
@@ -417,7 +417,7 @@ def carry_library_over(directory: Path, checkpoint: ModelCheckpoint, policy: Ind
     library = CaseLibrary.load(directory, policy=policy)
     if library.model_version == checkpoint.version:
         return library
-    if library.model_version not in retrain.backbone_versions(checkpoint):
+    if library.model_version not in checkpoint.same_backbone_versions:
         return None
     carried = library.carried_over(checkpoint.version)
     carried.save()

@@ -50,6 +50,12 @@ class ModelCheckpoint:
     def positive_class(self) -> str:
         return self.class_names[-1]
 
+    @property
+    def same_backbone_versions(self) -> tuple[str, ...]:
+        """This version and those whose pooled features it shares (a head-only retrain or a recalibration keeps the
+        backbone, `extra["same_backbone_as"]`): a feature-space reference fitted on any of them still holds."""
+        return (self.version, *self.extra.get("same_backbone_as", ()))
+
     def build_model(self) -> nn.Module:
         """Create the timm model (never downloading weights) and load the stored weights into it."""
         model = create_model(self.architecture, len(self.class_names), **self.model_kwargs)

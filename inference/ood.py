@@ -248,7 +248,7 @@ def reference_from_checkpoint(checkpoint: ModelCheckpoint) -> MahalanobisReferen
     if raw is None:
         return None
     reference = MahalanobisReference.from_dict(raw)
-    if reference.model_version != checkpoint.version:
+    if reference.model_version not in checkpoint.same_backbone_versions:
         raise OODError(
             f"The OOD reference was fitted on model {reference.model_version}, not {checkpoint.version}; "
             "run `python -m mlops.fit_gate` again."

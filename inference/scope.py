@@ -106,7 +106,7 @@ class ScopeCheck:
         if raw is None:
             return cls(())
         populations = tuple(PopulationScope.from_dict(p) for p in raw.get("populations", ()))
-        stale = [p.name for p in populations if p.reference.model_version != checkpoint.version]
+        stale = [p.name for p in populations if p.reference.model_version not in checkpoint.same_backbone_versions]
         if stale:
             raise OODError(f"The scope of {', '.join(stale)} was fitted on another model; run mlops.fit_scope again.")
         return cls(populations)

@@ -229,11 +229,6 @@ def backbone_fingerprint(checkpoint: ModelCheckpoint) -> str:
     return digest.hexdigest()
 
 
-def backbone_versions(checkpoint: ModelCheckpoint) -> list[str]:
-    """Model versions whose embeddings equal this checkpoint's (itself and the champions it was retrained from)."""
-    return [checkpoint.version, *checkpoint.extra.get("same_backbone_as", [])]
-
-
 # --- features of the reference films ---------------------------------------------------------------------------------
 
 
@@ -547,7 +542,7 @@ def train_challenger(
         | {
             "retrained_from": champion.version,
             "mlflow_run_id": None,  # the champion's training run is not this model's (register_challenger logs one)
-            "same_backbone_as": backbone_versions(champion),
+            "same_backbone_as": list(champion.same_backbone_versions),
             "backbone_sha256": reference.backbone,
             "head_fine_tune": {
                 "steps": policy.steps,

@@ -115,6 +115,11 @@ def test_reference_lives_in_the_checkpoint_and_must_match_the_weights(tmp_path: 
     stale = ModelCheckpoint(**{**loaded.__dict__, "version": "v8"})
     with pytest.raises(OODError, match="fitted on model v7"):
         reference_from_checkpoint(stale)
+    # A head-only retrain of v7 keeps its backbone, so the reference in feature space still holds.
+    retrained = ModelCheckpoint(
+        **{**loaded.__dict__, "version": "v8", "extra": {**loaded.extra, "same_backbone_as": ["v7"]}}
+    )
+    assert reference_from_checkpoint(retrained).threshold == pytest.approx(reference.threshold)
 
 
 def test_gate_disabled_and_without_reference() -> None:

@@ -286,7 +286,7 @@ def test_expert_labels_that_agree_with_the_truth_give_a_promoted_challenger(
     # Same backbone: every weight but the head is the champion's, so its embeddings are the champion's.
     changed = [k for k in champion.state_dict if not torch.equal(champion.state_dict[k], challenger.state_dict[k])]
     assert changed == ["fc.weight", "fc.bias"]
-    assert retrain.backbone_versions(challenger) == [challenger.version, champion.version]
+    assert challenger.same_backbone_versions == (challenger.version, champion.version)
 
 
 def test_flipped_expert_labels_are_rejected_on_the_test_split_and_the_champion_stays(

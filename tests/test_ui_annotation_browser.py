@@ -31,7 +31,9 @@ from tests.ui_backend import UI_ADMIN, backend_env, running_ui
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-pytestmark = pytest.mark.browser
+# The whole two-reader workflow in Chromium takes about 3 minutes here: run apart (`scripts/test.sh -m slow`); the
+# default suite drives the page in Chromium through tests/test_ui_admin_browser.py and every step through AppTest.
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 VIEWPORT = {"width": 1440, "height": 900}
 PATIENT = {"name": "Octavia Quennell-Braithwaite", "patient_id": "MRN-OQB-5150", "age": 4, "sex": "F"}

@@ -262,7 +262,7 @@ def test_radiologist_workflow(page: Page, stack: dict[str, str], kermany_dir: Pa
 
         if "/v1/cases/{case_id}/report" in routes:
             with page.expect_download(timeout=60_000) as download_info:
-                page.get_by_role("button", name="Radiologist report").click()
+                page.get_by_role("button", name="Radiologist report", exact=True).click()
             pdf = Path(download_info.value.path()).read_bytes()
             assert pdf.startswith(b"%PDF"), pdf[:20]
         else:

@@ -22,6 +22,10 @@ from tests.live_server import running_api
 FILMS_PER_CLASS = 15
 FLIPPED = {"NORMAL": "PNEUMONIA", "PNEUMONIA": "NORMAL"}
 FINAL_STATES = {"promoted", "rejected", "failed"}
+# A real retraining (features of 170 films, MLflow, two backend starts) takes 2-3 minutes here: run with the slow
+# tests (`scripts/test.sh -m slow`); the default suite covers the takeover in process (tests/test_retraining.py).
+pytestmark = pytest.mark.slow
+
 RETRAINING_ENV = {
     "READS_PER_CASE": "2",
     "EXPERT_HOLDOUT_FRACTION": "0.6",  # about 18 held-back labels: enough for the gate to judge (10 needed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -108,6 +109,29 @@ def imaging_status(error: ImagingError) -> int:
     return _status_for(error, IMAGING_STATUS, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+# Error families of the domain rooms whose messages are written for a person: base class -> (status per subclass,
+# status of the rest). Storage errors are not here: their 5xx hide the message (see `install_error_handlers`).
+DOMAIN_ERRORS: dict[type[Exception], tuple[dict[type, int], int]] = {
+    JsonLimitError: ({}, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    ImagingError: (IMAGING_STATUS, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    ExplainError: ({}, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    RetrievalError: (RETRIEVAL_STATUS, status.HTTP_503_SERVICE_UNAVAILABLE),
+    ReportError: ({UnknownReportKindError: status.HTTP_400_BAD_REQUEST}, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    ExportError: ({}, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    ActiveLearningError: (LEARNING_STATUS, status.HTTP_409_CONFLICT),
+    RegistryError: (REGISTRY_STATUS, status.HTTP_409_CONFLICT),
+}
+
+
+def _domain_error_handler(
+    table: dict[type, int], default: int
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=_status_for(exc, table, default))
+
+    return handle
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
@@ -121,41 +145,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
-    @app.exception_handler(JsonLimitError)
-    async def _json_limit_error(_: Request, exc: JsonLimitError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-
-    @app.exception_handler(ImagingError)
-    async def _imaging_error(_: Request, exc: ImagingError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=imaging_status(exc))
-
-    @app.exception_handler(ExplainError)
-    async def _explain_error(_: Request, exc: ExplainError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-
-    @app.exception_handler(RetrievalError)
-    async def _retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:
-        code = _status_for(exc, RETRIEVAL_STATUS, status.HTTP_503_SERVICE_UNAVAILABLE)
-        return JSONResponse({"detail": str(exc)}, status_code=code)
-
-    @app.exception_handler(ReportError)
-    async def _report_error(_: Request, exc: ReportError) -> JSONResponse:
-        code = 400 if isinstance(exc, UnknownReportKindError) else status.HTTP_422_UNPROCESSABLE_CONTENT
-        return JSONResponse({"detail": str(exc)}, status_code=code)
-
-    @app.exception_handler(ExportError)
-    async def _export_error(_: Request, exc: ExportError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-
-    @app.exception_handler(ActiveLearningError)
-    async def _learning_error(_: Request, exc: ActiveLearningError) -> JSONResponse:
-        code = _status_for(exc, LEARNING_STATUS, status.HTTP_409_CONFLICT)
-        return JSONResponse({"detail": str(exc)}, status_code=code)
-
-    @app.exception_handler(RegistryError)
-    async def _registry_error(_: Request, exc: RegistryError) -> JSONResponse:
-        code = _status_for(exc, REGISTRY_STATUS, status.HTTP_409_CONFLICT)
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+    for family, (table, default) in DOMAIN_ERRORS.items():
+        app.add_exception_handler(family, _domain_error_handler(table, default))
 
     @app.exception_handler(StorageError)
     async def _storage_error(request: Request, exc: StorageError) -> JSONResponse:

@@ -3,6 +3,9 @@ heatmaps and the input (OOD) gate.
 
 Public surface:
 - `ModelCheckpoint`, `load_checkpoint`, `save_checkpoint`, `create_model`, `CheckpointError`, `DEFAULT_TASK`
+- nodules (inference.nodules): `NodulePredictor` (the second task's model: image-level probability and located
+  marks), `NoduleFinding`, `NoduleLocation`, `NODULE_TASK`, `is_nodule_checkpoint`, `locate`; the network itself
+  (`NoduleNet`, `NODULE_MODEL_KIND`) in inference.nodule_model
 - `Predictor` (`Predictor.from_settings(checkpoint, settings)` for serving), `Prediction` (with `uncertainty`,
   `uncertain`, `uncertain_reasons`, `ood`, `ood_reason`, `ood_distance`); `Predictor.heatmap(pixels, method,
   target_class) -> Heatmap`
@@ -40,6 +43,9 @@ from inference.explain import (
     overlay_rgb,
 )
 from inference.export import RuntimeSetupError
+from inference.nodule_model import MODEL_KIND as NODULE_MODEL_KIND
+from inference.nodule_model import NoduleNet
+from inference.nodules import NODULE_TASK, NoduleFinding, NoduleLocation, NodulePredictor, is_nodule_checkpoint, locate
 from inference.ood import (
     GateResult,
     ImageChecks,
@@ -59,6 +65,8 @@ __all__ = [
     "CAM_METHODS",
     "COLORMAPS",
     "DEFAULT_TASK",
+    "NODULE_MODEL_KIND",
+    "NODULE_TASK",
     "OUTSIDE_VALIDATED",
     "RUNTIMES",
     "SCOPE_EXTRA_KEY",
@@ -72,6 +80,10 @@ __all__ = [
     "InputGate",
     "MahalanobisReference",
     "ModelCheckpoint",
+    "NoduleFinding",
+    "NoduleLocation",
+    "NoduleNet",
+    "NodulePredictor",
     "OODError",
     "Prediction",
     "PredictionCancelled",
@@ -88,7 +100,9 @@ __all__ = [
     "fit_reference",
     "heatmap_from_png16",
     "heatmap_to_png16",
+    "is_nodule_checkpoint",
     "load_checkpoint",
+    "locate",
     "overlay_png",
     "overlay_rgb",
     "reference_from_checkpoint",

@@ -19,6 +19,8 @@ from torch import nn
 from torch.torch_version import TorchVersion
 
 from imaging import PreprocessSpec
+from inference.nodule_model import MODEL_KIND as NODULE_MODEL_KIND
+from inference.nodule_model import NoduleNet
 
 FORMAT_NAME = "cxr-workstation-checkpoint"
 FORMAT_VERSION = 1
@@ -58,7 +60,10 @@ class ModelCheckpoint:
 
     def build_model(self) -> nn.Module:
         """Create the timm model (never downloading weights) and load the stored weights into it."""
-        model = create_model(self.architecture, len(self.class_names), **self.model_kwargs)
+        if self.extra.get("model_kind") == NODULE_MODEL_KIND:
+            model = _timm_call(NoduleNet, self.architecture, **self.model_kwargs)
+        else:
+            model = create_model(self.architecture, len(self.class_names), **self.model_kwargs)
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:
@@ -98,8 +103,12 @@ def _plain(value: dict[str, Any]) -> dict[str, Any]:
 
 def create_model(architecture: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """A timm classifier for one-channel radiographs; weights are never downloaded."""
+    return _timm_call(timm.create_model, architecture, pretrained=False, num_classes=num_classes, in_chans=1, **kwargs)
+
+
+def _timm_call(build: Any, architecture: str, **kwargs: Any) -> nn.Module:
     try:
-        return timm.create_model(architecture, pretrained=False, num_classes=num_classes, in_chans=1, **kwargs)
+        return build(architecture, **kwargs)
     except RuntimeError as exc:  # timm's "Unknown model" error
         raise CheckpointError(f"Unknown timm architecture {architecture!r}: {exc}") from None
 

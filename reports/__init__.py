@@ -5,7 +5,8 @@ Public surface:
   and the three kinds directly: `render_radiologist_report`, `render_clinical_report`, `render_patient_report`
 - `report_filename(kind, case) -> str`: the download name (ASCII, no patient data)
 - input records: `ReportCase`, `PatientDetails`, `UncertaintyDetails`, `ModelCard`, `SimilarCase`, `ReportContext`
-- `DISCLAIMER`: the statement every page carries
+- `DISCLAIMER`: the statement every page carries; `nodule_performance_sentence(sensitivity, false_positives_per_film)`:
+  the nodule model's measured operating point in words (screen and PDFs say the same)
 - the audit trail as a PDF (reports/audit.py): `render_audit_report(AuditExport, context) -> bytes` from plain
   `AuditRecord`s, with the chain's verification and head hash on the first page
 - errors: `ReportError` (base, a ValueError), `ReportInputError` (bad case data: 422), `UnknownReportKindError` (400)
@@ -33,7 +34,7 @@ from reports.records import (
     UncertaintyDetails,
 )
 from reports.render import render_report, report_filename
-from reports.wording import DISCLAIMER
+from reports.wording import DISCLAIMER, nodule_performance_sentence
 
 __all__ = [
     "DISCLAIMER",
@@ -50,6 +51,7 @@ __all__ = [
     "SimilarCase",
     "UncertaintyDetails",
     "UnknownReportKindError",
+    "nodule_performance_sentence",
     "render_audit_report",
     "render_clinical_report",
     "render_patient_report",

@@ -132,3 +132,14 @@ def patient_next_steps(case: ReportCase) -> list[str]:
         "contact your doctor straight away or call emergency services."
     )
     return steps
+
+
+def nodule_performance_sentence(sensitivity: float, false_positives_per_film: float) -> str:
+    """The nodule model's measured operating point in words a clinician reads in a second (from its model card)."""
+    found = round(sensitivity * 10)
+    marks = round(false_positives_per_film, 1)
+    mark_word = "false mark" if marks == 1 else "false marks"
+    return (
+        f"Finds about {found} of 10 nodules or masses, at about {marks:g} {mark_word} per film "
+        "(measured on test films)."
+    )

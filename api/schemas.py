@@ -166,6 +166,39 @@ class PatientOut(BaseModel):
     clinical_history: str | None = None
 
 
+class NoduleLocationOut(BaseModel):
+    """One located mark: a box in the stored image's pixels (x, y = top-left), centred on the heatmap's peak."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float = Field(ge=0, le=1, description="Heatmap probability at the mark's centre")
+
+
+class NodulePerformanceOut(BaseModel):
+    """What the nodule model measured on its test films (the checkpoint's operating point), in numbers and words."""
+
+    sensitivity: float
+    false_positives_per_film: float
+    summary: str = Field(examples=["Finds about 6 of 10 nodules or masses, at about 1 false mark per film."])
+
+
+class NoduleOut(BaseModel):
+    """The second finding (issue 23), computed from the same decoded film as the pneumonia finding."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    label: str = Field(examples=["NODULE"])
+    probability: float = Field(ge=0, le=1)
+    threshold: float
+    locations: list[NoduleLocationOut] = Field(default_factory=list)
+    model_version: str
+    performance: NodulePerformanceOut | None = Field(
+        default=None, description="Measured sensitivity and false marks per film; null when the model states none"
+    )
+
+
 class CaseOut(BaseModel):
     """Built from a `storage.CaseRecord` with `model_validate(record, from_attributes=True)`: the names are the
     record's, except `case_id` (record `id`) and `study` (record `study_metadata`)."""
@@ -207,6 +240,7 @@ class CaseOut(BaseModel):
     signed_at: datetime | None = None
     processing_time_ms: float | None = Field(default=None, description="Set on the answer that created the case")
     cached: bool | None = None
+    nodule: NoduleOut | None = Field(default=None, description="Nodule/mass finding; null when no nodule model served")
 
 
 class CasePageOut(BaseModel):

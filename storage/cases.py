@@ -73,6 +73,7 @@ class NewCase:
     embedding: bytes | None = None  # float32 embedding of the image under model_version
     scope: str | None = None  # inference.scope verdict: validated, outside_validated, unchecked
     scope_reason: str | None = None
+    nodule: Mapping[str, Any] | None = None  # the nodule finding (case JSON `nodule`); None: no nodule model served
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class CaseRecord:
     review_reason: str | None = field(default=None, repr=False)  # free text, may name the patient: encrypted
     scope: str | None = None
     scope_reason: str | None = None
+    nodule: dict[str, Any] | None = None  # exactly the case JSON's `nodule` object; None: no nodule model served
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +296,7 @@ def _new_row(new: NewCase, case_id: str) -> Case:
         embedding=_embedding(new.embedding),
         scope=_optional_text("scope", new.scope, 32),
         scope_reason=_optional_text("scope_reason", new.scope_reason, None),
+        nodule=_json_object("nodule", new.nodule, nullable=True),
     )
     _apply_patient(case, _patient(new.patient))
     return case

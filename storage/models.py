@@ -83,6 +83,10 @@ class Case(Base):
     # Free text of "send for review": may name the patient, so encrypted like the patient fields.
     review_reason: Mapped[str | None] = mapped_column(EncryptedText())
     model_version: Mapped[str] = mapped_column(String(128))
+    # The second finding (issue 23), made from the same decoded film by its own model: {label, probability,
+    # threshold, locations [{x, y, w, h, score}] in the stored image's pixels, model_version, performance}; NULL when
+    # no nodule model was served.
+    nodule: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # float32 bytes of the model's embedding (model_version's model): similar cases without another forward pass.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
 

@@ -20,7 +20,6 @@ import active_learning  # noqa: F401  (its tables join storage's metadata)
 import monitoring.models  # noqa: F401  (so does every room's: the comparison covers the whole schema)
 from storage import (
     Base,
-    CaseRepository,
     CaseStatus,
     Database,
     NewCase,
@@ -33,6 +32,7 @@ from storage import (
 )
 from storage.migrate import acquire_migration_lock, alembic_config
 from tests.conftest import DATABASES, postgres_schema
+from tests.old_schema import read_old_case, store_old_case
 
 BEFORE = "0006_case_scope"
 LOOP_TABLES = {"queue_items", "queue_claims", "annotations", "final_labels"}
@@ -61,14 +61,15 @@ def downgrade(database: Database, revision: str) -> None:
 
 
 def queued_case(
-    repo: CaseRepository,
+    database: Database,
     *,
     notes: list[object],
     uncertain: bool,
     ood: bool | None,
     status: CaseStatus = CaseStatus.QUEUED_FOR_REVIEW,
 ) -> str:
-    return repo.create_case(
+    return store_old_case(
+        database,
         NewCase(
             image_sha256=hashlib.sha256(uuid.uuid4().bytes).hexdigest(),
             image_format="PNG",
@@ -82,8 +83,8 @@ def queued_case(
             uncertain=uncertain,
             ood=ood,
             status=status,
-        )
-    ).id
+        ),
+    )
 
 
 def test_tables_match_the_models(database: Database) -> None:
@@ -95,21 +96,20 @@ def test_tables_match_the_models(database: Database) -> None:
 
 def test_the_review_queue_moves_into_queue_items_and_back(database: Database) -> None:
     migrate_database(database, BEFORE)
-    repo = CaseRepository(database)
     by_hand = queued_case(
-        repo,
+        database,
         notes=["low contrast", {"code": "review_requested", "message": "Sent for expert review by dr.house."}],
         uncertain=True,
         ood=None,
     )
     old_style = queued_case(
-        repo,
+        database,
         notes=[{"code": "review_requested", "message": "Sent for expert review by dr: apex"}],
         uncertain=False,
         ood=False,
     )
-    refused = queued_case(repo, notes=[], uncertain=True, ood=True)
-    queued_case(repo, notes=[], uncertain=True, ood=None, status=CaseStatus.REVIEWED)  # not in the queue: no item
+    refused = queued_case(database, notes=[], uncertain=True, ood=True)
+    queued_case(database, notes=[], uncertain=True, ood=None, status=CaseStatus.REVIEWED)  # not in the queue: no item
 
     assert migrate_database(database) != BEFORE
     with database.engine.connect() as connection:
@@ -124,7 +124,7 @@ def test_the_review_queue_moves_into_queue_items_and_back(database: Database) ->
     downgrade(database, BEFORE)
     assert schema_revision(database) == BEFORE
     assert not LOOP_TABLES & set(inspect(database.engine).get_table_names())
-    assert repo.get_case(by_hand).status == CaseStatus.QUEUED_FOR_REVIEW  # the cases keep their queue of 0006
+    assert read_old_case(database, by_hand)["status"] == CaseStatus.QUEUED_FOR_REVIEW  # they keep their queue of 0006
     migrate_database(database)  # and the upgrade runs again on the same data
     with database.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM queue_items")).scalar_one() == 3

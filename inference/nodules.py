@@ -74,9 +74,10 @@ def locate(
     heat: np.ndarray, width: int, height: int, min_score: float, max_locations: int = MAX_LOCATIONS
 ) -> tuple[NoduleLocation, ...]:
     """Marks from a heatmap of probabilities (h, w) for a stored image of width x height pixels, best first."""
+    heat = heat.astype(np.float32, copy=False)  # the peak test compares with cv2's float32 dilation
     grid_h, grid_w = heat.shape
     sx, sy = width / grid_w, height / grid_h
-    local_max = heat >= cv2.dilate(heat.astype(np.float32), np.ones((3, 3), np.uint8))
+    local_max = heat >= cv2.dilate(heat, np.ones((3, 3), np.uint8))
     rows, cols = np.nonzero(local_max & (heat >= min_score))
     order = np.argsort(-heat[rows, cols])[:max_locations]
     marks = []

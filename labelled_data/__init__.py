@@ -5,6 +5,8 @@ A ground-floor room (imports only `imaging`, for the one decoding path). Public 
 - `discover`, `read_manifest`, `load_samples`, `select`, `relabel`: finding samples and defining the task
 - `split_by_patient`, `assign_test_split`, `patient_id_from_name`: patient-level splits
 - `cache_images`, `load_square_images`, `label_indices`: decoded, cached arrays for training and evaluation
+- nodules (labelled_data.nodules): `NoduleSample` (image label + radiologist boxes), `load_boxed_set`
+  (nih-nodule-boxes), `load_weak_set` (nih-nodule by `split_aligned`), `parse_boxes`
 - `DataSource`, `parse_source`, `load_source`, `train_val_split`: several datasets in one run, each with its own task
   definition, population tag and validation split
 """
@@ -26,6 +28,7 @@ from labelled_data.catalog import (
     select,
     split_by_patient,
 )
+from labelled_data.nodules import NoduleSample, load_boxed_set, load_weak_set, parse_boxes
 from labelled_data.sources import DataSource, load_source, parse_source, train_val_split
 
 __all__ = [
@@ -33,14 +36,18 @@ __all__ = [
     "DataOptions",
     "DataSource",
     "DatasetError",
+    "NoduleSample",
     "Sample",
     "assign_test_split",
     "cache_images",
     "discover",
     "label_indices",
+    "load_boxed_set",
     "load_samples",
     "load_source",
     "load_square_images",
+    "load_weak_set",
+    "parse_boxes",
     "parse_source",
     "patient_id_from_name",
     "read_manifest",

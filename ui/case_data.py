@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ui.client import BackendClient, BackendError
-from ui.imagery import ImageDataError, decode_heatmap, grayscale_display
+from ui.imagery import ImageDataError, decode_heatmap, grayscale_display, image_size
+from ui.nodules import NODULE_TASK, no_model_note
 
 T = TypeVar("T")
 SIMILAR_K = 5
@@ -22,6 +23,7 @@ CACHE_KEY = "case_artifacts"
 MAX_CACHED_CASES = 8  # a reading session revisits a handful of cases; images are not kept beyond that
 
 FEATURE_NAMES: dict[str, str] = {"image": "Stored image", "heatmap": "Grad-CAM heatmap", "similar": "Similar cases"}
+ImageAndSize = tuple[np.ndarray, tuple[int, int]]
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Neighbour:
 class CaseArtifacts:
     case: dict[str, Any]
     image: np.ndarray | None = None  # uint8 grayscale, display-sized
+    image_size: tuple[int, int] | None = None  # the stored image's width, height: the backend's coordinates
+    display_png: bytes | None = None  # `image` as PNG, for the figure that draws the nodule marks (made on first use)
     heatmap: np.ndarray | None = None  # float32 [0, 1] raw Grad-CAM map, re-blended in the browser view
     overlays: dict[float, bytes] = field(default_factory=dict)  # backend-blended PNGs when no raw map exists
     neighbours: list[Neighbour] | None = None
@@ -95,16 +99,41 @@ def _neighbours(client: BackendClient, answer: dict[str, Any], pool: ThreadPoolE
     ]
 
 
+def _image_and_size(client: BackendClient, case_id: str) -> ImageAndSize:
+    data = client.case_image(case_id)
+    return grayscale_display(data), image_size(data)
+
+
+def why_no_nodule_finding(client: BackendClient) -> str:
+    """The reason a case has no nodule finding, in the backend's words (GET /model/info?task=nodule: 404 when none
+    is configured, 503 when one was refused, e.g. for its test AUROC)."""
+    try:
+        info = client.model_info(NODULE_TASK)
+    except BackendError as error:
+        if error.unauthorized:
+            raise
+        return no_model_note(error.message)
+    if info.get("task") != NODULE_TASK:  # an older backend answers its only model whatever the task
+        return no_model_note("this backend has no nodule model.")
+    return f"This case has no nodule finding: it was analysed before the nodule model {info['version']} was served."
+
+
 def load_artifacts(client: BackendClient, case: dict[str, Any], k: int = SIMILAR_K) -> CaseArtifacts:
-    """Image, raw heatmap and neighbours (with thumbnails) of one case, requested concurrently."""
+    """Image, raw heatmap and neighbours (with thumbnails) of one case, requested concurrently; for a case without a
+    nodule finding, also why it has none."""
     case_id = str(case["case_id"])
     artifacts = CaseArtifacts(case=case)
     notes = artifacts.notes
     with ThreadPoolExecutor(max_workers=8) as pool:
-        image = pool.submit(_attempt, "image", lambda: grayscale_display(client.case_image(case_id)), notes)
+        image = pool.submit(_attempt, "image", lambda: _image_and_size(client, case_id), notes)
         heatmap = pool.submit(_attempt, "heatmap", lambda: decode_heatmap(client.heatmap_raw(case_id)), notes)
         similar = pool.submit(_attempt, "similar", lambda: client.similar(case_id, k), notes)
-        artifacts.image, artifacts.heatmap = image.result(), heatmap.result()
+        nodule = pool.submit(why_no_nodule_finding, client) if case.get("nodule") is None else None
+        shown = image.result()
+        artifacts.image, artifacts.image_size = shown if shown is not None else (None, None)
+        artifacts.heatmap = heatmap.result()
+        if nodule is not None:
+            notes["nodule"] = nodule.result()
         answer = similar.result()
         if answer is not None:
             artifacts.neighbours = _neighbours(client, answer, pool)

@@ -187,8 +187,10 @@ class BackendClient:
     def ready(self) -> dict[str, Any]:
         return self._json("GET", "/ready", accept=(503,))  # 503 carries the failing checks: a result, not an error
 
-    def model_info(self) -> dict[str, Any]:
-        return self._json("GET", "/model/info")
+    def model_info(self, task: str | None = None) -> dict[str, Any]:
+        """The served model's card; `task` names another finding's model (e.g. "nodule"), whose absence is a 404
+        or 503 whose detail says why."""
+        return self._json("GET", "/model/info", params={"task": task} if task else None)
 
     def system_stats(self) -> dict[str, Any]:
         return self._json("GET", "/v1/system/stats")
@@ -247,6 +249,26 @@ class BackendClient:
     def fhir(self, case_id: str) -> bytes:
         """The result as a FHIR R4 Bundle holding the DiagnosticReport (GET /v1/cases/{id}/fhir)."""
         return self.get_bytes(f"/v1/cases/{case_id}/fhir")
+
+    def submit_nodule_review(
+        self, case_id: str, marks: Sequence[Mapping[str, Any]], finding: str, comment: str | None = None
+    ) -> dict[str, Any]:
+        """A radiologist's read of the nodule marks: each mark `{x, y, w, h, verdict}` (confirmed, rejected, added)
+        in stored-image pixels, the finding (NODULE / NO_NODULE) and a comment; answers the stored review."""
+        body = {"marks": [dict(mark) for mark in marks], "finding": finding, "comment": comment}
+        return self._json("POST", f"/v1/cases/{case_id}/nodule-review", json=body)
+
+    def nodule_reviews(self, case_id: str) -> list[dict[str, Any]]:
+        """Every expert read of the case's nodule marks, newest first."""
+        path = f"/v1/cases/{case_id}/nodule-review"
+        try:
+            body = self.request("GET", path).json()
+        except ValueError:
+            raise BackendError(f"The backend sent an unreadable answer for {path}.", 200, path) from None
+        reviews = body.get("reviews", body.get("items")) if isinstance(body, dict) else body
+        if not isinstance(reviews, list):
+            raise BackendError(f"The backend sent an unexpected answer for {path}.", 200, path)
+        return [review for review in reviews if isinstance(review, dict)]
 
     def send_for_review(self, case_id: str, reason: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/cases/{case_id}/review", json={"reason": reason})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -40,6 +41,11 @@ def grayscale_display(data: bytes, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarr
     if pixels.ndim == 3:
         pixels = cv2.cvtColor(pixels[..., :3], cv2.COLOR_RGB2GRAY)
     return fit_within(pixels, max_side)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """Width and height of an image (the stored film: the pixels the backend's coordinates refer to)."""
+    return open_image(data).size
 
 
 def fit_within(pixels: np.ndarray, max_side: int) -> np.ndarray:
@@ -90,14 +96,22 @@ def png_from_base64(text: str) -> bytes:
 
 
 def draw_boxes(
-    gray: np.ndarray, boxes: list[dict[str, float]], scale: float, color: tuple[int, int, int]
+    gray: np.ndarray,
+    boxes: Sequence[Mapping[str, float]],
+    scale: float,
+    color: tuple[int, int, int],
+    labels: Sequence[str] = (),
 ) -> np.ndarray:
     """Expert boxes (`x`, `y`, `w`, `h` in stored-image pixels) outlined on a displayed film (RGB out); `scale` is
-    displayed / stored pixels. Several readers' boxes go on one film by calling this once per reader."""
+    displayed / stored pixels. Several readers' boxes go on one film by calling this once per reader. `labels`
+    (e.g. the marks' numbers) are written above each box's top-left corner."""
     canvas = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB) if gray.ndim == 2 else gray.copy()
     thickness = max(2, round(max(canvas.shape[:2]) / 300))
-    for box in boxes:
+    for index, box in enumerate(boxes):
         top_left = (round(box["x"] * scale), round(box["y"] * scale))
         bottom_right = (round((box["x"] + box["w"]) * scale), round((box["y"] + box["h"]) * scale))
         cv2.rectangle(canvas, top_left, bottom_right, color, thickness)
+        if index < len(labels):
+            corner = (top_left[0] + thickness, max(top_left[1] - 2 * thickness, 14))  # inside the film at the top
+            cv2.putText(canvas, labels[index], corner, cv2.FONT_HERSHEY_SIMPLEX, 0.6, color, 2, cv2.LINE_AA)
     return canvas

@@ -11,27 +11,23 @@ only (age, sex, view).
 from __future__ import annotations
 
 import html
-import io
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image
 
 from ui.case_view import render_summary
 from ui.client import BackendClient, BackendError
+from ui.film_canvas import Film, draw_boxes_on, film_from_image
 from ui.formatting import (
     annotator_stats_row,
-    box_text,
     case_state_text,
     claim_expiry_text,
     counted,
     duration,
     film_facts,
     finding_text,
-    image_boxes,
     kappa_text,
     label_option,
     model_stats_row,
@@ -40,7 +36,7 @@ from ui.formatting import (
     read_summary,
     short_datetime,
 )
-from ui.imagery import ImageDataError, blend_heatmap, decode_heatmap, draw_boxes, grayscale_display, scaled_into
+from ui.imagery import ImageDataError, blend_heatmap, decode_heatmap, draw_boxes
 from ui.retraining_jobs import render_retraining_jobs
 from ui.session import ADMIN, ANNOTATOR, SENIOR, current_identity, handle_auth_error
 from ui.session import client as backend_client
@@ -59,25 +55,9 @@ FILM_KEY = "queue-film"
 HEATMAP_KEY = "queue-heatmap"
 NOTICE_KEY = "queue-notice"  # (severity, message) to show after a rerun
 CLAIM_ENDED = frozenset({403, 404, 409})  # expired, taken over, released elsewhere: the lock is gone
-# The film on screen, in pixels: as large as the film column of a laptop-wide window holds without squeezing the
-# drawing canvas (a squeezed canvas distorts the film), and a whole PA film still fits the screen's height.
-FILM_WIDTH, FILM_HEIGHT = 600, 720
 FILM_COLUMNS = [2, 1]  # film : form
 REVEAL_OPACITY = 0.4
 READER_COLORS: tuple[tuple[int, int, int], ...] = ((255, 140, 0), (0, 190, 255), (170, 80, 255), (60, 220, 90))
-BOX_STROKE = "#ff8c00"
-BOX_FILL = "rgba(255, 140, 0, 0.12)"
-
-
-@dataclass(frozen=True)
-class Film:
-    """A case's film as shown: display pixels, its PNG for the drawing canvas, and stored-image pixels per shown one."""
-
-    case_id: str
-    pixels: np.ndarray
-    png: bytes
-    scale: float  # stored / displayed
-    size: tuple[int, int]  # stored width, height
 
 
 def notify(severity: str, message: str) -> None:
@@ -95,13 +75,7 @@ def fetch_film(client: BackendClient, case_id: str) -> Film:
     film = st.session_state.get(FILM_KEY)
     if isinstance(film, Film) and film.case_id == case_id:
         return film
-    data = client.case_image(case_id)
-    with Image.open(io.BytesIO(data)) as stored:
-        size = stored.size
-    pixels = scaled_into(grayscale_display(data, FILM_HEIGHT), FILM_WIDTH, FILM_HEIGHT)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    film = Film(case_id, pixels, buffer.getvalue(), size[0] / pixels.shape[1], size)
+    film = film_from_image(case_id, client.case_image(case_id))
     st.session_state[FILM_KEY] = film
     return film
 
@@ -226,30 +200,6 @@ def render_ai_before_read(client: BackendClient, claim: dict[str, Any], film: Fi
             st.image(overlay, caption="Grad-CAM overlay", width="stretch")
         except (BackendError, ImageDataError) as error:
             st.info(f"Grad-CAM heatmap: {error}")
-
-
-def draw_boxes_on(film: Film, *, key: str) -> list[dict[str, float]]:
-    """The film on a drawing canvas; returns the boxes drawn, in pixels of the stored image."""
-    # Imported here: the component registers its frontend with the running Streamlit server, so importing it at
-    # module level breaks plain imports of this page (the registry test, tooling).
-    from streamlit_drawable_canvas import st_canvas
-
-    height, width = film.pixels.shape[:2]
-    result = st_canvas(
-        background_image=film.png,
-        drawing_mode="labeled_rect",
-        stroke_color=BOX_STROKE,
-        fill_color=BOX_FILL,
-        stroke_width=2,
-        width=width,
-        height=height,
-        key=key,
-    )
-    boxes = image_boxes(result.boxes, film.scale, film.size)
-    drawn = f"{counted(len(boxes), 'box')}: " + "; ".join(box_text(box) for box in boxes) if boxes else "No box yet."
-    st.caption(f"{drawn} Drag on the film to draw a box around each finding; the toolbar above the film (on hover) "
-               "undoes, redoes and clears.")  # fmt: skip
-    return boxes
 
 
 def render_read_form(client: BackendClient, claim: dict[str, Any], boxes: list[dict[str, float]]) -> None:

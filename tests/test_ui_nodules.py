@@ -1,0 +1,169 @@
+"""The nodule/mass finding in the workstation UI (issue 23): the marks drawn where the case JSON puts them, the
+scores on hover, the measured performance beside the finding, the reason when no nodule model is served, and the
+radiologist's review of the marks as the backend receives it.
+
+Pure functions and the HTTP client here (no backend); the page against a live backend serving the fixture nodule
+checkpoint is in the second half.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from ui.case_data import why_no_nodule_finding
+from ui.client import BackendClient
+from ui.nodules import (
+    mark_figure,
+    mark_text,
+    no_model_note,
+    nodule_headline,
+    nodule_marks,
+    performance_line,
+    probability_line,
+    review_body_marks,
+    review_row,
+)
+
+STORED = (1000, 800)  # stored film: width, height
+SHOWN = (500, 400)  # its display copy
+NODULE = {
+    "label": "NODULE",
+    "probability": 0.734,
+    "threshold": 0.42,
+    "locations": [
+        {"x": 600.0, "y": 600.0, "w": 60.0, "h": 40.0, "score": 0.31},  # lower third, film right = patient's left
+        {"x": 100.0, "y": 80.0, "w": 50.0, "h": 50.0, "score": 0.87},  # upper third, film left = patient's right
+    ],
+    "model_version": "nodule-fixture-1",
+    "performance": {
+        "sensitivity": 0.6,
+        "false_positives_per_film": 1.0,
+        "summary": "Finds about 6 of 10 nodules or masses, at about 1 false mark per film (measured on test films).",
+    },
+}
+PNG_1PX = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+    "3a7e9b550000000a4944415478da63f80f00010101001b7d8a3a0000000049454e44ae426082"
+)
+
+
+def figure_spec(marks_shown: bool = True) -> dict[str, Any]:
+    marks = nodule_marks(NODULE) if marks_shown else []
+    return json.loads(mark_figure(PNG_1PX, SHOWN, STORED, marks, height=400).to_json())
+
+
+def test_marks_are_numbered_by_score() -> None:
+    marks = nodule_marks(NODULE)
+    assert [(m.number, m.score, m.x) for m in marks] == [(1, 0.87, 100.0), (2, 0.31, 600.0)]
+    assert nodule_marks(None) == [] and nodule_marks({**NODULE, "locations": []}) == []
+
+
+def test_boxes_are_drawn_where_the_case_puts_them() -> None:
+    """The rectangles are the case JSON's boxes in stored-image pixels, over a film spread exactly over that range."""
+    spec = figure_spec()
+    rects = [(s["x0"], s["y0"], s["x1"], s["y1"]) for s in spec["layout"]["shapes"]]
+    assert rects == [(100, 80, 150, 130), (600, 600, 660, 640)]
+    image = spec["data"][0]
+    assert image["type"] == "image" and image["source"].startswith("data:image/png;base64,")
+    assert (image["dx"], image["dy"]) == (2.0, 2.0)  # 500 shown pixels over 1000 stored ones
+    assert (image["x0"], image["y0"]) == (1.0, 1.0)  # first pixel centred half a pixel in: edges at 0 and 1000
+    assert spec["layout"]["xaxis"]["range"] == [0, 1000] and spec["layout"]["yaxis"]["range"] == [800, 0]
+
+
+def test_hovering_a_box_tells_its_score() -> None:
+    hover, numbers = figure_spec()["data"][1:]
+    assert set(hover["text"]) == {"Mark 1: score 87%", "Mark 2: score 31%"}
+    inside_first = [(x, y) for x, y, t in zip(hover["x"], hover["y"], hover["text"], strict=True) if "Mark 1" in t]
+    assert all(100 <= x <= 150 and 80 <= y <= 130 for x, y in inside_first) and (125, 105) in inside_first
+    assert hover["marker"]["opacity"] == 0  # invisible: the rectangles are what the reader sees
+    assert numbers["text"] == ["1", "2"] and numbers["hoverinfo"] == "skip"
+
+
+def test_marks_off_leaves_the_film_alone() -> None:
+    spec = figure_spec(marks_shown=False)
+    assert [trace["type"] for trace in spec["data"]] == ["image"] and not spec["layout"].get("shapes")
+
+
+def test_the_finding_in_words() -> None:
+    assert nodule_headline(NODULE) == "Nodule or mass suspected"
+    assert nodule_headline({**NODULE, "label": "NO_NODULE"}) == "No nodule or mass found"
+    assert probability_line(NODULE) == "Probability 73.4% (threshold 42%) · 2 marks"
+    first, second = nodule_marks(NODULE)
+    assert mark_text(first, STORED) == "Mark 1 · score 87% · upper third, patient's right · 50×50 px at (125, 105)"
+    assert mark_text(second, STORED).startswith("Mark 2 · score 31% · lower third, patient's left")
+
+
+def test_the_measured_performance_is_said_next_to_the_finding() -> None:
+    assert performance_line(NODULE) == NODULE["performance"]["summary"]
+    assert performance_line({**NODULE, "performance": None}).startswith("The model states no measured sensitivity")
+
+
+@pytest.mark.parametrize(
+    ("detail", "note"),
+    [
+        ("No nodule model is served: its test AUROC 0.53 is below the 0.65 floor (NODULE_MIN_TEST_AUROC).",
+         "No nodule model is served: its test AUROC 0.53 is below the 0.65 floor (NODULE_MIN_TEST_AUROC)."),
+        ("None is configured (NODULE_MODEL_PATH).",
+         "No nodule model is served: none is configured (NODULE_MODEL_PATH)."),
+        (None, "No nodule model is served."),
+    ],
+)  # fmt: skip
+def test_why_no_nodule_model_is_served(detail: str | None, note: str) -> None:
+    assert no_model_note(detail) == note
+
+
+def answering(handler: Any) -> tuple[BackendClient, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    http = httpx.Client(transport=httpx.MockTransport(record))
+    return BackendClient("http://backend.test", token="tok", http=http), seen
+
+
+def test_the_reason_comes_from_the_nodule_model_card() -> None:
+    refused = "No nodule model is served: its test AUROC 0.53 is below the 0.65 floor (NODULE_MIN_TEST_AUROC)."
+    client, seen = answering(lambda request: httpx.Response(503, json={"detail": refused}))
+    assert why_no_nodule_finding(client) == refused
+    assert seen[0].url.path == "/model/info" and seen[0].url.params["task"] == "nodule"
+    served, _ = answering(lambda request: httpx.Response(200, json={"task": "nodule", "version": "nodule-v2"}))
+    assert why_no_nodule_finding(served) == (
+        "This case has no nodule finding: it was analysed before the nodule model nodule-v2 was served."
+    )
+    older, _ = answering(lambda request: httpx.Response(200, json={"task": "pneumonia", "version": "v7"}))
+    assert why_no_nodule_finding(older) == "No nodule model is served: this backend has no nodule model."
+
+
+def test_review_sends_every_mark_with_its_verdict_and_the_added_boxes() -> None:
+    marks = nodule_marks(NODULE)
+    with pytest.raises(ValueError, match="Confirm or reject mark 2 before submitting"):
+        review_body_marks(marks, {1: "confirmed", 2: None}, [])
+    added = [{"x": 300.0, "y": 310.5, "w": 40.0, "h": 44.0}]
+    body = review_body_marks(marks, {1: "confirmed", 2: "rejected"}, added)
+    assert body == [
+        {"x": 100.0, "y": 80.0, "w": 50.0, "h": 50.0, "verdict": "confirmed"},
+        {"x": 600.0, "y": 600.0, "w": 60.0, "h": 40.0, "verdict": "rejected"},
+        {"x": 300.0, "y": 310.5, "w": 40.0, "h": 44.0, "verdict": "added"},
+    ]
+    client, seen = answering(lambda request: httpx.Response(201, json={"id": 1, "marks": body}))
+    client.submit_nodule_review("c1", body, "NODULE", "Second mark is a nipple shadow.")
+    assert seen[0].method == "POST" and seen[0].url.path == "/v1/cases/c1/nodule-review"
+    assert json.loads(seen[0].content) == {"marks": body, "finding": "NODULE",
+                                           "comment": "Second mark is a nipple shadow."}  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", ["list", "reviews", "items"])
+def test_past_reviews_are_read_and_summarised(shape: str) -> None:
+    review = {"reviewer": "dr-h", "created_at": "2026-12-06T03:01:00Z", "finding": "NO_NODULE", "comment": "Vessel.",
+              "marks": [{"verdict": "rejected"}, {"verdict": "rejected"}, {"verdict": "added"}]}  # fmt: skip
+    body: Any = [review] if shape == "list" else {shape: [review], "total": 1}
+    client, _ = answering(lambda request: httpx.Response(200, json=body))
+    (row,) = [review_row(r) for r in client.nodule_reviews("c1")]
+    assert row["Reader"] == "dr-h" and row["Finding"] == "No nodule or mass found" and row["Comment"] == "Vessel."
+    assert row["Marks"] == "0 confirmed · 2 rejected · 1 added" and row["When"].startswith("2026-12-06")

@@ -11,17 +11,22 @@ Public surface:
   `final_labels(*, since, split)`, `count_final_labels(*, since)`; quality: `stats(*, annotator_id) ->
   AnnotationStats` (`AnnotatorStats`, `OverallStats`, `ModelVersionStats`), `expert_feedback(limit)` ((model's
   answer, expert label) pairs for the monitoring rule), `cohen_kappa(pairs)`; export: `export_csv()`,
-  `write_export(artifacts, out) -> ExportResult`, `MANIFEST_COLUMNS`; `python -m active_learning export --out DIR`
+  `write_export(artifacts, out) -> ExportResult`, `MANIFEST_COLUMNS`; `python -m active_learning export --out DIR`;
+  nodule reviews (active_learning.nodule_reviews, revision 0010_nodule_reviews): `review_nodules(case_id, reviewer,
+  reviewer_role, *, finding, marks, comment) -> NoduleReview` (queues a disagreeing review: reason
+  nodule_disagreement), `nodule_reviews(case_id)` (newest first), `nodule_labels()`, `nodule_export_csv()`,
+  `NODULE_MANIFEST_COLUMNS` (DIR/nodule_manifest.csv of the export)
 - records (active_learning.records): `ReviewReason`, `QueueReason`, `QueueItem`, `QueuePage`, `Claim`,
-  `Annotation`, `FinalLabel`; labels besides the model's classes `OTHER`, `UNGRADABLE`
+  `Annotation`, `FinalLabel`, `NoduleReview`, `NoduleMark`; labels besides the model's classes `OTHER`, `UNGRADABLE`
 - selection strategies (active_learning.strategies): `Strategy` (name, `info()`, `rank(candidates, k)`),
   `Candidate`, `STRATEGIES` ("uncertainty", "margin", "random", "diversity"), `make_strategy(name, *,
   min_distance, seed)`
 - tables (active_learning.models, revision 0007_learning_loop): `QueueItemRow`, `ClaimRow`, `AnnotationRow`,
-  `FinalLabelRow` on storage's `Base`
+  `FinalLabelRow` on storage's `Base`; `NoduleReviewRow` (revision 0010_nodule_reviews)
 - errors (active_learning.errors): `ActiveLearningError` and its subclasses `QueueItemNotFoundError`,
   `ClaimNotFoundError`, `AnnotationNotFoundError` (404); `ClaimExpiredError`, `ClaimConflictError`,
-  `AlreadyReadError`, `NotReadyForAdjudicationError`, `CaseAlreadyFinalError`, `AnnotationSupersededError` (409);
+  `AlreadyReadError`, `NotReadyForAdjudicationError`, `CaseAlreadyFinalError`, `AnnotationSupersededError`,
+  `NoNoduleFindingError` (409);
   `NotYourClaimError`, `NotYourAnnotationError` (403); `InvalidAnnotationError` (422)
 - retraining jobs (active_learning.jobs, revision 0008_retraining_jobs): `RetrainingJobs(database)` (`start`, `get`,
   `list`, `active`, `latest`; runners: `claim_due`, `heartbeat`, `record_step`, `set_versions`, `finish`),
@@ -39,12 +44,13 @@ from active_learning.errors import (
     ClaimExpiredError,
     ClaimNotFoundError,
     InvalidAnnotationError,
+    NoNoduleFindingError,
     NotReadyForAdjudicationError,
     NotYourAnnotationError,
     NotYourClaimError,
     QueueItemNotFoundError,
 )
-from active_learning.export import MANIFEST_COLUMNS, ExportResult
+from active_learning.export import MANIFEST_COLUMNS, NODULE_MANIFEST_COLUMNS, ExportResult
 from active_learning.jobs import (
     JobAlreadyActiveError,
     JobLostError,
@@ -57,7 +63,7 @@ from active_learning.jobs import (
     RetrainingJobs,
 )
 from active_learning.loop import LearningLoop
-from active_learning.models import AnnotationRow, ClaimRow, FinalLabelRow, QueueItemRow
+from active_learning.models import AnnotationRow, ClaimRow, FinalLabelRow, NoduleReviewRow, QueueItemRow
 from active_learning.quality import AnnotationStats, AnnotatorStats, ModelVersionStats, OverallStats, cohen_kappa
 from active_learning.records import (
     OTHER,
@@ -65,6 +71,8 @@ from active_learning.records import (
     Annotation,
     Claim,
     FinalLabel,
+    NoduleMark,
+    NoduleReview,
     QueueItem,
     QueuePage,
     QueuePolicy,
@@ -75,6 +83,7 @@ from active_learning.strategies import STRATEGIES, Candidate, Strategy, make_str
 
 __all__ = [
     "MANIFEST_COLUMNS",
+    "NODULE_MANIFEST_COLUMNS",
     "OTHER",
     "STRATEGIES",
     "UNGRADABLE",
@@ -105,6 +114,10 @@ __all__ = [
     "JobState",
     "LearningLoop",
     "ModelVersionStats",
+    "NoNoduleFindingError",
+    "NoduleMark",
+    "NoduleReview",
+    "NoduleReviewRow",
     "NotReadyForAdjudicationError",
     "NotYourAnnotationError",
     "NotYourClaimError",

@@ -1,5 +1,6 @@
 """`python -m active_learning export --out DIR`: the final expert labels as a training folder (DIR/manifest.csv and
-DIR/images/<case_id>.png, the cases' kept pixels) that `python -m mlops.train --data DIR` reads. Database, PHI key and
+DIR/images/<case_id>.png, the cases' kept pixels) that `python -m mlops.train --data DIR` reads, and the nodule
+reviews beside them (DIR/nodule_manifest.csv, read by labelled_data.read_expert_nodule_reads). Database, PHI key and
 artifact folder come from settings, as for the backend."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from active_learning.export import MANIFEST_NAME
+from active_learning.export import MANIFEST_NAME, NODULE_MANIFEST_NAME
 from active_learning.loop import LearningLoop
 from active_learning.records import QueuePolicy
 from settings import get_settings
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         storage.database.dispose()
     print(f"Wrote {result.written} expert-labelled image(s) and {result.out / MANIFEST_NAME}.")
+    print(f"Wrote {result.nodule_written} nodule review(s) to {result.out / NODULE_MANIFEST_NAME}.")
     if result.missing_pixels:
         print(
             f"Left out {len(result.missing_pixels)} case(s) whose pixels were never kept (stored before that): "

@@ -106,10 +106,10 @@ def validated_boxes(boxes: Any) -> list[dict[str, float]]:
         raise InvalidAnnotationError("Boxes must be a list of {x, y, w, h} objects.")
     if len(boxes) > MAX_BOXES:
         raise InvalidAnnotationError(f"A read may mark at most {MAX_BOXES} boxes; this one has {len(boxes)}.")
-    return [_box(number, box) for number, box in enumerate(boxes, start=1)]
+    return [checked_box(number, box) for number, box in enumerate(boxes, start=1)]
 
 
-def _box(number: int, box: Any) -> dict[str, float]:
+def checked_box(number: int, box: Any) -> dict[str, float]:
     if not isinstance(box, Mapping) or set(box) != {"x", "y", "w", "h"}:
         raise InvalidAnnotationError(f"Box {number} must have exactly the fields x, y, w and h.")
     values = {key: box[key] for key in ("x", "y", "w", "h")}

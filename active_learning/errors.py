@@ -51,5 +51,9 @@ class NotYourAnnotationError(NotYourClaimError):
     """Only the annotator who wrote a read may correct it (403)."""
 
 
+class NoNoduleFindingError(ActiveLearningError):
+    """The case has no nodule finding (no nodule model was served when it was analysed), so no marks to review (409)."""
+
+
 class InvalidAnnotationError(ActiveLearningError, ValueError):
     """A label, confidence, comment, box or reason is not acceptable; the message says which and why (422)."""

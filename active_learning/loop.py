@@ -21,12 +21,22 @@ from sqlalchemy.orm import Session
 # The modules themselves, not through the package: the package's __init__ imports this module.
 import active_learning.annotations as annotations
 import active_learning.export as export
+import active_learning.nodule_reviews as nodule_reviews
 import active_learning.quality as quality
 import active_learning.queue as queue
 from active_learning.errors import ClaimConflictError, InvalidAnnotationError, QueueItemNotFoundError
 from active_learning.models import FinalLabelRow, QueueItemRow
 from active_learning.quality import AnnotationStats
-from active_learning.records import Annotation, Claim, FinalLabel, QueueItem, QueuePage, QueuePolicy, ReviewReason
+from active_learning.records import (
+    Annotation,
+    Claim,
+    FinalLabel,
+    NoduleReview,
+    QueueItem,
+    QueuePage,
+    QueuePolicy,
+    ReviewReason,
+)
 from active_learning.strategies import make_strategy
 from storage import ArtifactStore, Case, CaseNotFoundError, Database, StorageUnavailableError, utcnow
 
@@ -138,6 +148,37 @@ class LearningLoop:
             )
             return annotations.final_record(row)
 
+    # --- nodule reviews -------------------------------------------------------------------------------------------
+
+    def review_nodules(
+        self,
+        case_id: str,
+        reviewer: str,
+        reviewer_role: str,
+        *,
+        finding: str,
+        marks: Sequence[Mapping[str, Any]],
+        comment: str | None = None,
+    ) -> NoduleReview:
+        """A clinician's verdicts on the case's nodule marks, added boxes and finding (active_learning/
+        nodule_reviews.py); a review that disagrees with the model queues the case (reason nodule_disagreement)."""
+        body = {"finding": finding, "marks": marks, "comment": comment}
+        with self._writing() as session:
+            row = nodule_reviews.review(
+                session, self.policy, case_id, (_person(reviewer), reviewer_role), body, self._clock()
+            )
+            return nodule_reviews.review_record(row)
+
+    def nodule_reviews(self, case_id: str) -> list[NoduleReview]:
+        """Every review of the case's nodule marks, newest first."""
+        with self._reading() as session:
+            return nodule_reviews.reviews_of(session, case_id)
+
+    def nodule_labels(self) -> list[NoduleReview]:
+        """Each reviewed case's newest review: the expert labels of the nodule task."""
+        with self._reading() as session:
+            return nodule_reviews.latest_reviews(session)
+
     # --- final labels, quality, export --------------------------------------------------------------------------------
 
     def final_label(self, case_id: str) -> FinalLabel | None:
@@ -166,8 +207,13 @@ class LearningLoop:
     def export_csv(self) -> str:
         return export.manifest_csv(self.final_labels())
 
+    def nodule_export_csv(self) -> str:
+        """Each reviewed case's newest nodule review as a row of export.NODULE_MANIFEST_COLUMNS."""
+        return export.nodule_manifest_csv(self.nodule_labels())
+
     def write_export(self, artifacts: ArtifactStore, out: Path) -> export.ExportResult:
-        return export.write_export(self.final_labels(), artifacts, out)
+        """manifest.csv (final labels), nodule_manifest.csv (nodule reviews) and the images both name."""
+        return export.write_export(self.final_labels(), self.nodule_labels(), artifacts, out)
 
     # --- transactions -------------------------------------------------------------------------------------------------
 

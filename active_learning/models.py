@@ -8,6 +8,8 @@
   replaces. One current read per annotator and case (partial unique index).
 - `final_labels`: the label a case ends with (reads that agree, or an adjudication), with its train/val split,
   fixed when the row is written.
+- `nodule_reviews` (revision 0010_nodule_reviews): a clinician's verdicts on a case's nodule marks, its own boxes and
+  finding; never updated (a second review is a new row). Each one is an expert label of the nodule task.
 Free text (a note, a comment) may name a patient, so it is encrypted like `cases.review_reason`.
 """
 
@@ -17,7 +19,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, ForeignKey, Index, Integer, String, exists, text
+from sqlalchemy import Boolean, ColumnElement, Float, ForeignKey, Index, Integer, String, exists, text
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from storage import Base, EncryptedText, JSONType, UTCDateTime, utcnow
@@ -108,6 +110,29 @@ class FinalLabelRow(Base):
     model_version: Mapped[str] = mapped_column(String(128), index=True)
     prediction: Mapped[str] = mapped_column(String(64))  # the model's answer the label is compared with
     finalized_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class NoduleReviewRow(Base):
+    __tablename__ = "nodule_reviews"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(String(36), ForeignKey("cases.id"), index=True)
+    reviewer_id: Mapped[str] = mapped_column(String(64), index=True)
+    reviewer_role: Mapped[str] = mapped_column(String(16))
+    finding: Mapped[str] = mapped_column(String(16))  # NODULE | NO_NODULE
+    # {x, y, w, h, verdict, score}: stored-image pixels; score is the model's for its marks, None for an added box.
+    marks: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    image_width: Mapped[float] = mapped_column(Float)  # the stored image's size: the frame of the marks
+    image_height: Mapped[float] = mapped_column(Float)
+    comment: Mapped[str | None] = mapped_column(EncryptedText())
+    model_label: Mapped[str] = mapped_column(String(64))  # the model's finding the review judged
+    model_probability: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str] = mapped_column(String(128))
+    disagreement: Mapped[list[str]] = mapped_column(JSONType, default=list)  # finding | rejected_mark | added_box
+    queued: Mapped[bool] = mapped_column(Boolean, default=False)
+    split: Mapped[str] = mapped_column(String(8))  # train | val, the patient's (as for final labels), never changed
+    patient_key: Mapped[str] = mapped_column(String(64), index=True)  # the case's pseudonym, never identity
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 def is_current_read() -> ColumnElement[bool]:

@@ -27,6 +27,7 @@ class ReviewReason(StrEnum):
     OOD = "ood"  # the input gate refused the film
     DISAGREEMENT = "disagreement"  # the signing radiologist's finding differs from the model's
     MANUAL = "manual"  # a radiologist sent it by hand, with a reason
+    NODULE_DISAGREEMENT = "nodule_disagreement"  # a reviewer rejected a nodule mark, added one, or found otherwise
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,48 @@ class FinalLabel:
     model_version: str
     prediction: str  # the model's answer on the case, to compare with `label`
     adjudicator: str | None = None
+
+
+@dataclass(frozen=True)
+class NoduleMark:
+    """One box of a nodule review, in the stored image's pixels. `score`: the model's, for a mark the model made
+    (confirmed or rejected); None for a box the reviewer added."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    verdict: str  # confirmed | rejected | added
+    score: float | None
+
+
+@dataclass(frozen=True)
+class NoduleReview:
+    """A clinician's read of a case's nodule finding: a verdict on each of the model's marks, the boxes they added,
+    their finding, and what the model had said. Never changed; a second review of the case is another record."""
+
+    id: str
+    case_id: str
+    finding: str  # NODULE | NO_NODULE
+    marks: tuple[NoduleMark, ...]
+    image_size: tuple[float, float]  # width, height of the stored image: the frame of the marks
+    comment: str | None = field(repr=False)
+    reviewer: str
+    reviewer_role: str
+    created_at: datetime
+    model_label: str
+    model_probability: float
+    model_version: str
+    disagreement: tuple[str, ...]  # finding | rejected_mark | added_box, in that order; empty: agrees with the model
+    queued: bool  # this review sent the case to the experts' queue
+    split: str  # train | val, the patient's held-back split
+    patient_key: str = field(repr=False)
+
+    @property
+    def boxes(self) -> tuple[NoduleMark, ...]:
+        """The nodules the reviewer says are on the film: confirmed marks and added boxes."""
+        return tuple(mark for mark in self.marks if mark.verdict != REJECTED)
+
+
+CONFIRMED, REJECTED, ADDED = "confirmed", "rejected", "added"  # verdicts on a nodule mark
+NODULE, NO_NODULE = "NODULE", "NO_NODULE"  # a nodule review's finding (the nodule model's classes)

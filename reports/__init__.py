@@ -4,7 +4,10 @@ Public surface:
 - `render_report(kind, case, context) -> bytes` with kind in REPORT_KINDS ("radiologist", "clinical", "patient"),
   and the three kinds directly: `render_radiologist_report`, `render_clinical_report`, `render_patient_report`
 - `report_filename(kind, case) -> str`: the download name (ASCII, no patient data)
-- input records: `ReportCase`, `PatientDetails`, `UncertaintyDetails`, `ModelCard`, `SimilarCase`, `ReportContext`
+- input records: `ReportCase`, `PatientDetails`, `UncertaintyDetails`, `ModelCard`, `SimilarCase`, `ReportContext`;
+  the second finding `NoduleReport` (label, probability, threshold, model version, `NoduleMark` boxes in the stored
+  image's pixels, the performance sentence; `NoduleReport.from_dict(case_json_nodule, image_size)`), None when no
+  nodule model is served: every report then says so in one line
 - `DISCLAIMER`: the statement every page carries; `nodule_performance_sentence(sensitivity, false_positives_per_film)`:
   the nodule model's measured operating point in words (screen and PDFs say the same)
 - the audit trail as a PDF (reports/audit.py): `render_audit_report(AuditExport, context) -> bytes` from plain
@@ -26,6 +29,8 @@ from reports.radiologist import render_radiologist_report
 from reports.records import (
     REPORT_KINDS,
     ModelCard,
+    NoduleMark,
+    NoduleReport,
     PatientDetails,
     ReportCase,
     ReportContext,
@@ -42,6 +47,8 @@ __all__ = [
     "AuditExport",
     "AuditRecord",
     "ModelCard",
+    "NoduleMark",
+    "NoduleReport",
     "PatientDetails",
     "ReportCase",
     "ReportContext",

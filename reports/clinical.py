@@ -6,7 +6,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, KeepTogether, Table, TableStyle
 
 from reports.content import patient_fields, study_date
-from reports.formatting import clip, displayed_warnings, format_datetime
+from reports.formatting import clip, displayed_warnings, format_datetime, format_percent
 from reports.layout import (
     CAUTION,
     CAUTION_PANEL,
@@ -18,11 +18,19 @@ from reports.layout import (
     build_pdf,
     picture,
 )
+from reports.nodules import SECTION_TITLE, beside_film, no_nodule_model, nodule_panel, text_width
 from reports.records import ReportCase, ReportContext
-from reports.wording import clinical_finding_sentence, clinical_recommendations, confidence_statement
+from reports.wording import (
+    clinical_finding_sentence,
+    clinical_nodule_sentence,
+    clinical_recommendations,
+    confidence_statement,
+    nodule_marks_text,
+)
 
 TITLE = "Clinical assessment report"
 BASE_SIZE = 10.0
+NODULE_FILM_WIDTH = 48 * mm
 
 
 def render_clinical_report(case: ReportCase, context: ReportContext) -> bytes:
@@ -31,6 +39,7 @@ def render_clinical_report(case: ReportCase, context: ReportContext) -> bytes:
     story: list[Flowable] = [writer.para("Chest X-ray: AI-assisted clinical assessment", writer.styles.title)]
     story += _patient(writer, case)
     story += _assessment(writer, case)
+    story += _nodule(writer, case)
     story.append(_recommendation_beside_key_image(writer, case))
     story += _clinical_information(writer, case)  # the clinician's own words, so last: the answer comes first
     return build_pdf(writer, case, TITLE, story, footer_size=7.5)
@@ -73,6 +82,27 @@ def _assessment(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
         content.append(writer.rich(f"{label} {writer.m(joined)}", styles.body))
     background = CAUTION_PANEL if case.uncertain or case.ood else PANEL
     return [KeepTogether([writer.section("Assessment"), writer.callout(content, color, background)])]
+
+
+def _nodule(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
+    """The second finding in clinical words, how likely, how well the model finds nodules, and the marked film."""
+    nodule = case.nodule
+    if nodule is None:
+        return no_nodule_model(writer, case)
+    styles = writer.styles
+    lines: list[Flowable] = [
+        writer.rich(f"<b>{writer.m(clinical_nodule_sentence(nodule))}</b>", styles.body),
+        writer.rich(
+            f"<b>AI estimate of a nodule or mass: {format_percent(nodule.probability)}</b> "
+            f"(reported as present from {format_percent(nodule.threshold)}). {writer.m(nodule_marks_text(nodule))}",
+            styles.body,
+        ),
+    ]
+    if nodule.performance:
+        lines.append(writer.rich(f"<b>How well the AI finds them:</b> {writer.m(nodule.performance)}", styles.body))
+    width = text_width(writer, case, NODULE_FILM_WIDTH)
+    panel = nodule_panel(writer, nodule, lines, width)
+    return [KeepTogether([writer.section(SECTION_TITLE), beside_film(writer, case, [panel], NODULE_FILM_WIDTH)])]
 
 
 def _recommendation_beside_key_image(writer: ReportWriter, case: ReportCase) -> Table:

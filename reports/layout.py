@@ -302,7 +302,11 @@ def _to_display_mode(image: PILImage.Image) -> PILImage.Image:
 
 def picture(data: bytes, what: str, max_width: float, max_height: float, max_pixels: int = MAX_IMAGE_PIXELS) -> Picture:
     """An image flowable scaled to fit the box while keeping its aspect ratio."""
-    image = decode_picture(data, what, max_pixels)
+    return fitted_picture(decode_picture(data, what, max_pixels), max_width, max_height)
+
+
+def fitted_picture(image: PILImage.Image, max_width: float, max_height: float) -> Picture:
+    """A decoded image as a flowable scaled to fit the box, aspect ratio kept."""
     scale = min(max_width / image.width, max_height / image.height)
     return Picture(image, image.width * scale, image.height * scale)
 

@@ -11,7 +11,9 @@ from reports.records import ReportCase, ReportContext
 from reports.wording import (
     PATIENT_DISCLAIMER,
     patient_certainty_sentences,
+    patient_certainty_title,
     patient_next_steps,
+    patient_nodule_sentence,
     patient_result_sentence,
 )
 
@@ -53,11 +55,13 @@ def _what_was_done(writer: ReportWriter) -> list[Flowable]:
 
 def _result(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
     styles = writer.styles
-    result = writer.callout([writer.para(patient_result_sentence(case), styles.body)], ACCENT, PANEL)
+    # Both findings in one panel, the second in plain words too: no numbers and no film with scores.
+    findings = f"{patient_result_sentence(case)} {patient_nodule_sentence(case)}"
+    result = writer.callout([writer.para(findings, styles.body)], ACCENT, PANEL)
     sureness = [writer.para(sentence) for sentence in patient_certainty_sentences(case)]
     return [
         KeepTogether([writer.section("What the computer found"), result]),
-        KeepTogether([writer.section("How sure was it?"), *sureness]),
+        KeepTogether([writer.section(patient_certainty_title(case)), *sureness]),
     ]
 
 

@@ -33,12 +33,22 @@ from reports.layout import (
     build_pdf,
     picture,
 )
+from reports.nodules import (
+    SECTION_TITLE,
+    beside_film,
+    finding_lines,
+    marks_table,
+    no_nodule_model,
+    nodule_panel,
+    text_width,
+)
 from reports.records import ReportCase, ReportContext
 
 TITLE = "Radiologist technical report"
 BASE_SIZE = 9.0
 BAR_WIDTH = 62 * mm
 BAR_HEIGHT = 3.4 * mm
+NODULE_FILM_WIDTH = 70 * mm
 
 
 def render_radiologist_report(case: ReportCase, context: ReportContext) -> bytes:
@@ -47,6 +57,7 @@ def render_radiologist_report(case: ReportCase, context: ReportContext) -> bytes
     story: list[Flowable] = [writer.para("Chest radiograph: AI analysis, technical report", writer.styles.title)]
     story += _identity(writer, case)
     story += _result(writer, case)  # before the history, so a long history never pushes the result off page 1
+    story += _nodule(writer, case)
     story += _clinical_history(writer, case)
     story += _images(writer, case)
     story += _probabilities(writer, case)
@@ -92,6 +103,19 @@ def _result(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
             writer.rich(f'<font color="{CAUTION.hexval()}"><b>{writer.m(" · ".join(flags))}</b></font>', styles.small)
         )
     return [writer.section("AI result"), writer.callout(content, color, PANEL)]
+
+
+def _nodule(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
+    """The second finding: label, numbers, model, measured performance, the marks as a table and drawn on the film."""
+    nodule = case.nodule
+    if nodule is None:
+        return no_nodule_model(writer, case)
+    width = text_width(writer, case, NODULE_FILM_WIDTH)
+    left: list[Flowable] = [nodule_panel(writer, nodule, finding_lines(writer, nodule), width)]
+    table = marks_table(writer, nodule, width)
+    if table is not None:
+        left += [writer.spacer(0.6), table]
+    return [KeepTogether([writer.section(SECTION_TITLE), beside_film(writer, case, left, NODULE_FILM_WIDTH)])]
 
 
 def _flags(case: ReportCase) -> list[str]:

@@ -28,6 +28,7 @@ MAX_NAME_CHARS = 512  # patient and signer names, institution
 MAX_ID_CHARS = 128  # report, case, patient and similar-case ids, model version and architecture, labels
 MAX_SIMILAR_CASES = 24
 MAX_QUALITY_WARNINGS = 200  # the first 20 are printed
+MAX_NODULE_MARKS = 20  # the nodule model returns at most 5; a report prints every mark it is given
 
 
 def _check_probability(name: str, value: float | None) -> None:
@@ -143,6 +144,99 @@ class SimilarCase:
         _check_image("similar case thumbnail_png", self.thumbnail_png)
 
 
+def _check_number(name: str, value: object, *, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ReportInputError(f"{name} must be a finite number.")
+    if value < 0 or (positive and value == 0):
+        raise ReportInputError(f"{name} must be {'greater than' if positive else 'at least'} 0.")
+
+
+@dataclass(frozen=True)
+class NoduleMark:
+    """One located nodule or mass: a box in the stored image's pixels (x, y = top-left corner) and its score."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float  # the model's probability at the mark's centre
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y"):
+            _check_number(f"nodule mark {name}", getattr(self, name))
+        for name in ("w", "h"):
+            _check_number(f"nodule mark {name}", getattr(self, name), positive=True)
+        _check_probability("nodule mark score", self.score)
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return self.x + self.w / 2, self.y + self.h / 2
+
+
+@dataclass(frozen=True)
+class NoduleReport:
+    """The second finding, lung nodule or mass, as the case JSON's `nodule` object gives it.
+
+    `image_size` is (width, height) of the stored image the marks' pixels refer to, so the marks land on the report's
+    (smaller) copy of the film; None means the report's image itself.
+    """
+
+    label: str  # "NODULE" or "NO_NODULE"
+    probability: float  # calibrated image-level probability of a nodule or mass
+    threshold: float
+    model_version: str
+    marks: tuple[NoduleMark, ...] = ()
+    performance: str | None = None  # the measured operating point in one sentence (nodule_performance_sentence)
+    image_size: tuple[int, int] | None = None
+    positive_class: str = "NODULE"
+
+    def __post_init__(self) -> None:
+        _check_text("nodule label", self.label, MAX_ID_CHARS, required=True)
+        _check_text("nodule model_version", self.model_version, MAX_ID_CHARS, required=True)
+        _check_text("nodule performance", self.performance, MAX_NOTE_CHARS)
+        _check_probability("nodule probability", self.probability)
+        _check_probability("nodule threshold", self.threshold)
+        if self.probability is None or self.threshold is None:
+            raise ReportInputError("nodule probability and threshold are required.")
+        if isinstance(self.marks, str | bytes) or len(self.marks) > MAX_NODULE_MARKS:
+            raise ReportInputError(f"nodule marks must be a list of at most {MAX_NODULE_MARKS} marks.")
+        if not all(isinstance(mark, NoduleMark) for mark in self.marks):
+            raise ReportInputError("nodule marks must hold NoduleMark items.")
+        if self.image_size is not None:
+            if len(self.image_size) != 2:
+                raise ReportInputError("nodule image_size must be (width, height).")
+            for name, side in zip(("width", "height"), self.image_size, strict=True):
+                _check_number(f"nodule image {name}", side, positive=True)
+
+    @property
+    def is_positive(self) -> bool:
+        return self.label == self.positive_class
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], image_size: tuple[int, int] | None = None) -> NoduleReport:
+        """The case JSON's `nodule` object ({label, probability, threshold, locations: [{x, y, w, h, score}],
+        model_version, performance: {summary, ...} | None}) as a report record."""
+        if not isinstance(data, Mapping):
+            raise ReportInputError("nodule must be an object.")
+        locations = data.get("locations") or []
+        if not isinstance(locations, Sequence) or not all(isinstance(item, Mapping) for item in locations):
+            raise ReportInputError("nodule locations must be a list of {x, y, w, h, score} objects.")
+        try:
+            marks = tuple(NoduleMark(**{key: item[key] for key in ("x", "y", "w", "h", "score")}) for item in locations)
+        except KeyError as error:
+            raise ReportInputError(f"a nodule location lacks {error.args[0]!r}.") from error
+        performance = data.get("performance")
+        return cls(
+            label=data.get("label"),  # type: ignore[arg-type]  # checked in __post_init__
+            probability=data.get("probability"),  # type: ignore[arg-type]
+            threshold=data.get("threshold"),  # type: ignore[arg-type]
+            model_version=data.get("model_version"),  # type: ignore[arg-type]
+            marks=marks,
+            performance=performance.get("summary") if isinstance(performance, Mapping) else None,
+            image_size=image_size,
+        )
+
+
 @dataclass(frozen=True)
 class ReportCase:
     """Everything a report shows about one analysed study. Images are encoded PNG (or JPEG) bytes."""
@@ -169,6 +263,7 @@ class ReportCase:
     heatmap_png: bytes | None = field(default=None, repr=False)  # Grad-CAM overlay of the same image
     signed_by: str | None = None
     signed_at: datetime | None = None
+    nodule: NoduleReport | None = None  # the second finding; None when no nodule model is served
 
     def __post_init__(self) -> None:
         for name in ("report_id", "case_id", "finding", "positive_class"):
@@ -199,6 +294,8 @@ class ReportCase:
             raise ReportInputError("patient must be a PatientDetails.")
         if not isinstance(self.study, Mapping):
             raise ReportInputError("study must be a mapping of tag name to value.")
+        if self.nodule is not None and not isinstance(self.nodule, NoduleReport):
+            raise ReportInputError("nodule must be a NoduleReport or None.")
 
     def _check_lists(self) -> None:
         if isinstance(self.quality_warnings, str) or len(self.quality_warnings) > MAX_QUALITY_WARNINGS:

@@ -12,10 +12,23 @@ from datetime import UTC, datetime
 import numpy as np
 from PIL import Image, ImageFilter
 
-from reports.records import ModelCard, PatientDetails, ReportCase, SimilarCase, UncertaintyDetails
+from reports.records import (
+    ModelCard,
+    NoduleMark,
+    NoduleReport,
+    PatientDetails,
+    ReportCase,
+    SimilarCase,
+    UncertaintyDetails,
+)
+from reports.wording import nodule_performance_sentence
 
 # Where the synthetic opacity (and so the overlay's hot spot) sits, as fractions of width and height.
 OPACITY_CENTRE = (0.3, 0.62)
+# The sample's nodule: a small round spot in the left upper zone, and the box the sample's nodule model marks it with
+# (x, y, w, h in the 640 x 700 film's pixels); a second, weaker mark sits on a rib crossing (a false mark).
+NODULE_CENTRE = (0.68, 0.36)
+NODULE_MARKS = ((408.0, 224.0, 56.0, 56.0, 0.83), (150.0, 330.0, 48.0, 44.0, 0.31))
 
 
 def _ellipse(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
@@ -52,6 +65,27 @@ def synthetic_radiograph(size: tuple[int, int] = (640, 700), seed: int = 0, opac
     return np.asarray(blurred, dtype=np.float32) / 255
 
 
+def with_nodule(pixels: np.ndarray, centre: tuple[float, float] = NODULE_CENTRE, radius: float = 0.025) -> np.ndarray:
+    """`pixels` with a small, soft-edged round opacity (a nodule) at `centre` (fractions of width and height)."""
+    height, width = pixels.shape
+    yy, xx = np.mgrid[0:height, 0:width]
+    distance = np.hypot(xx - centre[0] * width, yy - centre[1] * height) / (radius * width)
+    return np.clip(pixels + 0.3 * np.clip(1.3 - distance, 0, 1), 0, 1).astype(np.float32)
+
+
+def sample_nodule(image_size: tuple[int, int] = (640, 700)) -> NoduleReport:
+    """The sample case's second finding: a nodule, two marks, the measured operating point in words."""
+    return NoduleReport(
+        label="NODULE",
+        probability=0.78,
+        threshold=0.42,
+        model_version="nodule-resnet18-2026.12.1",
+        marks=tuple(NoduleMark(*mark) for mark in NODULE_MARKS),
+        performance=nodule_performance_sentence(0.61, 0.96),
+        image_size=image_size,
+    )
+
+
 def to_png(pixels: np.ndarray) -> bytes:
     """Greyscale [0, 1] floats or an RGB uint8 array as PNG bytes."""
     if pixels.dtype != np.uint8:
@@ -78,8 +112,8 @@ def synthetic_overlay(pixels: np.ndarray, centre: tuple[float, float] = OPACITY_
 
 
 def sample_case(created_at: datetime | None = None) -> ReportCase:
-    """A complete, positive, unsigned case with every optional field filled in."""
-    pixels = synthetic_radiograph()
+    """A complete, positive, unsigned case with every optional field filled in (both findings)."""
+    pixels = with_nodule(synthetic_radiograph())
     created = created_at or datetime(2026, 3, 14, 10, 32, tzinfo=UTC)
     thumbnails = [to_png(synthetic_radiograph((128, 140), seed=seed, opacity=seed % 2 == 1)) for seed in range(1, 6)]
     return ReportCase(
@@ -134,4 +168,5 @@ def sample_case(created_at: datetime | None = None) -> ReportCase:
             for index, thumbnail in enumerate(thumbnails, start=1)
         ],
         heatmap_png=to_png(synthetic_overlay(pixels)),
+        nodule=sample_nodule(),
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reports.formatting import display_label, format_percent
-from reports.records import ReportCase
+from reports.records import NoduleReport, ReportCase
 
 DISCLAIMER = "AI decision support for review by a clinician. This is not a diagnosis."
 PATIENT_DISCLAIMER = (
@@ -68,6 +68,9 @@ def clinical_recommendations(case: ReportCase) -> list[str]:
         items.append("Consider follow-up imaging, or await the radiologist's report: the AI result is uncertain.")
     else:
         items.append("A negative AI result does not exclude disease; re-image if symptoms persist or worsen.")
+    nodule_advice = clinical_nodule_recommendation(case.nodule) if case.nodule is not None else None
+    if nodule_advice:
+        items.append(nodule_advice)
     if case.ood:
         items.append("Rely on the radiologist's read rather than the AI: the image is unlike the AI's training images.")
     if case.outside_scope:
@@ -93,6 +96,13 @@ def patient_result_sentence(case: ReportCase) -> str:
     )
 
 
+def patient_certainty_title(case: ReportCase) -> str:
+    """With two findings on the page, say which one the sureness is about (the first: the nodule part has none)."""
+    if case.nodule is None:
+        return "How sure was it?"
+    return f"How sure was it about {patient_condition(case).split(' (')[0]}?"
+
+
 def patient_certainty_sentences(case: ReportCase) -> list[str]:
     """How sure the program was, as a natural frequency ("about 9 times out of 10") rather than a probability."""
     if case.outside_scope:
@@ -116,6 +126,52 @@ def patient_certainty_sentences(case: ReportCase) -> list[str]:
     ]
 
 
+def no_nodule_model_sentence(case: ReportCase) -> str:
+    """Said where the nodule finding would be, when the case has none (no nodule model was served for it)."""
+    return f"No nodule model is served; this report covers {display_label(case.positive_class).lower()} only."
+
+
+def nodule_finding_text(nodule: NoduleReport) -> str:
+    """The nodule model's label as a radiologist reads it."""
+    return "Lung nodule or mass" if nodule.is_positive else "No lung nodule or mass found"
+
+
+def nodule_marks_text(nodule: NoduleReport) -> str:
+    count = len(nodule.marks)
+    if count == 0:
+        return "No location marked."
+    return f"{count} location{'s' if count > 1 else ''} marked on the film (box and score)."
+
+
+def clinical_nodule_sentence(nodule: NoduleReport) -> str:
+    if nodule.is_positive:
+        return "Findings suggestive of a lung nodule or mass."
+    return "No lung nodule or mass found by the AI. This does not rule one out: small nodules are often missed."
+
+
+def clinical_nodule_recommendation(nodule: NoduleReport) -> str | None:
+    if not nodule.is_positive:
+        return None
+    return (
+        "Compare the marked nodule or mass with prior imaging; consider chest CT to characterise it, "
+        "as clinically indicated."
+    )
+
+
+def patient_nodule_sentence(case: ReportCase) -> str:
+    """The second finding in plain words: no numbers, and that most spots are harmless."""
+    nodule = case.nodule
+    if nodule is None:
+        condition = PLAIN_CONDITIONS.get(case.positive_class.upper(), display_label(case.positive_class).lower())
+        return f"Your X-ray was not checked for lung nodules; this report is about {condition.split(' (')[0]} only."
+    if nodule.is_positive:
+        return (
+            f"It also found a spot that can be {PLAIN_CONDITIONS['NODULE']}. "
+            "Many such spots are harmless; your doctor will decide if you need more tests."
+        )
+    return f"It also looked for {PLAIN_CONDITIONS['NODULE']} and did not find one. It can miss small spots."
+
+
 def patient_next_steps(case: ReportCase) -> list[str]:
     steps = []
     if case.is_signed:
@@ -124,6 +180,8 @@ def patient_next_steps(case: ReportCase) -> list[str]:
         steps.append("A doctor will check this result and then talk with you about what it means for you.")
     if case.is_positive or case.uncertain:
         steps.append("Your doctor may ask for another X-ray or other tests to find out more.")
+    if case.nodule is not None and case.nodule.is_positive:
+        steps.append("Your doctor may suggest a CT scan (a detailed X-ray picture) to look at the spot more closely.")
     if case.quality_warnings:
         steps.append("The picture was not perfectly clear, so you may be asked to have the X-ray taken again.")
     steps.append("Write down any questions you have and bring them to your next appointment.")

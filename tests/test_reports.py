@@ -161,9 +161,9 @@ def test_radiologist_report_has_the_technical_sections(full_reports: dict[str, b
         "Not signed",
     ):
         assert expected in text, expected
-    # the radiograph, its overlay and five thumbnails are embedded
+    # the radiograph, its overlay, the film with the nodule marks and five thumbnails are embedded
     images = sum(len(page.images) for page in PdfReader(io.BytesIO(full_reports["radiologist"])).pages)
-    assert images == 7
+    assert images == 8
 
 
 def test_clinical_report_states_finding_confidence_and_recommendation(full_reports: dict[str, bytes]) -> None:

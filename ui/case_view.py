@@ -24,6 +24,7 @@ from ui.formatting import (
     uncertainty_summary,
 )
 from ui.imagery import blend_heatmap
+from ui.nodule_view import render_marked_film, render_nodule_finding, render_nodule_review
 from ui.session import backend_offers, handle_auth_error
 
 REPORT_LABELS: dict[str, str] = {
@@ -50,7 +51,9 @@ def render_case(client: BackendClient, case: dict[str, Any], *, key: str) -> Non
     """Draw a whole case; `key` keeps widgets of different views apart (e.g. "analyze", "history")."""
     artifacts = cached_artifacts(st.session_state, client, case)
     render_summary(artifacts.case)
+    render_nodule_finding(artifacts)
     render_images(client, artifacts, key=key)
+    render_nodule_review(client, artifacts, key=key)
     render_similar(artifacts)
     render_actions(client, artifacts, key=key)
     render_details(artifacts.case)
@@ -120,7 +123,7 @@ def render_status_badges(case: dict[str, Any]) -> None:
 
 def render_images(client: BackendClient, artifacts: CaseArtifacts, *, key: str) -> None:
     @st.fragment
-    def image_panel() -> None:  # a fragment: moving the slider redraws only the images
+    def image_panel() -> None:  # a fragment: moving the slider or the marks toggle redraws only the images
         image_col, overlay_col, legend_col = st.columns([1, 1, 0.55])
         with legend_col:
             opacity = st.slider(
@@ -130,7 +133,15 @@ def render_images(client: BackendClient, artifacts: CaseArtifacts, *, key: str) 
                 "Grad-CAM shows the regions that pushed the model towards its finding (red = strongest). "
                 "It explains the model, not the anatomy: check that it looks at the lungs."
             )
-        if artifacts.image is not None:
+            nodule = artifacts.case.get("nodule")
+            show_marks = bool(nodule) and st.toggle(
+                "Show nodule marks", value=True, key=f"{key}-nodule-marks-{artifacts.case_id}",
+                help="Boxes where the nodule model located a nodule or mass; hover one for its score.",
+            )  # fmt: skip
+        if nodule:
+            with image_col:
+                render_marked_film(artifacts, show_marks=show_marks, key=key)
+        elif artifacts.image is not None:
             image_col.image(artifacts.image, caption="Radiograph", width="stretch")
         else:
             image_col.info(artifacts.notes.get("image", "No image."), icon=":material/image_not_supported:")

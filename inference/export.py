@@ -1,7 +1,8 @@
 """The checkpoint as an ONNX graph for the fast CPU runtimes (inference.runtimes), fp32 and int8.
 
 The graph has one input, `input` (B, 1, S, S) float32 after `imaging.preprocess`, and two outputs: `embedding`
-(B, D), the pooled features the input gate, similar cases and MC dropout use, and `logits` (B, K). Exporting the
+(B, D), the pooled features the input gate, similar cases and MC dropout use, and `logits` (B, K); a nodule model's
+graph has `image_logit` (B,) and `heat` (B, G, G) instead. Exporting the
 embedding lets the Predictor resample the torch linear head with dropout on the runtime's own embedding, so the
 uncertainty is computed the same way whichever runtime classifies.
 
@@ -32,11 +33,13 @@ import torch
 from torch import nn
 
 from inference.checkpoint import CheckpointError, ModelCheckpoint
+from inference.nodule_model import NoduleNet
 
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("embedding", "logits")
+NODULE_OUTPUT_NAMES = ("image_logit", "heat")  # a nodule model's graph: (B,) image logits, (B, G, G) heatmap logits
 OPSET = 17
 
 
@@ -54,6 +57,15 @@ class _EmbeddingAndLogits(nn.Module):
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.forward_features(batch)
         return self.model.forward_head(features, pre_logits=True), self.model.forward_head(features)
+
+
+def output_names(model: nn.Module) -> tuple[str, str]:
+    return NODULE_OUTPUT_NAMES if isinstance(model, NoduleNet) else OUTPUT_NAMES
+
+
+def two_outputs(model: nn.Module) -> nn.Module:
+    """The module whose forward gives the graph's two outputs: a nodule model as it is, a classifier wrapped."""
+    return model if isinstance(model, NoduleNet) else _EmbeddingAndLogits(model)
 
 
 def weights_sha256(checkpoint: ModelCheckpoint) -> str:
@@ -75,7 +87,7 @@ def onnx_path(checkpoint: ModelCheckpoint, cache_dir: Path, precision: str = "fp
 
 def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
     """Write the two-output graph of `model` (left untouched) with a dynamic batch axis, atomically."""
-    wrapper = _EmbeddingAndLogits(copy.deepcopy(model)).eval()  # the exporter toggles train mode on what it gets
+    wrapper = two_outputs(copy.deepcopy(model)).eval()  # the exporter toggles train mode on what it gets
     example = torch.zeros((1, 1, input_size, input_size))
     batch_axis = {0: "batch"}
     with _temporary(path) as tmp, warnings.catch_warnings():
@@ -86,8 +98,8 @@ def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
             str(tmp),
             dynamo=False,
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={name: batch_axis for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            output_names=list(output_names(model)),
+            dynamic_axes={name: batch_axis for name in (INPUT_NAME, *output_names(model))},
             opset_version=OPSET,
         )
     return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -22,6 +23,7 @@ from cachetools import TTLCache
 from imaging import preprocess
 from inference.checkpoint import CheckpointError, ModelCheckpoint
 from inference.nodule_model import MODEL_KIND
+from inference.runtimes import Runtime, RuntimeRequest, create_runtime
 from settings import Settings
 
 NODULE_TASK = "nodule"
@@ -96,12 +98,26 @@ def locate(
 class NodulePredictor:
     """Warm, thread-safe nodule model with a result cache keyed by (image hash, model version)."""
 
-    def __init__(self, checkpoint: ModelCheckpoint, threads: int = 2, cache_size: int = 1024, cache_ttl: float = 3600):
+    def __init__(
+        self,
+        checkpoint: ModelCheckpoint,
+        threads: int = 2,
+        cache_size: int = 1024,
+        cache_ttl: float = 3600,
+        *,
+        runtime: str = "torch",
+        precision: str = "fp32",
+        runtime_cache_dir: Path = Path("var/runtimes"),
+    ):
+        """`runtime`/`precision`: a name of inference.runtimes.RUNTIMES and fp32/int8, like the pneumonia Predictor's
+        (int8 graphs are made ahead by `python -m mlops.export_runtime --int8`)."""
         if not is_nodule_checkpoint(checkpoint):
             raise CheckpointError(f"Checkpoint {checkpoint.version} is not a nodule model (model_kind {MODEL_KIND!r}).")
         torch.set_num_threads(max(1, threads))
         self.checkpoint = checkpoint
         self.model = checkpoint.build_model()
+        request = RuntimeRequest(checkpoint, self.model, precision, Path(runtime_cache_dir), threads)
+        self.runtime: Runtime = create_runtime(runtime, request)
         self.location_threshold = float(checkpoint.extra.get("location_threshold", 0.5))
         self._lock = threading.Lock()  # one forward at a time: intra-op threads already use every core
         self._cache: TTLCache[tuple[str, str], NoduleFinding] = TTLCache(maxsize=max(1, cache_size), ttl=cache_ttl)
@@ -109,7 +125,15 @@ class NodulePredictor:
 
     @classmethod
     def from_settings(cls, checkpoint: ModelCheckpoint, settings: Settings) -> NodulePredictor:
-        return cls(checkpoint, settings.torch_threads, settings.cache_size, settings.cache_ttl)
+        return cls(
+            checkpoint,
+            settings.torch_threads,
+            settings.cache_size,
+            settings.cache_ttl,
+            runtime=settings.inference_runtime,
+            precision=settings.inference_precision,
+            runtime_cache_dir=settings.resolved_runtime_cache_dir,
+        )
 
     @property
     def version(self) -> str:
@@ -131,10 +155,10 @@ class NodulePredictor:
     def forward(self, pixels: np.ndarray) -> tuple[float, np.ndarray]:
         """(image logit, heatmap probabilities) for one film, through the one preprocessing path."""
         spec = self.checkpoint.preprocess
-        batch = torch.from_numpy(preprocess(pixels, spec)[None])
-        with self._lock, torch.inference_mode():
-            image_logit, heat_logits = self.model(batch)
-        return float(image_logit[0]), torch.sigmoid(heat_logits[0]).numpy()
+        batch = preprocess(pixels, spec)[None]
+        with self._lock:
+            image_logits, heat_logits = self.runtime.run(batch)
+        return float(image_logits[0]), 1.0 / (1.0 + np.exp(-heat_logits[0]))
 
     def finding(self, image_logit: float, heat: np.ndarray, width: int, height: int) -> NoduleFinding:
         probability = float(1.0 / (1.0 + np.exp(-image_logit / self.checkpoint.temperature)))

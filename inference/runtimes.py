@@ -1,10 +1,10 @@
 """Runtimes that run the classifier: registered by name in `RUNTIMES` (INFERENCE_RUNTIME), like timm's models.
 
 Every runtime maps a preprocessed (B, 1, S, S) float32 batch to the pooled embedding (B, D) and the logits (B, K),
-both float32. `torch` runs the checkpoint's timm model; `onnxruntime` and `openvino` run its ONNX export
-(inference.export), in fp32 or int8 (INFERENCE_PRECISION). Grad-CAM always keeps the torch model, and the Predictor
-resamples the torch linear head with dropout on whatever embedding the runtime returns, so the uncertainty comes
-out the same way for every runtime.
+both float32 (a nodule model: image logits (B,) and heatmap logits (B, G, G), see inference.export). `torch` runs
+the checkpoint's timm model; `onnxruntime` and `openvino` run its ONNX export (inference.export), in fp32 or int8
+(INFERENCE_PRECISION). Grad-CAM always keeps the torch model, and the Predictor resamples the torch linear head with
+dropout on whatever embedding the runtime returns, so the uncertainty comes out the same way for every runtime.
 
 A runtime is not thread-safe: the Predictor calls it under its model lock (or from its one batching worker).
 ONNX Runtime and OpenVINO are imported when chosen, so a torch-only deployment never loads them.
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from inference.checkpoint import ModelCheckpoint
-from inference.export import INPUT_NAME, OUTPUT_NAMES, RuntimeSetupError, ensure_fp32_onnx, onnx_path
+from inference.export import INPUT_NAME, RuntimeSetupError, ensure_fp32_onnx, onnx_path, output_names, two_outputs
 
 
 class Runtime(ABC):
@@ -69,14 +69,12 @@ class TorchRuntime(Runtime):
         if request.precision != "fp32":
             raise RuntimeSetupError("The torch runtime serves fp32 only; int8 needs onnxruntime or openvino.")
         torch.set_num_threads(max(1, request.threads))
-        self.model = request.model
+        self.graph = two_outputs(request.model)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            features = self.model.forward_features(torch.from_numpy(batch))
-            embeddings = self.model.forward_head(features, pre_logits=True)
-            logits = self.model.forward_head(features)
-        return embeddings.float().numpy(), logits.float().numpy()
+            first, second = self.graph(torch.from_numpy(batch))
+        return first.float().numpy(), second.float().numpy()
 
 
 class OnnxRuntimeRuntime(Runtime):
@@ -90,13 +88,14 @@ class OnnxRuntimeRuntime(Runtime):
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.precision = request.precision
+        self.outputs = list(output_names(request.model))
         self.session = onnxruntime.InferenceSession(
             str(request.onnx_file()), options, providers=["CPUExecutionProvider"]
         )
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        embeddings, logits = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
-        return np.asarray(embeddings, dtype=np.float32), np.asarray(logits, dtype=np.float32)
+        first, second = self.session.run(self.outputs, {INPUT_NAME: batch})
+        return np.asarray(first, dtype=np.float32), np.asarray(second, dtype=np.float32)
 
 
 class OpenVinoRuntime(Runtime):
@@ -115,12 +114,12 @@ class OpenVinoRuntime(Runtime):
         self.precision = request.precision
         self.compiled = core.compile_model(str(request.onnx_file()), "CPU", config)
         self._request = self.compiled.create_infer_request()
-        self._outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
+        self._outputs = [self.compiled.output(name) for name in output_names(request.model)]
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         result = self._request.infer({INPUT_NAME: batch})
-        embeddings, logits = (result[output] for output in self._outputs)
-        return np.array(embeddings, dtype=np.float32), np.array(logits, dtype=np.float32)
+        first, second = (result[output] for output in self._outputs)
+        return np.array(first, dtype=np.float32), np.array(second, dtype=np.float32)
 
 
 RUNTIMES: dict[str, Callable[[RuntimeRequest], Runtime]] = {

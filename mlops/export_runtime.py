@@ -17,7 +17,7 @@ import numpy as np
 
 import labelled_data as datasets
 from imaging import decode_image, preprocess
-from inference import ModelCheckpoint, load_checkpoint
+from inference import ModelCheckpoint, is_nodule_checkpoint, load_checkpoint
 from inference.export import ensure_fp32_onnx, onnx_path, quantize_int8
 from mlops.evaluate import task_options
 from settings import get_settings
@@ -26,13 +26,18 @@ CALIBRATION_IMAGES = 256
 
 
 def calibration_images(checkpoint: ModelCheckpoint, data_dir: Path, count: int, split: str = "train") -> np.ndarray:
-    """(N, 1, S, S) preprocessed training films, evenly spaced over the sorted split (deterministic)."""
-    options = task_options(checkpoint, data_dir)
-    samples = sorted(datasets.select(datasets.load_samples(data_dir, options), split), key=lambda s: str(s.path))
+    """(N, 1, S, S) preprocessed training films, evenly spaced over the sorted split (deterministic); a nodule
+    model calibrates on its own boxed set (`--data .../nih-nodule-boxes`)."""
+    if is_nodule_checkpoint(checkpoint):
+        files = [s.path for s in datasets.load_boxed_set(data_dir) if s.split == split]
+    else:
+        options = task_options(checkpoint, data_dir)
+        files = [s.path for s in datasets.select(datasets.load_samples(data_dir, options), split)]
+    samples = sorted(files, key=str)
     if not samples:
         raise SystemExit(f"no images in split {split!r} of {data_dir}")
     chosen = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, min(count, len(samples)))]
-    return np.stack([preprocess(decode_image(s.path.read_bytes()).pixels, checkpoint.preprocess) for s in chosen])
+    return np.stack([preprocess(decode_image(path.read_bytes()).pixels, checkpoint.preprocess) for path in chosen])
 
 
 def export(checkpoint: ModelCheckpoint, cache_dir: Path, data_dir: Path | None, int8_images: int) -> list[Path]:

@@ -10,6 +10,7 @@ import pytest
 
 from inference import CheckpointError, NodulePredictor, load_checkpoint, locate
 from labelled_data import DatasetError, load_boxed_set, parse_boxes
+from mlops.export_runtime import main as export_runtime
 from mlops.nodule_metrics import FilmResult, froc, operating_point, sensitivity_at, threshold_for
 from mlops.nodule_train import heat_target, parse_args, train
 from tests.conftest import make_tiny_checkpoint
@@ -172,3 +173,28 @@ def test_training_writes_a_servable_nodule_checkpoint_with_test_figures(tmp_path
     assert checkpoint.extra["operating_point"]["split"] == "test"
     finding = NodulePredictor(checkpoint, threads=1).predict(synthetic_radiograph(96, 96).astype(np.float32))
     assert finding.model_version == trained.version and 0.0 <= finding.probability <= 1.0
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_the_fast_runtimes_give_the_torch_finding(nodule_checkpoint: Path, tmp_path: Path, runtime: str) -> None:
+    checkpoint = load_checkpoint(nodule_checkpoint)
+    pixels = synthetic_radiograph(200, 300).astype(np.float32)
+    reference = NodulePredictor(checkpoint, threads=1).predict(pixels)
+    fast = NodulePredictor(checkpoint, threads=1, runtime=runtime, runtime_cache_dir=tmp_path).predict(pixels)
+    assert fast.probability == pytest.approx(reference.probability, abs=1e-4)
+    assert [m.centre for m in fast.locations] == [m.centre for m in reference.locations]
+    assert [m.score for m in fast.locations] == pytest.approx([m.score for m in reference.locations], abs=1e-4)
+
+
+def test_an_int8_nodule_graph_is_calibrated_on_boxed_training_films(nodule_checkpoint: Path, tmp_path: Path) -> None:
+
+    data = write_boxed_set(tmp_path / "boxes")
+    argv = ["--checkpoint", str(nodule_checkpoint), "--cache-dir", str(tmp_path / "rt"), "--int8", "--data", str(data)]
+    assert export_runtime(argv) == 0
+    checkpoint = load_checkpoint(nodule_checkpoint)
+    pixels = synthetic_radiograph(200, 300).astype(np.float32)
+    reference = NodulePredictor(checkpoint, threads=1).predict(pixels)
+    int8 = NodulePredictor(
+        checkpoint, threads=1, runtime="onnxruntime", precision="int8", runtime_cache_dir=tmp_path / "rt"
+    ).predict(pixels)
+    assert int8.probability == pytest.approx(reference.probability, abs=0.05)

@@ -11,10 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent
+DEFAULT_NODULE_MODEL_PATH = PROJECT_ROOT / "models" / "nodule.pt"
 
 
 class Settings(BaseSettings):
@@ -49,7 +50,11 @@ class Settings(BaseSettings):
     # (resolved by mlops.registry.resolve_model_reference against the MLflow tracking URI below). Unset: the local
     # registry's champion of cxr-pneumonia when it has one, else MODEL_PATH (see "model operations" below).
     model_alias: str = ""
-    nodule_model_path: Path | None = None
+    # The nodule/mass model (issue 23), served beside pneumonia when this file exists (the default path may be
+    # absent: then no nodule model is served); empty: none. A checkpoint whose test AUROC (metrics.test.auroc) is
+    # missing or below NODULE_MIN_TEST_AUROC is refused, and /ready and /model/info?task=nodule say why.
+    nodule_model_path: Path | None = Field(default=DEFAULT_NODULE_MODEL_PATH)
+    nodule_min_test_auroc: float = Field(default=0.65, ge=0, le=1)
     model_architecture: str = "resnet18"  # default for training; serving reads the architecture from the checkpoint
     torch_threads: int = 2
     cache_size: int = 1024
@@ -232,6 +237,20 @@ class Settings(BaseSettings):
     report_page_size: Literal["A4", "letter"] = "A4"
     # Comma-separated extra TrueType fonts (.ttf/.ttc) for characters the bundled fonts lack (rare CJK, other scripts).
     report_extra_fonts: str = ""
+
+    @field_validator("nodule_model_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value  # NODULE_MODEL_PATH= : no model
+
+    @property
+    def served_nodule_model_path(self) -> Path | None:
+        """The nodule checkpoint to load: None when none is set, or the default path holds no file yet (a path set
+        by hand that is missing is kept, so serving reports it as a model that failed to load)."""
+        path = self.nodule_model_path
+        if path is None or (path.resolve() == DEFAULT_NODULE_MODEL_PATH and not path.is_file()):
+            return None
+        return path
 
     @property
     def report_extra_font_paths(self) -> tuple[Path, ...]:

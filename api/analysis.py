@@ -18,9 +18,9 @@ from api.permissions import Role, redact_for
 from api.schemas import CaseOut, PatientIn, strip_controls
 from api.services import Services
 from imaging import DecodedImage, assess_quality
-from inference import DEFAULT_TASK, Prediction, Predictor, ScopeResult
+from inference import DEFAULT_TASK, ModelCheckpoint, NodulePredictor, Prediction, Predictor, ScopeResult
 from monitoring import AuditEntry
-from reports import ReportContext
+from reports import ReportContext, nodule_performance_sentence
 from settings import Settings
 from storage import CaseRecord, CaseStatus, NewCase, PatientInfo, new_case_id
 
@@ -78,7 +78,8 @@ def analyze_study(
 ) -> CaseOut:
     """Analyse uploaded bytes, or an upload held since its inspection (its sha256), and store the case.
 
-    One decode and one forward pass: the case keeps the decoded pixels and the embedding for every later request.
+    One decode and one forward pass per model: the nodule finding (when a nodule model is served) is made from the
+    same decoded pixels; the case keeps the pixels and the embedding for every later request.
     """
     predictor = services.predictor(task)
     if isinstance(upload, str):
@@ -91,18 +92,47 @@ def analyze_study(
     verdict = services.scope(task, prediction.model_version).check(prediction.embedding, patient_info.age)
     prediction = scoped(prediction, verdict)
     observe_predictions(task, [prediction])
+    nodule = nodule_finding(services.nodule, decoded.pixels, sha256)
     case_id = new_case_id()
     services.media.keep_pixels(case_id, decoded.pixels)  # before the row: an acknowledged case has its pixels
-    record = services.storage.cases.create_case(
-        new_case(predictor, prediction, verdict, decoded, sha256, patient_info, user), case_id=case_id
-    )
+    new = new_case(predictor, prediction, verdict, decoded, sha256, patient_info, user)
+    record = services.storage.cases.create_case(dataclasses.replace(new, nodule=nodule), case_id=case_id)
     queue_if_doubtful(services, record)
-    detail = {"what": "study", "task": task, "label": prediction.label}
-    version, actor = prediction.model_version, actor_fields(user)
-    services.audit.record(AuditEntry("prediction", case_id=record.id, model_version=version, detail=detail, **actor))
+    services.audit.record(prediction_audit(record, user))
     out = case_out(record, user.role)
     out.processing_time_ms, out.cached = prediction.processing_time_ms, prediction.cached
     return out
+
+
+def nodule_finding(model: NodulePredictor | None, pixels: np.ndarray, sha256: str) -> dict[str, Any] | None:
+    """The case's `nodule` document from the decoded film: the finding (marks in the stored image's pixels), its
+    model version and the model's measured performance; None while no nodule model is served."""
+    if model is None:
+        return None
+    return {**model.predict(pixels, sha256).to_dict(), "performance": nodule_performance(model.checkpoint)}
+
+
+def nodule_performance(checkpoint: ModelCheckpoint) -> dict[str, Any] | None:
+    """Sensitivity and false marks per film at the checkpoint's operating point (its test figures), with the
+    sentence the screen and the PDFs print; None when the checkpoint states no operating point."""
+    point = checkpoint.extra.get("operating_point")
+    try:
+        sensitivity = float(point["sensitivity"])  # type: ignore[index]
+        false_marks = float(point["false_positives_per_film"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        return None
+    summary = nodule_performance_sentence(sensitivity, false_marks)
+    return {"sensitivity": sensitivity, "false_positives_per_film": false_marks, "summary": summary}
+
+
+def prediction_audit(record: CaseRecord, user: Principal) -> AuditEntry:
+    """The audit entry of a new case: its pneumonia finding and model, and the nodule model that also read it."""
+    detail: dict[str, Any] = {"what": "study", "task": record.task, "label": record.prediction}
+    if record.nodule is not None:
+        detail |= {"nodule_label": record.nodule["label"], "nodule_model_version": record.nodule["model_version"]}
+    return AuditEntry(
+        "prediction", case_id=record.id, model_version=record.model_version, detail=detail, **actor_fields(user)
+    )
 
 
 def new_case(

@@ -43,7 +43,7 @@ def models_overview(services: Services) -> ModelsOut:
         )
         for name in names
     ]
-    serving = {task: predictor.version for task, predictor in services.predictors.items()}
+    serving = {task: model.version for task, model in services.served_models().items()}
     return ModelsOut(models=models, serving=serving)
 
 

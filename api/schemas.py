@@ -102,6 +102,11 @@ class ModelInfoOut(BaseModel):
     metrics: dict
     data_fingerprint: str
     preprocess: dict
+    extra: dict | None = Field(
+        default=None,
+        description="`?task=nodule` only: model_kind, location_threshold, operating_point (measured sensitivity and "
+        "false marks per film on the test films), validated_populations",
+    )
 
 
 class PredictionOut(BaseModel):
@@ -125,45 +130,6 @@ class PredictionOut(BaseModel):
         description="validated | outside_validated | unchecked: is the film from a validated population",
     )
     scope_reason: str | None = Field(default=None, description="Why the film is outside the validated scope")
-
-
-class BatchIn(BaseModel):
-    images: list[str] = Field(description="Base64-encoded image files (PNG, JPEG, TIFF or DICOM).", min_length=1)
-
-
-class BatchItemError(BaseModel):
-    index: int
-    error: str
-    status_code: int
-
-
-class BatchOut(BaseModel):
-    batch_size: int
-    predictions: list[PredictionOut | BatchItemError]
-
-
-class PatientIn(BaseModel):
-    """Patient fields sent with a study (the `patient` multipart field, as JSON). All optional."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    patient_id: LineText | None = Field(default=None, max_length=64, examples=["MRN-0042"])
-    name: LineText | None = Field(default=None, max_length=200, examples=["Jane Doe"])
-    age: int | None = Field(default=None, ge=0, le=150, examples=[4])
-    sex: Literal["M", "F", "O", "U"] | None = Field(default=None, examples=["F"])
-    birth_date: Annotated[date | None, AfterValidator(not_in_the_future)] = Field(default=None, examples=["2022-03-01"])
-    clinical_history: FreeText | None = Field(default=None, max_length=20000, examples=["Fever and cough for 3 days."])
-
-
-class PatientOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    patient_id: str | None = None
-    name: str | None = None
-    age: int | None = None
-    sex: str | None = None
-    birth_date: date | None = None
-    clinical_history: str | None = None
 
 
 class NoduleLocationOut(BaseModel):
@@ -197,6 +163,63 @@ class NoduleOut(BaseModel):
     performance: NodulePerformanceOut | None = Field(
         default=None, description="Measured sensitivity and false marks per film; null when the model states none"
     )
+
+
+class NodulePredictionOut(BaseModel):
+    """`?task=nodule` on /predict and /predict/batch: the pneumonia answer's shape for the nodule model, plus the
+    located marks (boxes in the sent image's pixels)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    prediction: str = Field(examples=["NODULE"])
+    confidence: float = Field(ge=0, le=1)
+    probabilities: dict[str, float] = Field(examples=[{"NO_NODULE": 0.3, "NODULE": 0.7}])
+    processing_time_ms: float
+    model_version: str
+    timestamp: datetime
+    threshold: float = Field(description="Decision threshold on the probability of a nodule or mass.")
+    cached: bool = False
+    quality_warnings: list[dict] = Field(default_factory=list)
+    locations: list[NoduleLocationOut] = Field(default_factory=list)
+
+
+class BatchIn(BaseModel):
+    images: list[str] = Field(description="Base64-encoded image files (PNG, JPEG, TIFF or DICOM).", min_length=1)
+
+
+class BatchItemError(BaseModel):
+    index: int
+    error: str
+    status_code: int
+
+
+class BatchOut(BaseModel):
+    batch_size: int
+    predictions: list[PredictionOut | NodulePredictionOut | BatchItemError]
+
+
+class PatientIn(BaseModel):
+    """Patient fields sent with a study (the `patient` multipart field, as JSON). All optional."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    patient_id: LineText | None = Field(default=None, max_length=64, examples=["MRN-0042"])
+    name: LineText | None = Field(default=None, max_length=200, examples=["Jane Doe"])
+    age: int | None = Field(default=None, ge=0, le=150, examples=[4])
+    sex: Literal["M", "F", "O", "U"] | None = Field(default=None, examples=["F"])
+    birth_date: Annotated[date | None, AfterValidator(not_in_the_future)] = Field(default=None, examples=["2022-03-01"])
+    clinical_history: FreeText | None = Field(default=None, max_length=20000, examples=["Fever and cough for 3 days."])
+
+
+class PatientOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    patient_id: str | None = None
+    name: str | None = None
+    age: int | None = None
+    sex: str | None = None
+    birth_date: date | None = None
+    clinical_history: str | None = None
 
 
 class CaseOut(BaseModel):

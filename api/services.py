@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -40,8 +41,10 @@ from case_retrieval import (
 )
 from inference import (
     DEFAULT_TASK,
+    NODULE_TASK,
     CheckpointError,
     ModelCheckpoint,
+    NodulePredictor,
     OODError,
     Predictor,
     ScopeCheck,
@@ -72,6 +75,7 @@ from storage import CaseRecord, OrphanSweeper, Storage, init_storage
 logger = logging.getLogger("cxr.api")
 
 CHAMPION, PREVIOUS = "champion", "previous"  # slots of the default task's models (a shadow challenger: one more)
+KNOWN_TASKS = (DEFAULT_TASK, NODULE_TASK)  # what `?task=` may name
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class Services:
     learning: LearningLoop
     retraining_jobs: RetrainingJobs
     predictors: dict[str, Predictor] = field(default_factory=dict)  # task -> the Predictor answering now
+    nodule: NodulePredictor | None = None  # the second finding's model, computed beside the default task's
     model_errors: dict[str, str] = field(default_factory=dict)  # task -> why its model is not loaded
     scopes: dict[str, ScopeCheck] = field(default_factory=dict)  # task -> the served model's validated scope
     slots: dict[str, ServedModel] = field(default_factory=dict)  # the default task's loaded models, by slot
@@ -406,11 +411,13 @@ class Services:
             check_image_store(storage.images),
             check_disk(settings.var_dir, settings.disk_min_free_gb),
         ]
-        for task in sorted({DEFAULT_TASK, *self.predictors, *self.model_errors}):
-            predictor = self.predictors.get(task)
-            detail = predictor.version if predictor else self.model_errors.get(task, "not loaded")
+        served = self.served_models()
+        for task in sorted({DEFAULT_TASK, *served, *self.model_errors}):
+            model = served.get(task)
+            detail = model.version if model else self.model_errors.get(task, "not loaded")
             name = "model" if task == DEFAULT_TASK else f"model:{task}"
-            checks.append(ComponentCheck(name, predictor is not None, detail))
+            # Only the default task's model gates readiness: a refused nodule model leaves pneumonia serving.
+            checks.append(ComponentCheck(name, model is not None, detail, required=task == DEFAULT_TASK))
         library_ready = self.similar_library is not None  # optional: similar cases never block readiness
         checks.append(ComponentCheck("similar_cases", library_ready, self.library_status, required=False))
         return checks
@@ -427,13 +434,34 @@ class Services:
             return made_by.scope
         return self.scopes.get(task) or ScopeCheck(())
 
-    def predictor(self, task: str = DEFAULT_TASK) -> Predictor:
-        """The task's Predictor; 404 for a task with no model configured, 503 for one whose model failed to load."""
-        if task in self.predictors:
-            return self.predictors[task]
+    def served_models(self) -> dict[str, Predictor | NodulePredictor]:
+        """Every task's model answering now (what /ready, /metrics and /v1/models list)."""
+        return {**self.predictors, **({NODULE_TASK: self.nodule} if self.nodule is not None else {})}
+
+    def model(self, task: str = DEFAULT_TASK) -> Predictor | NodulePredictor:
+        """The task's model; 400 for a task nobody knows, 404 for one with no model configured, 503 (with why) for
+        one whose model was refused or failed to load."""
+        if task not in KNOWN_TASKS:
+            known = ", ".join(sorted(KNOWN_TASKS))
+            raise ApiError(status.HTTP_400_BAD_REQUEST, f"Unknown task {task!r}; the known tasks are: {known}.")
+        served = self.served_models()
+        if task in served:
+            return served[task]
+        if task == DEFAULT_TASK:
+            reason = self.model_errors.get(task)
+            if reason is not None:
+                raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, f"Model unavailable: {reason}")
+            raise ApiError(status.HTTP_404_NOT_FOUND, f"No model is configured for task {task!r}.")
         if task in self.model_errors:
-            raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, f"Model unavailable: {self.model_errors[task]}")
-        raise ApiError(status.HTTP_404_NOT_FOUND, f"No model is configured for task {task!r}.")
+            raise ApiError(status.HTTP_503_SERVICE_UNAVAILABLE, f"No {task} model is served: {self.model_errors[task]}")
+        raise ApiError(status.HTTP_404_NOT_FOUND, f"No {task} model is served: none is configured ({NOT_CONFIGURED}).")
+
+    def predictor(self, task: str = DEFAULT_TASK) -> Predictor:
+        """The task's classification Predictor (the default task's); errors as `model`."""
+        model = self.model(task)
+        if not isinstance(model, Predictor):
+            raise ApiError(status.HTTP_400_BAD_REQUEST, f"Task {task!r} is not a classification task.")
+        return model
 
     def predictor_for(self, task: str, model_version: str) -> Predictor:
         """The Predictor of `model_version` while it is loaded (the case's own model: its heatmap and report name
@@ -444,8 +472,9 @@ class Services:
     def serving_paths(self, reference: str | None = None) -> dict[str, Path]:
         """Checkpoint per task at start: the default task's from `serving_reference`, the nodule model's file."""
         paths = {DEFAULT_TASK: resolve_model_reference(reference or self.serving_reference()[0])}
-        if self.settings.nodule_model_path:
-            paths["nodule"] = self.settings.nodule_model_path
+        nodule_path = self.settings.served_nodule_model_path
+        if nodule_path is not None:
+            paths[NODULE_TASK] = nodule_path
         return paths
 
     def load_models(self) -> None:
@@ -462,13 +491,35 @@ class Services:
                 if task == DEFAULT_TASK:
                     self._serve(self._load(path, registry_version))
                 else:
-                    checkpoint = load_checkpoint(path)
-                    self.predictors[task] = Predictor.from_settings(checkpoint, self.settings)
-                    self.scopes[task] = scope_of(checkpoint)
-                logger.info("loaded %s model %s", task, self.predictors[task].version)
+                    self.nodule = load_nodule_model(path, self.settings)
+                logger.info("loaded %s model %s", task, self.served_models()[task].version)
             except CheckpointError as exc:
                 self.model_errors[task] = str(exc)
                 logger.error("model for %s not loaded: %s", task, exc)
+
+
+NOT_CONFIGURED = "NODULE_MODEL_PATH is empty, or the default models/nodule.pt does not exist"
+
+
+def load_nodule_model(path: Path, settings: Settings) -> NodulePredictor:
+    """The nodule checkpoint at `path`, loaded and warm; `CheckpointError` (its text is the reason shown on /ready
+    and /model/info?task=nodule) for a file that is no nodule model or whose measured test AUROC misses the floor."""
+    checkpoint = load_checkpoint(path)
+    refusal = nodule_refusal(checkpoint, settings.nodule_min_test_auroc)
+    if refusal is not None:
+        raise CheckpointError(refusal)
+    return NodulePredictor.from_settings(checkpoint, settings)
+
+
+def nodule_refusal(checkpoint: ModelCheckpoint, floor: float) -> str | None:
+    """Why a nodule checkpoint must not be served (issue 23: never below the test-AUROC floor), or None."""
+    auroc = (checkpoint.metrics.get("test") or {}).get("auroc")
+    where = f"(NODULE_MIN_TEST_AUROC) for model {checkpoint.version}"
+    if isinstance(auroc, bool) or not isinstance(auroc, int | float) or not math.isfinite(auroc):
+        return f"its test AUROC (metrics.test.auroc) is missing, so it cannot meet the {floor:.2f} floor {where}."
+    if auroc < floor:
+        return f"its test AUROC {auroc:.2f} is below the {floor:.2f} floor {where}."
+    return None
 
 
 def scope_of(checkpoint: ModelCheckpoint) -> ScopeCheck:

@@ -37,6 +37,9 @@ from settings import get_settings
 from tests.live_server import ROOT, running_api
 
 torch.set_num_threads(1)  # the suite runs beside other work on a 2-core machine
+# Servers and settings of the suite serve no nodule model unless a test names one (tests/test_nodule_serving.py):
+# a models/nodule.pt in the checkout must not change what every other test sees. Inherited by the live servers.
+os.environ["NODULE_MODEL_PATH"] = ""
 
 UNDER_CI = os.environ.get("CI", "").lower() == "true"
 SHIPPED_MODEL = ROOT / "models" / "pneumonia.pt"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from api.alerting import AlertingDep
 from api.schemas import HealthOut, ModelInfoOut, ReadyOut
 from api.services import ServicesDep
-from inference import DEFAULT_TASK
+from inference import DEFAULT_TASK, NODULE_TASK
 from monitoring import is_ready, system_stats
 
 router = APIRouter(tags=["health"])
@@ -33,10 +33,20 @@ def ready(services: ServicesDep, alerting: AlertingDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/model/info", response_model=ModelInfoOut, summary="The served model, read from its checkpoint")
-def model_info(services: ServicesDep, task: str = DEFAULT_TASK) -> ModelInfoOut:
-    info = services.predictor(task).checkpoint.describe()
+NODULE_INFO_KEYS = ("model_kind", "location_threshold", "operating_point", "validated_populations")
+
+
+@router.get(
+    "/model/info",
+    response_model=ModelInfoOut,
+    response_model_exclude_none=True,  # the pneumonia answer keeps its fields; only the nodule model's has `extra`
+    summary="The served model, read from its checkpoint (`?task=nodule`: the nodule model; 404/503 say why none)",
+)
+def model_info(services: ServicesDep, task: str = Query(DEFAULT_TASK, max_length=64)) -> ModelInfoOut:
+    info = services.model(task).checkpoint.describe()
+    extra = {k: info["extra"][k] for k in NODULE_INFO_KEYS if k in info["extra"]} if task == NODULE_TASK else None
     return ModelInfoOut(
+        extra=extra,
         task=info["task"],
         architecture=info["architecture"],
         classes=info["class_names"],

@@ -26,6 +26,7 @@ from api.schemas import (
     SeriesPointOut,
 )
 from api.services import Services, ServicesDep
+from inference import ModelCheckpoint
 from monitoring import HISTORY, AuditFilter, Figures, Gauge, render_metrics, summarize, system_stats
 
 router = APIRouter(tags=["monitoring"])
@@ -33,12 +34,13 @@ router = APIRouter(tags=["monitoring"])
 
 def workstation_gauges(services: Services) -> list[Gauge]:
     """The present state, read on each scrape: served models, review queue, machine and this process."""
+    served = services.served_models()
     gauges = [
-        Gauge("cxr_model_info", "The model each task serves (value 1)", 1.0, _model_labels(services, task))
-        for task in services.predictors
+        Gauge("cxr_model_info", "The model each task serves (value 1)", 1.0, _model_labels(task, model.checkpoint))
+        for task, model in served.items()
     ]
-    for task in sorted({*services.predictors, *services.model_errors}):
-        loaded = 1.0 if task in services.predictors else 0.0
+    for task in sorted({*served, *services.model_errors}):
+        loaded = 1.0 if task in served else 0.0
         gauges.append(
             Gauge("cxr_model_loaded", "1 when the task's model is loaded, 0 when it failed", loaded, {"task": task})
         )
@@ -62,8 +64,7 @@ def workstation_gauges(services: Services) -> list[Gauge]:
     return gauges
 
 
-def _model_labels(services: Services, task: str) -> dict[str, str]:
-    checkpoint = services.predictors[task].checkpoint
+def _model_labels(task: str, checkpoint: ModelCheckpoint) -> dict[str, str]:
     return {"task": task, "version": checkpoint.version, "architecture": checkpoint.architecture}
 
 

@@ -21,6 +21,7 @@ from active_learning import (
     InvalidAnnotationError,
     JobAlreadyActiveError,
     JobNotFoundError,
+    NoNoduleFindingError,
     NotReadyForAdjudicationError,
     NotYourClaimError,
     QueueItemNotFoundError,
@@ -78,6 +79,7 @@ LEARNING_STATUS: dict[type[ActiveLearningError], int] = {
     AlreadyReadError: status.HTTP_409_CONFLICT,
     NotReadyForAdjudicationError: status.HTTP_409_CONFLICT,
     CaseAlreadyFinalError: status.HTTP_409_CONFLICT,
+    NoNoduleFindingError: status.HTTP_409_CONFLICT,
     AnnotationSupersededError: status.HTTP_409_CONFLICT,
     NotYourClaimError: status.HTTP_403_FORBIDDEN,  # and NotYourAnnotationError, its subclass
     InvalidAnnotationError: status.HTTP_422_UNPROCESSABLE_CONTENT,

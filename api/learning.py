@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from fastapi import status
 
-from active_learning import Annotation, LearningLoop, ReviewReason
+from active_learning import Annotation, LearningLoop, NoduleReview, ReviewReason
 from api.auth import Principal
 from api.errors import ApiError
 from api.observability import actor_fields
 from api.permissions import REVIEW_NOTE_CODE, sees_patient_identity
-from api.schemas import AiFindingOut, CaseOut, ReadingCaseOut
+from api.schemas import AiFindingOut, CaseOut, NoduleReviewIn, NoduleReviewOut, ReadingCaseOut, Role
 from api.services import Services
 from monitoring import AuditEntry, LabelledPrediction
 from storage import CaseRecord, CaseStatus
@@ -99,6 +99,27 @@ def reading_case(case: CaseOut, show_ai: bool) -> ReadingCaseOut:
         image_warnings=warnings,
         ai=AiFindingOut.model_validate(case) if show_ai else None,
     )
+
+
+def review_nodule_marks(services: Services, case_id: str, body: NoduleReviewIn, user: Principal) -> NoduleReview:
+    """A clinician's read of the case's nodule marks, kept as an expert label; a read that disagrees with the model
+    (a rejected mark, an added box, another finding) also sends the case to the experts' queue."""
+    marks = [mark.model_dump() for mark in body.marks]
+    review = services.learning.review_nodules(
+        case_id, user.username, str(user.role), finding=body.finding, marks=marks, comment=body.comment
+    )
+    detail = {"finding": review.finding, "disagreement": list(review.disagreement)}
+    audit(services, user, "nodule.review", case_id, detail)
+    if review.queued:
+        audit(services, user, "queue.add", case_id, {"reason": ReviewReason.NODULE_DISAGREEMENT.value})
+    return review
+
+
+def nodule_review_out(review: NoduleReview, role: Role | str) -> NoduleReviewOut:
+    """The review as `role` may see it: the comment is free text and may name the patient, so only roles that see
+    the patient's identity get it."""
+    out = NoduleReviewOut.model_validate(review)
+    return out if sees_patient_identity(role) else out.model_copy(update={"comment": None})
 
 
 def expert_feedback(services: Services, limit: int = 500) -> list[LabelledPrediction]:

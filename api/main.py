@@ -24,6 +24,7 @@ from api.routers import (
     media,
     models,
     monitoring,
+    nodule_reviews,
     predict,
     queue,
     reports,
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     routers = (health, monitoring, alerts, predict, studies, media, explain, similar, reports, auth, users)
-    routers += (queue, annotations, retraining, models, exports)
+    routers += (queue, annotations, nodule_reviews, retraining, models, exports)
     for module in routers:
         app.include_router(module.router)
     install_security(app, settings)  # last: authorisation from api/permissions.py covers every route above

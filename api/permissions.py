@@ -42,6 +42,7 @@ CLINICAL = Access(frozenset({Role.RADIOLOGIST, Role.ADMIN}))
 IMAGE_READERS = Access(frozenset({Role.RADIOLOGIST, Role.ANNOTATOR, Role.SENIOR, Role.ADMIN}))  # redacted per role
 READERS = Access(frozenset({Role.ANNOTATOR, Role.SENIOR, Role.ADMIN}))  # expert reads of queued cases
 ADJUDICATORS = Access(frozenset({Role.SENIOR, Role.ADMIN}))
+NODULE_REVIEWERS = Access(frozenset({Role.RADIOLOGIST, Role.SENIOR, Role.ADMIN}))  # read the model's nodule marks
 ADMIN_ONLY = Access(frozenset({Role.ADMIN}))
 
 # (method, route path template) -> who may call it. HEAD is looked up as GET.
@@ -88,6 +89,10 @@ ROUTE_PERMISSIONS: Mapping[tuple[str, str], Access] = {
     ("GET", "/v1/annotations/export"): ADJUDICATORS,
     ("GET", "/v1/annotations/{case_id}"): IMAGE_READERS,
     ("POST", "/v1/annotations/{case_id}/adjudicate"): ADJUDICATORS,
+    # Nodule marks: a clinician or senior confirms, rejects or adds them (an expert label); annotators read queued
+    # cases through their claims instead.
+    ("POST", "/v1/cases/{case_id}/nodule-review"): NODULE_REVIEWERS,
+    ("GET", "/v1/cases/{case_id}/nodule-review"): NODULE_REVIEWERS,
     ("POST", "/v1/retraining"): ADMIN_ONLY,
     ("GET", "/v1/retraining"): ADMIN_ONLY,
     ("GET", "/v1/retraining/{job_id}"): ADMIN_ONLY,

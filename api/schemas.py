@@ -557,7 +557,9 @@ class QueueIn(BaseModel):
 class QueueReasonOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    code: str = Field(description="uncertain | ood | disagreement | manual", examples=["uncertain"])
+    code: str = Field(
+        description="uncertain | ood | disagreement | manual | nodule_disagreement", examples=["uncertain"]
+    )
     requested_by: str | None = None
     at: datetime
 
@@ -651,6 +653,62 @@ class CaseAnnotationsOut(BaseModel):
     labels: list[str] = Field(
         default_factory=list, description="What a read or an adjudication of this case may say (empty: not queued)"
     )
+
+
+class NoduleMarkIn(BaseModel):
+    """One box of a nodule review. A confirmed or rejected mark is one of the model's marks sent back as received
+    (x, y, w, h within 1 px); an added box is the reader's own. Other keys (the mark's score) are ignored."""
+
+    x: float = Field(description="Left edge, in pixels of the stored image")
+    y: float = Field(description="Top edge, in pixels of the stored image")
+    w: float
+    h: float
+    verdict: Literal["confirmed", "rejected", "added"]
+
+
+class NoduleReviewIn(BaseModel):
+    marks: list[NoduleMarkIn] = Field(
+        default_factory=list, description="A verdict on every one of the model's marks, plus any boxes added"
+    )
+    finding: Literal["NODULE", "NO_NODULE"]
+    comment: FreeText | None = Field(default=None, max_length=2000)
+
+
+class NoduleMarkOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from active_learning's NoduleMark
+
+    x: float
+    y: float
+    w: float
+    h: float
+    verdict: str = Field(description="confirmed | rejected | added")
+    score: float | None = Field(description="The model's score of the mark; null for an added box")
+
+
+class NoduleReviewOut(BaseModel):
+    """A stored read of a case's nodule marks (never changed; a second read is another review)."""
+
+    model_config = ConfigDict(from_attributes=True)  # built from active_learning's NoduleReview
+
+    id: str
+    case_id: str
+    finding: str = Field(description="NODULE | NO_NODULE")
+    marks: list[NoduleMarkOut]
+    comment: str | None = Field(description="Free text; shown to the roles that see the patient's identity")
+    reviewer: str = Field(description="Who signed the read")
+    reviewer_role: str
+    created_at: datetime
+    model_label: str = Field(description="The model's finding the read judged")
+    model_probability: float
+    model_version: str
+    disagreement: list[str] = Field(description="finding | rejected_mark | added_box; empty: agrees with the model")
+    queued: bool = Field(description="This read sent the case to the experts' queue (reason nodule_disagreement)")
+    split: str = Field(description="train | val: the patient's held-back split")
+
+
+class NoduleReviewsOut(BaseModel):
+    case_id: str
+    reviews: list[NoduleReviewOut] = Field(description="Newest first")
 
 
 class RetrainingIn(BaseModel):

@@ -37,6 +37,7 @@ SIGNED_IN = frozenset({RAD, ANN, SEN, ADM})
 CLINICAL = frozenset({RAD, ADM})
 READERS = frozenset({ANN, SEN, ADM})
 ADJUDICATORS = frozenset({SEN, ADM})
+NODULE_REVIEWERS = frozenset({RAD, SEN, ADM})
 ADMIN = frozenset({ADM})
 
 # (method, path) -> who may call it. By hand; a new route fails test_every_route_has_a_rule until it is added here.
@@ -74,6 +75,8 @@ WHO_MAY: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/annotations"): READERS,
     ("GET", "/v1/annotations/{case_id}"): SIGNED_IN,
     ("POST", "/v1/annotations/{case_id}/adjudicate"): ADJUDICATORS,
+    ("POST", "/v1/cases/{case_id}/nodule-review"): NODULE_REVIEWERS,  # confirm, reject or add nodule marks
+    ("GET", "/v1/cases/{case_id}/nodule-review"): NODULE_REVIEWERS,
     ("GET", "/v1/annotations/stats"): SIGNED_IN,  # everyone sees their own statistics
     ("GET", "/v1/annotations/export"): ADJUDICATORS,
     ("POST", "/v1/retraining"): ADMIN,

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -26,6 +27,10 @@ from imaging import to_pixels_png16
 from labelled_data import read_expert_nodule_reads
 from storage import CASE_PIXELS_ARTIFACT, ArtifactStore, NewCase, PatientInfo
 from tests.active_learning_support import LoopDatabase, open_loop_database
+from tests.conftest import LiveApi, server_env, started_api
+from tests.factories import png_bytes, synthetic_radiograph, to_stored
+from tests.in_process import backend_settings, workstation
+from tests.nodule_fixtures import make_nodule_checkpoint
 
 WIDTH, HEIGHT = 800, 600  # the stored image the boxes are drawn on
 MODEL_MARKS = [
@@ -231,3 +236,184 @@ def test_a_patient_keeps_one_split_across_their_films(db: LoopDatabase) -> None:
         marks = [verdict(m, "confirmed") for m in MODEL_MARKS]
         splits.add(loop.review_nodules(case_id, "dr-a", "radiologist", finding="NODULE", marks=marks).split)
     assert len(splits) == 1
+
+
+# --- through HTTP: a live backend serving the fixture nodule checkpoint, with real users -----------------------------
+
+NODULE_THRESHOLD = 0.37  # the fixture model gives these synthetic films about 0.51: NODULE
+FILM_H, FILM_W = 180, 300  # non-square, so a swapped width and height shows
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Iterator[LiveApi]:
+    root = tmp_path_factory.mktemp("nodule-reads")
+    make_nodule_checkpoint(root / "nodule.pt", threshold=NODULE_THRESHOLD, version="nodule-reads-1")
+    env = {**server_env(root / "var", tiny_checkpoint, None), "NODULE_MODEL_PATH": str(root / "nodule.pt")}
+    with started_api(env, "sqlite") as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def people(live: LiveApi) -> Iterator[dict[str, httpx.Client]]:
+    clients = {role: live.client(role) for role in ("radiologist", "annotator", "senior", "admin")}
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+def film_case(radiologist: httpx.Client, seed: int) -> dict[str, Any]:
+    film = png_bytes(to_stored(synthetic_radiograph(FILM_H, FILM_W, seed=seed)))
+    patient = {"name": "Ottoline Vanderpump", "patient_id": f"MRN-NR-{seed}"}
+    answer = radiologist.post("/v1/studies", files={"file": ("f.png", film)}, data={"patient": json.dumps(patient)})
+    assert answer.status_code == 201, answer.text
+    case = answer.json()
+    assert case["nodule"]["label"] == "NODULE" and len(case["nodule"]["locations"]) >= 2, case["nodule"]
+    return case
+
+
+def queue_reasons(http: httpx.Client, case_id: str) -> list[tuple[str, str | None]]:
+    """(code, requested_by) of each reason the case waits in the queue for; [] when it is not queued."""
+    waiting = {item["case_id"]: item for item in http.get("/v1/queue", params={"limit": 500}).json()["items"]}
+    return [(r["code"], r["requested_by"]) for r in waiting.get(case_id, {"reasons": []})["reasons"]]
+
+
+def sent_back(mark: dict[str, Any], word: str) -> dict[str, Any]:
+    """A model mark as the UI sends it back: as received (score included), with the reader's verdict."""
+    return {**mark, "verdict": word}
+
+
+def test_a_radiologist_rejects_a_mark_and_adds_one_and_the_case_waits_in_the_queue(
+    people: dict[str, httpx.Client],
+) -> None:
+    radiologist, senior = people["radiologist"], people["senior"]
+    case = film_case(radiologist, seed=3)
+    case_id, model_marks = case["case_id"], case["nodule"]["locations"]
+    before = queue_reasons(senior, case_id)  # the tiny pneumonia model may have queued it as uncertain already
+    added = {"x": 200.0, "y": 100.0, "w": 40.0, "h": 30.0, "verdict": "added"}
+    marks = [sent_back(model_marks[0], "confirmed"), *(sent_back(m, "rejected") for m in model_marks[1:]), added]
+    body = {"marks": marks, "finding": "NODULE", "comment": "Ottoline: the right apex mark is a rib crossing."}
+    answer = radiologist.post(f"/v1/cases/{case_id}/nodule-review", json=body)
+    assert answer.status_code == 201, answer.text
+    review = answer.json()
+    assert (review["reviewer"], review["reviewer_role"], review["finding"]) == (
+        "test-radiologist",
+        "radiologist",
+        "NODULE",
+    )
+    assert [m["verdict"] for m in review["marks"]] == ["confirmed", *["rejected"] * (len(model_marks) - 1), "added"]
+    assert [m["score"] for m in review["marks"]] == [*(m["score"] for m in model_marks), None]
+    assert review["marks"][-1] | {"score": 0} == {**added, "score": 0}
+    assert (review["model_label"], review["model_version"]) == ("NODULE", "nodule-reads-1")
+    assert review["model_probability"] == case["nodule"]["probability"]
+    assert review["disagreement"] == ["rejected_mark", "added_box"] and review["queued"] is True
+    assert review["comment"] == body["comment"]
+
+    listed = radiologist.get(f"/v1/cases/{case_id}/nodule-review")
+    assert listed.status_code == 200 and listed.json() == {"case_id": case_id, "reviews": [review]}
+    assert queue_reasons(senior, case_id) == [*before, ("nodule_disagreement", "test-radiologist")]
+
+    exported = senior.get("/v1/annotations/export", params={"task": "nodule"})
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    row = next(r for r in csv.DictReader(io.StringIO(exported.text)) if r["file"] == f"images/{case_id}.png")
+    first = model_marks[0]
+    assert json.loads(row["boxes"]) == [[first["x"], first["y"], first["w"], first["h"]], [200.0, 100.0, 40.0, 30.0]]
+    assert (row["label"], row["located"], row["width"], row["height"]) == ("NODULE", "true", "300", "180")
+    assert (row["annotators"], row["source"], row["review_id"]) == ("test-radiologist", "nodule_review", review["id"])
+    assert "Ottoline" not in exported.text and "MRN-NR-3" not in exported.text
+    pneumonia = senior.get("/v1/annotations/export").text
+    assert case_id not in pneumonia  # the pneumonia manifest never carries a nodule label
+
+    audit = people["admin"].get("/v1/audit", params={"action": "nodule.review"}).json()["items"]
+    entry = next(e for e in audit if e["target_id"] == case_id)
+    assert entry["detail"] == {"finding": "NODULE", "disagreement": ["rejected_mark", "added_box"]}
+
+
+def test_a_second_read_never_overwrites_the_first_and_an_agreeing_one_queues_nothing(
+    people: dict[str, httpx.Client],
+) -> None:
+    radiologist, senior = people["radiologist"], people["senior"]
+    case = film_case(radiologist, seed=4)
+    case_id, model_marks = case["case_id"], case["nodule"]["locations"]
+    rejecting = {"marks": [sent_back(m, "rejected") for m in model_marks], "finding": "NO_NODULE", "comment": "Clear."}
+    first = radiologist.post(f"/v1/cases/{case_id}/nodule-review", json=rejecting).json()
+    agreeing = {"marks": [sent_back(m, "confirmed") for m in model_marks], "finding": "NODULE"}
+    second = senior.post(f"/v1/cases/{case_id}/nodule-review", json=agreeing)
+    assert second.status_code == 201, second.text
+    assert (second.json()["disagreement"], second.json()["queued"]) == ([], False)
+    assert ("nodule_disagreement", "test-senior") not in queue_reasons(senior, case_id)
+    assert first["disagreement"] == ["finding", "rejected_mark"]
+
+    by_senior = senior.get(f"/v1/cases/{case_id}/nodule-review").json()["reviews"]
+    assert [(r["reviewer"], r["finding"]) for r in by_senior] == [
+        ("test-senior", "NODULE"),
+        ("test-radiologist", "NO_NODULE"),
+    ]
+    assert by_senior[1]["comment"] is None  # free text may name the patient: only clinical roles read it
+    by_radiologist = radiologist.get(f"/v1/cases/{case_id}/nodule-review").json()["reviews"]
+    assert by_radiologist[1] == first  # unchanged, comment and all
+
+    exported = senior.get("/v1/annotations/export", params={"task": "nodule"}).text
+    row = next(r for r in csv.DictReader(io.StringIO(exported)) if r["file"] == f"images/{case_id}.png")
+    assert (row["label"], row["annotators"]) == ("NODULE", "test-senior")  # the newest read is the label
+    assert len(json.loads(row["boxes"])) == len(model_marks)
+
+
+def test_annotators_may_not_review_nodule_marks_nor_list_the_reads(people: dict[str, httpx.Client]) -> None:
+    case = film_case(people["radiologist"], seed=5)
+    path = f"/v1/cases/{case['case_id']}/nodule-review"
+    body = {"marks": [sent_back(m, "rejected") for m in case["nodule"]["locations"]], "finding": "NO_NODULE"}
+    for answer in (people["annotator"].post(path, json=body), people["annotator"].get(path)):
+        assert answer.status_code == 403, answer.text
+        assert "Your role (annotator) may not call" in answer.json()["detail"]
+
+
+def test_a_review_that_does_not_add_up_is_answered_with_what_is_wrong(people: dict[str, httpx.Client]) -> None:
+    radiologist = people["radiologist"]
+    case = film_case(radiologist, seed=6)
+    path, model_marks = f"/v1/cases/{case['case_id']}/nodule-review", case["nodule"]["locations"]
+    rejected = [sent_back(m, "rejected") for m in model_marks]
+    refused = {
+        "outside the image": (
+            {"marks": [*rejected, {"x": 280, "y": 10, "w": 40, "h": 20, "verdict": "added"}], "finding": "NODULE"},
+            422,
+            f"Box {len(rejected) + 1} reaches outside the image (300 x 180 pixels)",
+        ),
+        "no area": (
+            {"marks": [*rejected, {"x": 20, "y": 10, "w": 0, "h": 20, "verdict": "added"}], "finding": "NODULE"},
+            422,
+            "has no area",
+        ),
+        "unknown verdict": (
+            {"marks": [{**rejected[0], "verdict": "unsure"}, *rejected[1:]], "finding": "NODULE"},
+            422,
+            "marks.0.verdict: Input should be 'confirmed', 'rejected' or 'added'",
+        ),
+        "mark without verdict": (
+            {"marks": rejected[1:], "finding": "NO_NODULE"},
+            422,
+            "The model's mark(s) 1 have no verdict",
+        ),
+        "unknown finding": ({"marks": rejected, "finding": "MAYBE"}, 422, "finding: Input should be 'NODULE' or"),
+        "unknown case": ({"marks": [], "finding": "NO_NODULE"}, 404, "No case with id"),
+    }
+    for what, (body, status, words) in refused.items():
+        url = path if what != "unknown case" else "/v1/cases/no-such-case/nodule-review"
+        answer = radiologist.post(url, json=body)
+        assert (answer.status_code, words in answer.json()["detail"]) == (status, True), (what, answer.text)
+    assert radiologist.get(path).json()["reviews"] == []
+    assert ("nodule_disagreement", "test-radiologist") not in queue_reasons(people["senior"], case["case_id"])
+
+
+def test_a_case_analysed_without_a_nodule_model_has_no_marks_to_review(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    settings = backend_settings(tmp_path / "var", tiny_checkpoint).model_copy(update={"nodule_model_path": None})
+    film = png_bytes(to_stored(synthetic_radiograph(FILM_H, FILM_W, seed=7)))
+    with workstation(settings) as admin:
+        case = admin.post("/v1/studies", files={"file": ("f.png", film)}).raise_for_status().json()
+        answer = admin.post(f"/v1/cases/{case['case_id']}/nodule-review", json={"marks": [], "finding": "NO_NODULE"})
+        listed = admin.get(f"/v1/cases/{case['case_id']}/nodule-review")
+    assert case["nodule"] is None
+    assert answer.status_code == 409 and answer.json()["detail"] == (
+        "This case has no nodule finding (no nodule model was served when it was analysed): there are no marks to "
+        "review."
+    )
+    assert listed.json() == {"case_id": case["case_id"], "reviews": []}

@@ -1,12 +1,12 @@
 """Expert reads: `POST /v1/annotations` (a read, or a correction that supersedes one), `GET /v1/annotations/{case_id}`
 (the reads the caller may see), `POST /v1/annotations/{case_id}/adjudicate` (senior or admin: the final label when
 two reads disagree), `GET /v1/annotations/stats` and `GET /v1/annotations/export` (the final labels as the training
-manifest). Reading is blind: a reader sees the model's answer once their own read is in, the other
-reads once the label is final."""
+manifest; `?task=nodule`: the nodule reads). Reading is blind: a reader sees the model's answer once their own read
+is in, the other reads once the label is final."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 
 from active_learning import Annotation
@@ -21,6 +21,7 @@ from api.schemas import (
     Role,
 )
 from api.services import Services, ServicesDep
+from inference import DEFAULT_TASK, NODULE_TASK
 
 router = APIRouter(prefix="/v1/annotations", tags=["annotations"])
 SEES_EVERYONES_STATISTICS = frozenset({Role.SENIOR, Role.ADMIN})  # adjudicators, and the admin who answers for the data
@@ -35,14 +36,25 @@ def annotation_stats(services: ServicesDep, user: CurrentUser) -> dict:
 
 @router.get(
     "/export",
-    summary="The final expert labels as a training manifest (CSV: file,label,split,patient_id,source,annotators)",
+    summary="The expert labels as a training manifest (CSV: file,label,split,patient_id,source,annotators; "
+    "task=nodule: the nodule reads, with boxes in stored pixels)",
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}},
 )
-def export_labels(services: ServicesDep, user: CurrentUser) -> Response:
-    audit(services, user, "annotations.export", None, {})
-    headers = {"Content-Disposition": 'attachment; filename="expert-labels.csv"'}
-    return Response(services.learning.export_csv(), media_type="text/csv", headers=headers)
+def export_labels(
+    services: ServicesDep,
+    user: CurrentUser,
+    task: str = Query(DEFAULT_TASK, pattern=f"^({DEFAULT_TASK}|{NODULE_TASK})$", description="pneumonia | nodule"),
+) -> Response:
+    audit(services, user, "annotations.export", None, {"task": task})
+    loop = services.learning
+    csv_text, name = (
+        (loop.nodule_export_csv(), "expert-nodule-labels.csv")
+        if task == NODULE_TASK
+        else (loop.export_csv(), "expert-labels.csv")
+    )
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(csv_text, media_type="text/csv", headers=headers)
 
 
 @router.post("", response_model=AnnotationOut, status_code=status.HTTP_201_CREATED, summary="Submit a read")

@@ -43,6 +43,10 @@ DICOM_TAGS = (
     "PatientBirthDate",
     "StudyDate",
     "StudyInstanceUID",
+    # The very image, so the exports can point at it: the structured report's nodule marks are coordinates on it.
+    "SeriesInstanceUID",
+    "SOPClassUID",
+    "SOPInstanceUID",
     "Modality",
     "ViewPosition",
     "BodyPartExamined",

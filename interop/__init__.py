@@ -7,6 +7,10 @@ Public surface:
   `case_study_uid(case)`, `DicomKind`, `DICOM_KINDS`
 - FHIR out (interop/fhir_out.py): `fhir_report(case, context) -> dict` (an R4 Bundle: DiagnosticReport, Observation,
   Patient, Device and the signer as Practitioner), `FHIR_MEDIA_TYPE`
+- both findings: once the case has the nodule finding (`ReportCase.nodule`), the SR holds it in a container of its
+  own (SNOMED CT Nodule, probability, threshold, the nodule model, its measured performance, each mark's score
+  inferred from its rectangle and centre as SCOORDs on the uploaded image, or from its box written out when the
+  upload was no DICOM image) and the FHIR Bundle a second Observation (and Device) that the DiagnosticReport lists
 - records and codes: `ExportContext`, `Concept`, `FINDING_CONCEPTS`, `finding_concept(label)`
 - errors: `ExportError` (base, a ValueError), `ExportInputError` (the case cannot be written: 422)
 

@@ -27,15 +27,19 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from interop.errors import ExportInputError
 from interop.records import (
     LOCAL_SCHEME,
+    LUNG,
     MANUFACTURER,
     Concept,
     ExportContext,
+    SourceImage,
     finding_concept,
     gate_text,
+    mark_text,
     scope_text,
+    source_image,
     source_study_uid,
 )
-from reports import ReportCase
+from reports import NoduleMark, ReportCase
 
 DicomKind = Literal["sr", "pdf", "sc"]
 DICOM_KINDS: tuple[DicomKind, ...] = get_args(DicomKind)
@@ -47,6 +51,12 @@ SERIES_DESCRIPTIONS: dict[DicomKind, str] = {
 }
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 DIAGNOSTIC_IMAGING_REPORT = hd.sr.CodedConcept("18748-4", "LN", "Diagnostic imaging report")
+NODULE_RESULT = hd.sr.CodedConcept("NODULE-RESULT", LOCAL_SCHEME, "Lung nodule or mass result")
+NODULE_PROBABILITY = hd.sr.CodedConcept("PROBABILITY-NOD", LOCAL_SCHEME, "Probability of a lung nodule or mass")
+NODULE_THRESHOLD = hd.sr.CodedConcept("THRESHOLD-NODULE", LOCAL_SCHEME, "Decision threshold on the nodule probability")
+NODULE_PERFORMANCE = hd.sr.CodedConcept("NODULE-PERF", LOCAL_SCHEME, "Measured performance of the nodule model")
+NODULE_MARK_SCORE = hd.sr.CodedConcept("NODULE-MARK", LOCAL_SCHEME, "Nodule mark score")
+NODULE_MARK_BOX = hd.sr.CodedConcept("NODULE-MARK-BOX", LOCAL_SCHEME, "Nodule mark box")
 _UID_SEED = "cxr-workstation"
 _DICOM_SEX = frozenset({"M", "F", "O"})
 _DA = re.compile(r"^\d{8}$")
@@ -142,11 +152,14 @@ def _series_fields(case: ReportCase, kind: DicomKind) -> dict[str, object]:
 def structured_report(case: ReportCase, context: ExportContext) -> Dataset:
     """The AI result as a Comprehensive SR; verified (FINAL) by the signer once the case is signed."""
     source = source_dataset(case)
+    image = source_image(case.study)
     root = hd.sr.ContainerContentItem(name=DIAGNOSTIC_IMAGING_REPORT)
-    root.ContentSequence = hd.sr.ContentSequence([*_observer(case, context), *_result_items(case, context)])
+    root.ContentSequence = hd.sr.ContentSequence(
+        [*_observer(case, context), *_result_items(case, context), *_nodule_items(case, context, image)]
+    )
     signed = case.is_signed
     sr = hd.sr.ComprehensiveSR(
-        evidence=[_evidence(source)],
+        evidence=[_evidence(source, image)],
         content=root,
         manufacturer=MANUFACTURER,
         is_complete=True,
@@ -155,12 +168,14 @@ def structured_report(case: ReportCase, context: ExportContext) -> Dataset:
         institution_name=context.institution_name,
         verifying_observer_name=pn(str(case.signed_by)) if signed else None,
         verifying_organization=context.institution_name if signed else None,
-        record_evidence=False,  # the source image's own UIDs are not kept with the case
+        record_evidence=False,  # other studies' instances: none here
         contributing_equipment=[_contributing_equipment(case, context)],
         series_description=SERIES_DESCRIPTIONS["sr"],
         **_series_fields(case, "sr"),
     )
     sr.CodingSchemeIdentificationSequence = [_local_scheme()]
+    if image is None:  # highdicom lists same-study evidence regardless: the stand-in instance must not be listed
+        del sr.CurrentRequestedProcedureEvidenceSequence
     return sr
 
 
@@ -173,10 +188,15 @@ def _local_scheme() -> Dataset:
     return item
 
 
-def _evidence(source: Dataset) -> Dataset:
-    """The source study as highdicom takes it: an instance of it (never recorded as evidence)."""
+def _evidence(source: Dataset, image: SourceImage | None) -> Dataset:
+    """The source study as highdicom takes it: the uploaded image when its UIDs are known (the report's evidence),
+    else a stand-in instance of the study, which `structured_report` takes out of the evidence again."""
     evidence = Dataset()
     evidence.update(source)
+    if image is not None:
+        evidence.SOPClassUID, evidence.SOPInstanceUID = image.sop_class_uid, image.sop_instance_uid
+        evidence.SeriesInstanceUID = image.series_instance_uid
+        return evidence
     evidence.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
     evidence.SOPInstanceUID = generate_uid()
     evidence.SeriesInstanceUID = generate_uid()
@@ -239,6 +259,69 @@ def _uncertainty_items(case: ReportCase) -> list[hd.sr.ContentItem]:
         name = _local("UNCERTAINTY-METH", "Uncertainty method")
         items.append(hd.sr.TextContentItem(name, details.method[:1024], contains))
     return items
+
+
+def _nodule_items(case: ReportCase, context: ExportContext, image: SourceImage | None) -> list[hd.sr.ContentItem]:
+    """The second finding in a container of its own: finding, probability, threshold, the nodule model, its measured
+    performance and one scored region per mark (a rectangle and its centre on the uploaded image, in its pixels)."""
+    nodule = case.nodule
+    if nodule is None:
+        return []
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    container = hd.sr.ContainerContentItem(name=NODULE_RESULT, relationship_type=contains)
+    items: list[hd.sr.ContentItem] = [
+        *hd.sr.AlgorithmIdentification(name=context.nodule_model_name, version=nodule.model_version[:64]),
+        hd.sr.CodeContentItem(codes.DCM.Finding, _coded(finding_concept(nodule.label)), contains),
+        hd.sr.CodeContentItem(codes.SCT.FindingSite, _coded(LUNG), hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD),
+        hd.sr.NumContentItem(
+            NODULE_PROBABILITY, float(nodule.probability), codes.UCUM.NoUnits, relationship_type=contains
+        ),
+        hd.sr.NumContentItem(NODULE_THRESHOLD, float(nodule.threshold), codes.UCUM.NoUnits, relationship_type=contains),
+    ]
+    if nodule.performance:
+        items.append(hd.sr.TextContentItem(NODULE_PERFORMANCE, nodule.performance[:1024], contains))
+    items.extend(_mark_item(mark, image) for mark in nodule.marks)
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return [container]
+
+
+def _mark_item(mark: NoduleMark, image: SourceImage | None) -> hd.sr.ContentItem:
+    """A mark's score, inferred from its region: a closed rectangle and its centre on the uploaded image when that
+    image is known (a PACS viewer draws them on it), else the box written out (a PNG upload has no DICOM image)."""
+    inferred = hd.sr.RelationshipTypeValues.INFERRED_FROM
+    score = hd.sr.NumContentItem(
+        NODULE_MARK_SCORE,
+        float(mark.score),
+        codes.UCUM.NoUnits,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    if image is None:
+        regions: list[hd.sr.ContentItem] = [hd.sr.TextContentItem(NODULE_MARK_BOX, mark_text(mark), inferred)]
+    else:
+        left, top, right, bottom = mark.x, mark.y, mark.x + mark.w, mark.y + mark.h
+        rectangle = np.array([[left, top], [right, top], [right, bottom], [left, bottom], [left, top]])
+        regions = [
+            _scoord(codes.DCM.ImageRegion, hd.sr.GraphicTypeValues.POLYLINE, rectangle, image),
+            _scoord(codes.DCM.Center, hd.sr.GraphicTypeValues.POINT, np.array([mark.centre]), image),
+        ]
+    score.ContentSequence = hd.sr.ContentSequence(regions)
+    return score
+
+
+def _scoord(
+    name: object, graphic_type: hd.sr.GraphicTypeValues, points: np.ndarray, image: SourceImage
+) -> hd.sr.ScoordContentItem:
+    """Image coordinates (column, row; 0, 0 is the top-left corner of the top-left pixel) selected from the image."""
+    item = hd.sr.ScoordContentItem(
+        name=name,
+        graphic_type=graphic_type,
+        graphic_data=points.astype(np.float32),
+        relationship_type=hd.sr.RelationshipTypeValues.INFERRED_FROM,
+    )
+    item.ContentSequence = hd.sr.ContentSequence(
+        [hd.sr.SourceImageForRegion(image.sop_class_uid, image.sop_instance_uid)]
+    )
+    return item
 
 
 def encapsulated_pdf(case: ReportCase, context: ExportContext, pdf: bytes, title: str) -> Dataset:

@@ -22,15 +22,17 @@ from fhir.resources.R4B.practitioner import Practitioner
 
 from interop.records import (
     LOCAL_SYSTEM,
+    LUNG,
     MANUFACTURER,
     Concept,
     ExportContext,
     conclusion,
     finding_concept,
     gate_text,
+    mark_text,
     scope_text,
 )
-from reports import ReportCase
+from reports import NoduleReport, ReportCase
 
 FHIR_MEDIA_TYPE = "application/fhir+json"
 UCUM = "http://unitsofmeasure.org"
@@ -42,13 +44,17 @@ _INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpret
 
 def fhir_report(case: ReportCase, context: ExportContext) -> str:
     """The Bundle as FHIR JSON text."""
-    ids = {kind: _id(case.case_id, kind) for kind in ("report", "observation", "patient", "device")}
-    resources = [
-        _diagnostic_report(case, ids),
-        _observation(case, context, ids),
+    kinds = ("report", "observation", "patient", "device", "nodule-observation", "nodule-device")
+    ids = {kind: _id(case.case_id, kind) for kind in kinds}
+    resources = [_diagnostic_report(case, ids), _observation(case, context, ids)]
+    if case.nodule is not None:
+        resources.append(_nodule_observation(case, case.nodule, context, ids))
+    resources += [
         _patient(case, ids["patient"]),
-        _device(case, context, ids["device"]),
+        _device(context.model_name, case.model.version, ids["device"], case.model.architecture),
     ]
+    if case.nodule is not None:
+        resources.append(_device(context.nodule_model_name, case.nodule.model_version, ids["nodule-device"]))
     if case.is_signed:
         resources.append(Practitioner(id=_id(str(case.signed_by), "practitioner"), name=[{"text": case.signed_by}]))
     entries = [{"fullUrl": f"urn:uuid:{r.id}", "resource": r} for r in resources]
@@ -83,7 +89,11 @@ def _signer(case: ReportCase) -> list[dict[str, str]]:
 
 
 def _diagnostic_report(case: ReportCase, ids: dict[str, str]) -> DiagnosticReport:
-    finding = finding_concept(case.finding)
+    findings = [finding_concept(case.finding)]
+    results = [_ref(ids["observation"])]
+    if case.nodule is not None:
+        findings.append(finding_concept(case.nodule.label))
+        results.append(_ref(ids["nodule-observation"]))
     return DiagnosticReport(
         id=ids["report"],
         identifier=[{"system": f"{LOCAL_SYSTEM}:case", "value": case.case_id}],
@@ -95,9 +105,9 @@ def _diagnostic_report(case: ReportCase, ids: dict[str, str]) -> DiagnosticRepor
         issued=(case.signed_at or case.created_at).isoformat(),
         performer=_signer(case) or None,
         resultsInterpreter=_signer(case) or None,
-        result=[_ref(ids["observation"])],
+        result=results,
         conclusion=conclusion(case),
-        conclusionCode=[{"coding": [_coding(finding)], "text": finding.meaning}],
+        conclusionCode=[{"coding": [_coding(finding)], "text": finding.meaning} for finding in findings],
     )
 
 
@@ -123,16 +133,52 @@ def _observation(case: ReportCase, context: ExportContext, ids: dict[str, str]) 
     )
 
 
+def _nodule_observation(
+    case: ReportCase, nodule: NoduleReport, context: ExportContext, ids: dict[str, str]
+) -> Observation:
+    """The second finding: the probability of a lung nodule or mass, the threshold, each mark (its box in the
+    analysed image's pixels and its score) as a component, the measured performance as a note."""
+    concept = finding_concept(nodule.positive_class)
+    method = f"{context.nodule_model_name} version {nodule.model_version}"
+    return Observation(
+        id=ids["nodule-observation"],
+        status=_status(case),
+        category=[
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}
+        ],
+        code={"coding": [_coding(concept)], "text": "AI probability of a lung nodule or mass"},
+        subject=_ref(ids["patient"]),
+        effectiveDateTime=case.created_at.isoformat(),
+        performer=_signer(case) or None,
+        valueQuantity=_quantity(nodule.probability),
+        interpretation=[{"coding": [{"system": _INTERPRETATION, "code": "POS" if nodule.is_positive else "NEG"}]}],
+        bodySite={"coding": [_coding(LUNG)]},
+        method={"coding": [{"system": LOCAL_SYSTEM, "code": context.nodule_model_name}], "text": method},
+        device=_ref(ids["nodule-device"], method),
+        component=_nodule_components(nodule),
+        note=[{"text": nodule.performance}] if nodule.performance else None,
+    )
+
+
+def _nodule_components(nodule: NoduleReport) -> list[dict[str, object]]:
+    threshold = _local_code("THRESHOLD", "Decision threshold on the probability of a lung nodule or mass")
+    parts: list[dict[str, object]] = [{"code": threshold, "valueQuantity": _quantity(nodule.threshold)}]
+    mark = _local_code("NODULE-MARK", "Nodule mark: box in the analysed image's pixels and its score")
+    parts += [{"code": mark, "valueString": mark_text(each)} for each in nodule.marks]
+    return parts
+
+
+def _local_code(local: str, text: str) -> dict[str, object]:
+    return {"coding": [{"system": LOCAL_SYSTEM, "code": local, "display": text}], "text": text}
+
+
 def _quantity(value: float) -> dict[str, object]:
     return {"value": round(float(value), 6), "unit": "probability", "system": UCUM, "code": "1"}
 
 
 def _components(case: ReportCase, context: ExportContext) -> list[dict[str, object]]:
     """Uncertainty, the input gate and the validated scope, each under a local code."""
-
-    def code(local: str, text: str) -> dict[str, object]:
-        return {"coding": [{"system": LOCAL_SYSTEM, "code": local, "display": text}], "text": text}
-
+    code = _local_code
     details = case.uncertainty
     parts: list[dict[str, object]] = [
         {"code": code("UNCERTAIN", "Flagged as uncertain"), "valueBoolean": case.uncertain}
@@ -161,11 +207,12 @@ def _patient(case: ReportCase, patient_id: str) -> Patient:
     )
 
 
-def _device(case: ReportCase, context: ExportContext, device_id: str) -> Device:
+def _device(model_name: str, version: str, device_id: str, architecture: str | None = None) -> Device:
+    """A model as the device that made an observation: its registry name, version and architecture."""
     return Device(
         id=device_id,
         manufacturer=MANUFACTURER,
-        deviceName=[{"name": context.model_name, "type": "model-name"}],
-        modelNumber=case.model.architecture,
-        version=[{"value": case.model.version}],
+        deviceName=[{"name": model_name, "type": "model-name"}],
+        modelNumber=architecture,
+        version=[{"value": version}],
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from interop.errors import ExportInputError
-from reports import ReportCase
+from reports import NoduleMark, ReportCase
 
 MANUFACTURER = "CXR Workstation"
 LOCAL_SCHEME = "99CXRWS"  # DICOM private coding scheme ("99" prefix) for concepts no standard terminology names
@@ -41,10 +41,15 @@ class Concept:
 
 # The model's classes as findings. SNOMED CT where it has the concept; the negative class means "no pneumonia-like
 # opacity", not "normal chest", so it keeps a local code rather than borrowing SNOMED's "chest X-ray normal".
+# The nodule model's positive class is "nodule or mass"; SNOMED CT's Nodule (27925004, in DICOM's CID 6104 "Abnormal
+# Opacity Finding or Feature", the chest CAD findings) names it, the report's wording adds "or mass".
 FINDING_CONCEPTS: Mapping[str, Concept] = {
     "PNEUMONIA": Concept("233604007", "SCT", "Pneumonia"),
     "NORMAL": Concept("NO-PNEUMONIA-OPACITY", LOCAL_SCHEME, "No pneumonia-like opacity"),
+    "NODULE": Concept("27925004", "SCT", "Nodule"),
+    "NO_NODULE": Concept("NO-NODULE", LOCAL_SCHEME, "No nodule or mass found"),
 }
+LUNG = Concept("39607008", "SCT", "Lung")
 
 
 def finding_concept(label: str) -> Concept:
@@ -60,9 +65,10 @@ class ExportContext:
     institution_name: str
     model_name: str  # the registry's name, e.g. "cxr-pneumonia"
     scope: str | None = None
+    nodule_model_name: str = "cxr-nodule"  # the registry's name of the nodule model, when the case has its finding
 
     def __post_init__(self) -> None:
-        for name in ("institution_name", "model_name"):
+        for name in ("institution_name", "model_name", "nodule_model_name"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip() or len(value) > 64:
                 raise ExportInputError(f"{name} must be a non-empty text of at most 64 characters.")
@@ -74,14 +80,48 @@ def source_study_uid(study: Mapping[str, Any]) -> str | None:
     return uid if _UID.match(uid) and len(uid) <= 64 else None
 
 
+@dataclass(frozen=True)
+class SourceImage:
+    """The uploaded DICOM image itself (its UIDs), which coordinates in the structured report point at."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+
+
+def source_image(study: Mapping[str, Any]) -> SourceImage | None:
+    """The uploaded DICOM image, when the case came from one that named itself with valid UIDs."""
+    uids = [str(study.get(key) or "").strip() for key in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")]
+    if source_study_uid(study) is None or not all(_UID.match(uid) and len(uid) <= 64 for uid in uids):
+        return None
+    return SourceImage(*uids)
+
+
 def conclusion(case: ReportCase) -> str:
     """The result in one line, as a receiving system shows it: the finding and the AI's probability of it."""
     finding = finding_concept(case.finding).meaning
     state = "signed by " + str(case.signed_by) if case.is_signed else "not yet signed by a radiologist"
     return (
         f"AI result: {finding} (probability of {case.positive_class.lower()} "
-        f"{case.probabilities.get(case.positive_class, 0.0):.2f}); {state}."
+        f"{case.probabilities.get(case.positive_class, 0.0):.2f}); {nodule_conclusion(case)}; {state}."
     )
+
+
+def nodule_conclusion(case: ReportCase) -> str:
+    """The second finding in the one-line result."""
+    nodule = case.nodule
+    if nodule is None:
+        return "no nodule model was served"
+    marks = len(nodule.marks)
+    return (
+        f"{finding_concept(nodule.label).meaning} (probability of a lung nodule or mass {nodule.probability:.2f}, "
+        f"{marks} mark{'' if marks == 1 else 's'})"
+    )
+
+
+def mark_text(mark: NoduleMark) -> str:
+    """One mark as text: its box in the analysed image's pixels and its score."""
+    return f"x {mark.x:g}, y {mark.y:g}, w {mark.w:g}, h {mark.h:g} (image pixels); score {mark.score:.2f}"
 
 
 def scope_text(case: ReportCase, context: ExportContext) -> str:

@@ -24,6 +24,7 @@ TAG_LABELS = {
     "StudyInstanceUID": "Study instance UID",
     "SeriesInstanceUID": "Series instance UID",
     "SOPInstanceUID": "SOP instance UID",
+    "SOPClassUID": "SOP class UID",
     "AccessionNumber": "Accession number",
     "StudyDate": "Study date",
     "StudyTime": "Study time",

@@ -159,6 +159,11 @@ def test_structured_report_states_the_signed_finding_probability_and_model(
         signed_case["model_version"],
     )
     assert (sr.VerificationFlag, sr.PreliminaryFlag, sr.CompletionFlag) == ("VERIFIED", "FINAL", "COMPLETE")
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]  # the uploaded image itself, by its own UIDs
+    assert (evidence.StudyInstanceUID, evidence.ReferencedSeriesSequence[0].SeriesInstanceUID) == (
+        STUDY_UID,
+        SERIES_UID,
+    )
     assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == f"{signed_case['signer']}^"
 
 
@@ -213,15 +218,17 @@ def test_fhir_report_is_final_names_the_signer_and_the_probability(
     assert answer.headers["content-type"] == "application/fhir+json"
     bundle = Bundle.model_validate_json(answer.content)  # the models' own parser
     resources = {entry.resource.__resource_type__: entry.resource for entry in bundle.entry}
-    report, observation = resources["DiagnosticReport"], resources["Observation"]
+    report = resources["DiagnosticReport"]
+    # the pneumonia Observation is the report's first result (a served nodule model adds a second)
+    observation = next(e.resource for e in bundle.entry if f"urn:uuid:{e.resource.id}" == report.result[0].reference)
     assert (report.status, observation.status) == ("final", "final")
     assert [p.display for p in report.performer] == [signed_case["signer"]]
     assert report.conclusionCode[0].coding[0].code == SNOMED_PNEUMONIA
     assert "Pneumonia" in report.conclusion and signed_case["signer"] in report.conclusion
-    assert report.result[0].reference == f"urn:uuid:{observation.id}"
     assert float(observation.valueQuantity.value) == pytest.approx(signed_case["probabilities"]["PNEUMONIA"], abs=1e-6)
     assert signed_case["model_version"] in observation.method.text
-    assert [v.value for v in resources["Device"].version] == [signed_case["model_version"]]
+    device = next(e.resource for e in bundle.entry if f"urn:uuid:{e.resource.id}" == observation.device.reference)
+    assert [v.value for v in device.version] == [signed_case["model_version"]]
     patient = resources["Patient"]
     assert (patient.name[0].text, str(patient.birthDate), patient.gender) == ("Okonkwo Adaeze", "2021-04-12", "female")
     assert resources["Practitioner"].name[0].text == signed_case["signer"]

@@ -101,3 +101,120 @@ def test_a_case_without_patient_details_still_makes_valid_objects() -> None:
     bundle = Bundle.model_validate_json(fhir_report(case, CONTEXT))
     patient = next(e.resource for e in bundle.entry if e.resource.__resource_type__ == "Patient")
     assert (patient.name, patient.gender, patient.birthDate) == (None, None, None)
+
+
+# --- the second finding: lung nodule or mass ------------------------------------------------------------------------
+
+IMAGE_UIDS = {  # the uploaded DICOM image, as the case keeps it
+    "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.1",
+    "SOPInstanceUID": "1.2.826.0.1.3680043.8.498.555001",
+    "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.555002",
+}
+NODULE_PERFORMANCE = "Finds about 6 of 10 nodules or masses, at about 1 false mark per film (measured on test films)."
+# The sample's marks, written out: (x, y, w, h) in the film's pixels and the score.
+MARKS = [((408, 224, 56, 56), 0.83), ((150, 330, 48, 44), 0.31)]
+
+
+def nodule_container(sr: pydicom.Dataset) -> pydicom.Dataset:
+    return content(sr)["Lung nodule or mass result"]
+
+
+def children(item: pydicom.Dataset, meaning: str) -> list[pydicom.Dataset]:
+    return [child for child in item.ContentSequence if child.ConceptNameCodeSequence[0].CodeMeaning == meaning]
+
+
+def number(item: pydicom.Dataset) -> float:
+    return float(item.MeasuredValueSequence[0].NumericValue)
+
+
+def test_the_structured_report_marks_each_nodule_on_the_uploaded_image(tmp_path: Path) -> None:
+    case = dataclasses.replace(sample_case(), study={**sample_case().study, **IMAGE_UIDS})
+    sr = pydicom.dcmread(io.BytesIO(dicom_bytes(structured_report(case, CONTEXT))))
+    assert content(sr)["Finding"].ConceptCodeSequence[0].CodeValue == "233604007"  # pneumonia stays the first finding
+    nodule = nodule_container(sr)
+    finding = children(nodule, "Finding")[0].ConceptCodeSequence[0]
+    assert (finding.CodeValue, finding.CodingSchemeDesignator, finding.CodeMeaning) == ("27925004", "SCT", "Nodule")
+    assert children(nodule, "Finding Site")[0].ConceptCodeSequence[0].CodeValue == "39607008"  # lung
+    assert number(children(nodule, "Probability of a lung nodule or mass")[0]) == 0.78
+    assert number(children(nodule, "Decision threshold on the nodule probability")[0]) == 0.42
+    assert children(nodule, "Algorithm Version")[0].TextValue == "nodule-resnet18-2026.12.1"
+    assert children(nodule, "Algorithm Name")[0].TextValue == "cxr-nodule"
+    assert children(nodule, "Measured performance of the nodule model")[0].TextValue == NODULE_PERFORMANCE
+    scores = children(nodule, "Nodule mark score")
+    assert [number(score) for score in scores] == [score for _, score in MARKS]
+    for score, ((x, y, w, h), _) in zip(scores, MARKS, strict=True):
+        region, centre = children(score, "Image Region")[0], children(score, "Center")[0]
+        assert (region.RelationshipType, region.ValueType, region.GraphicType) == (
+            "INFERRED FROM",
+            "SCOORD",
+            "POLYLINE",
+        )
+        assert list(region.GraphicData) == [x, y, x + w, y, x + w, y + h, x, y + h, x, y]
+        assert (centre.GraphicType, list(centre.GraphicData)) == ("POINT", [x + w / 2, y + h / 2])
+        for scoord in (region, centre):
+            image = scoord.ContentSequence[0]
+            assert (image.RelationshipType, image.ValueType) == ("SELECTED FROM", "IMAGE")
+            assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == IMAGE_UIDS["SOPInstanceUID"]
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.SeriesInstanceUID == IMAGE_UIDS["SeriesInstanceUID"]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == IMAGE_UIDS["SOPInstanceUID"]
+    assert dciodvfy_errors(structured_report(case, CONTEXT), tmp_path) == []
+
+
+def test_without_the_uploaded_images_uids_each_mark_is_written_out_as_its_box(tmp_path: Path) -> None:
+    """A PNG upload (or a case analysed before the image's UIDs were kept) has no DICOM image to draw on."""
+    sr = pydicom.dcmread(io.BytesIO(dicom_bytes(structured_report(sample_case(), CONTEXT))))
+    scores = children(nodule_container(sr), "Nodule mark score")
+    boxes = [children(score, "Nodule mark box")[0] for score in scores]
+    assert [box.TextValue for box in boxes] == [
+        "x 408, y 224, w 56, h 56 (image pixels); score 0.83",
+        "x 150, y 330, w 48, h 44 (image pixels); score 0.31",
+    ]
+    assert all(box.RelationshipType == "INFERRED FROM" for box in boxes)
+    assert "CurrentRequestedProcedureEvidenceSequence" not in sr
+    assert dciodvfy_errors(structured_report(sample_case(), CONTEXT), tmp_path) == []
+
+
+def test_the_fhir_report_carries_the_nodule_observation_with_its_marks() -> None:
+    bundle = Bundle.model_validate_json(fhir_report(sample_case(), CONTEXT))
+    resources = {entry.resource.id: entry.resource for entry in bundle.entry}
+    report = next(r for r in resources.values() if r.__resource_type__ == "DiagnosticReport")
+    pneumonia, nodule = (resources[ref.reference.removeprefix("urn:uuid:")] for ref in report.result)
+    assert float(pneumonia.valueQuantity.value) == 0.913
+    assert [c.coding[0].code for c in report.conclusionCode] == ["233604007", "27925004"]
+    assert "Nodule (probability of a lung nodule or mass 0.78, 2 marks)" in report.conclusion
+    assert (nodule.code.coding[0].system, nodule.code.coding[0].code) == ("http://snomed.info/sct", "27925004")
+    assert float(nodule.valueQuantity.value) == 0.78
+    assert nodule.interpretation[0].coding[0].code == "POS"
+    assert nodule.bodySite.coding[0].code == "39607008"
+    assert nodule.method.text == "cxr-nodule version nodule-resnet18-2026.12.1"
+    assert [note.text for note in nodule.note] == [NODULE_PERFORMANCE]
+    said = [(c.code.coding[0].code, c.valueString or float(c.valueQuantity.value)) for c in nodule.component]
+    assert said == [
+        ("THRESHOLD", 0.42),
+        ("NODULE-MARK", "x 408, y 224, w 56, h 56 (image pixels); score 0.83"),
+        ("NODULE-MARK", "x 150, y 330, w 48, h 44 (image pixels); score 0.31"),
+    ]
+    device = resources[nodule.device.reference.removeprefix("urn:uuid:")]
+    assert [v.value for v in device.version] == ["nodule-resnet18-2026.12.1"]
+
+
+def test_a_case_without_a_nodule_finding_says_so_and_carries_pneumonia_only() -> None:
+    case = dataclasses.replace(sample_case(), nodule=None)
+    sr = pydicom.dcmread(io.BytesIO(dicom_bytes(structured_report(case, CONTEXT))))
+    assert "Lung nodule or mass result" not in content(sr)
+    bundle = Bundle.model_validate_json(fhir_report(case, CONTEXT))
+    kinds = [entry.resource.__resource_type__ for entry in bundle.entry]
+    assert kinds.count("Observation") == 1 and kinds.count("Device") == 1
+    report = bundle.entry[0].resource
+    assert len(report.result) == 1 and len(report.conclusionCode) == 1
+    assert "no nodule model was served" in report.conclusion
+
+
+def dciodvfy_errors(dataset: pydicom.Dataset, folder: Path) -> list[str]:
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy is missing: apt-get install -y dicom3tools")
+    path = folder / "object.dcm"
+    path.write_bytes(dicom_bytes(dataset))
+    checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith("Error")]

@@ -13,6 +13,9 @@ import csv
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +26,7 @@ import numpy as np
 import pytest
 
 from active_learning import InvalidAnnotationError, NoNoduleFindingError
-from imaging import to_pixels_png16
+from imaging import decode_image, to_pixels_png16
 from labelled_data import read_expert_nodule_reads
 from storage import CASE_PIXELS_ARTIFACT, ArtifactStore, NewCase, PatientInfo
 from tests.active_learning_support import LoopDatabase, open_loop_database
@@ -417,3 +420,34 @@ def test_a_case_analysed_without_a_nodule_model_has_no_marks_to_review(tmp_path:
         "review."
     )
     assert listed.json() == {"case_id": case["case_id"], "reviews": []}
+
+
+def test_the_export_command_writes_the_reads_the_nodule_training_reads_back(
+    live: LiveApi, people: dict[str, httpx.Client], tmp_path: Path
+) -> None:
+    case = film_case(people["radiologist"], seed=8)
+    marks = [sent_back(m, "rejected") for m in case["nodule"]["locations"]]
+    marks.append({"x": 30.0, "y": 40.0, "w": 50.0, "h": 36.0, "verdict": "added"})
+    posted = people["radiologist"].post(
+        f"/v1/cases/{case['case_id']}/nodule-review", json={"marks": marks, "finding": "NODULE"}
+    )
+    assert posted.status_code == 201, posted.text
+    done = subprocess.run(
+        [sys.executable, "-m", "active_learning", "export", "--out", str(tmp_path / "out")],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, **live.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    written = (tmp_path / "out" / "nodule_manifest.csv").read_text()
+    assert written == people["senior"].get("/v1/annotations/export", params={"task": "nodule"}).text
+    rows = list(csv.DictReader(io.StringIO(written)))
+    assert f"Wrote {len(rows)} nodule review(s)" in done.stdout
+    samples = {sample.path.stem: sample for sample in read_expert_nodule_reads(tmp_path / "out")}
+    assert set(samples) == {Path(row["file"]).stem for row in rows}
+    sample = samples[case["case_id"]]
+    assert sample.positive and sample.located and sample.split in ("train", "val")
+    assert sample.boxes == ((30.0, 40.0, 50.0, 36.0),)  # a 300 x 180 film is kept at full size: no scaling
+    assert decode_image(sample.path.read_bytes()).pixels.shape == (FILM_H, FILM_W)

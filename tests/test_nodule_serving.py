@@ -218,6 +218,13 @@ def test_model_info_describes_the_nodule_model_and_keeps_the_pneumonia_answer(se
     with served.client() as client:
         nodule = client.get("/model/info", params={"task": "nodule"}).raise_for_status().json()
         pneumonia = client.get("/model/info").raise_for_status().json()
+    with served.client("admin") as admin:
+        serving = admin.get("/v1/models").raise_for_status().json()["serving"]
+        metrics = admin.get("/metrics").raise_for_status().text
+        ready = admin.get("/ready").json()["checks"]["model:nodule"]
+    assert serving == {"pneumonia": "test-tiny-1", "nodule": "nodule-0.8"}
+    assert 'cxr_model_info{architecture="resnet18",task="nodule",version="nodule-0.8"} 1.0' in metrics
+    assert ready == {"ok": True, "detail": "nodule-0.8", "required": False}
     assert (nodule["task"], nodule["classes"], nodule["input_size"]) == ("nodule", ["NO_NODULE", "NODULE"], 64)
     assert (nodule["version"], nodule["threshold"], nodule["metrics"]["test"]["auroc"]) == ("nodule-0.8", 0.37, 0.8)
     assert nodule["extra"]["operating_point"] == {"sensitivity": 0.6, "false_positives_per_film": 1.0, "split": "test"}

@@ -101,7 +101,9 @@ def test_the_finding_in_words() -> None:
     assert nodule_headline({**NODULE, "label": "NO_NODULE"}) == "No nodule or mass found"
     assert probability_line(NODULE) == "Probability 73.4% (threshold 42%) · 2 marks"
     first, second = nodule_marks(NODULE)
-    assert mark_text(first, STORED) == "Mark 1 · score 87% · upper third, patient's right · 50×50 px at (125, 105)"
+    assert mark_text(first, STORED) == (
+        "Mark 1 · score 87% · upper third, patient's right · 50×50 px box centred at (125, 105)"
+    )
     assert mark_text(second, STORED).startswith("Mark 2 · score 31% · lower third, patient's left")
 
 
@@ -169,12 +171,15 @@ def test_review_sends_every_mark_with_its_verdict_and_the_added_boxes() -> None:
 @pytest.mark.parametrize("shape", ["list", "reviews", "items"])
 def test_past_reviews_are_read_and_summarised(shape: str) -> None:
     review = {"reviewer": "dr-h", "created_at": "2026-12-06T03:01:00Z", "finding": "NO_NODULE", "comment": "Vessel.",
-              "marks": [{"verdict": "rejected"}, {"verdict": "rejected"}, {"verdict": "added"}]}  # fmt: skip
+              "marks": [{"verdict": "rejected"}, {"verdict": "rejected"}, {"verdict": "added"}],
+              "disagreement": ["finding", "rejected_mark", "added_box"]}  # fmt: skip
     body: Any = [review] if shape == "list" else {shape: [review], "total": 1}
     client, _ = answering(lambda request: httpx.Response(200, json=body))
     (row,) = [review_row(r) for r in client.nodule_reviews("c1")]
     assert row["Reader"] == "dr-h" and row["Finding"] == "No nodule or mass found" and row["Comment"] == "Vessel."
     assert row["Marks"] == "0 confirmed · 2 rejected · 1 added" and row["When"].startswith("2026-12-06")
+    assert row["Differs from the AI"] == "finding, rejected mark, added box"
+    assert review_row({**review, "disagreement": []})["Differs from the AI"] == "no"
 
 
 # --- the Analyze page against a backend that serves the fixture nodule model ------------------------------------------
@@ -279,3 +284,45 @@ def test_a_refused_nodule_model_is_explained(
     assert "0.53" in notes[0] and "0.65" in notes[0]  # the backend's reason: its test AUROC under the floor
     assert len(at.get("plotly_chart")) == 2 and at.image  # the radiograph as before, with no marks toggle
     assert not [t for t in at.toggle if t.label == "Show nodule marks"]
+
+
+def review_form_key(case_id: str) -> str:
+    return f"analyze-nodule-form-{case_id}-0"
+
+
+def test_the_radiologist_reviews_the_marks(
+    nodule_backend: dict[str, str], kermany_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No verdict yet: nothing is sent. A confirmed mark with the finding "no nodule": the backend refuses (422) and
+    the page shows its reason. Confirm the first mark, reject the rest, finding NODULE: saved, queued (a rejected
+    mark differs from the AI), listed with the earlier reviews."""
+    at = pointed_at(nodule_backend, monkeypatch)
+    case_id = analysed(at, kermany_jpeg(kermany_dir, "NORMAL"), "UI-NODULE-REVIEW")
+    marks = len(stored_case(nodule_backend, case_id)["nodule"]["locations"])
+    at.toggle(key=f"analyze-nodule-review-{case_id}-0").set_value(True).run()
+    assert not at.exception, at.exception
+    form = review_form_key(case_id)
+    at.button(key=f"FormSubmitter:{form}-Submit nodule review").click().run()
+    assert "Confirm or reject mark" in " ".join(e.value for e in at.error)  # nothing sent without every verdict
+    for number in range(1, marks + 1):
+        at.radio(key=f"{form}-mark-{number}").set_value("confirmed" if number == 1 else "rejected")
+    at.radio(key=f"{form}-finding").set_value("NO_NODULE")
+    at.button(key=f"FormSubmitter:{form}-Submit nodule review").click().run()
+    refused = " ".join(e.value for e in at.error)
+    assert refused.startswith("The review was not saved: A review that finds no nodule cannot confirm"), refused
+    at.radio(key=f"{form}-finding").set_value("NODULE")
+    at.text_area(key=f"{form}-comment").input("Only the first mark is a nodule.")
+    at.button(key=f"FormSubmitter:{form}-Submit nodule review").click().run()
+    assert not at.exception, at.exception
+    saved = " ".join(s.value for s in at.success)
+    assert f"Nodule or mass suspected · 1 confirmed · {marks - 1} rejected · 0 added" in saved
+    assert "goes to the experts' annotation queue" in saved
+    table = at.table[0].value
+    assert list(table["Reader"]) == [UI_ADMIN] and list(table["Comment"]) == ["Only the first mark is a nodule."]
+    assert list(table["Differs from the AI"]) == ["rejected mark"]
+    assert not at.toggle(key=f"analyze-nodule-review-{case_id}-1").value  # the review closes once saved
+    answer = httpx.get(f"{nodule_backend['url']}/v1/cases/{case_id}/nodule-review",
+                       headers=auth_headers(nodule_backend), timeout=30).json()  # fmt: skip
+    (stored,) = answer["reviews"]
+    assert [m["verdict"] for m in stored["marks"]] == ["confirmed"] + ["rejected"] * (marks - 1)
+    assert stored["finding"] == "NODULE" and stored["queued"] is True

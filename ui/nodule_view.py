@@ -40,7 +40,7 @@ from ui.nodules import (
 from ui.session import backend_offers, handle_auth_error
 
 REVIEW_ROUTE = "/v1/cases/{case_id}/nodule-review"
-FILM_ASSUMED_WIDTH = 430  # px: the film column of the images row in a laptop-wide window; sets the figure's height
+FILM_ASSUMED_WIDTH = 375  # px: the film column of the images row in a laptop-wide window; sets the figure's height
 FIGURE_HEIGHT_RANGE = (300, 560)
 REVIEW_FILM = (560, 640)  # the review canvas's largest width, height
 REVIEWS_KEY = "nodule-reviews"  # case id -> its stored reviews, fetched once and again after each submit
@@ -49,7 +49,7 @@ REVIEW_HELP = (
     "Confirm or reject each mark, draw the ones the model missed, and give your finding. A rejected or added mark, "
     "or another finding, sends the case to the experts' queue."
 )
-OUTCOME_KEY = "nodule-review-outcome"  # case id -> (severity, message) to show after the rerun
+SAVED_KEY = "nodule-review-saved"  # case id -> what the last review submitted here saved, in words
 
 
 # --- the finding ---------------------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def render_nodule_finding(artifacts: CaseArtifacts) -> None:
             st.caption("AI finding · nodule or mass")
             st.info(artifacts.notes.get("nodule", f"{NO_MODEL}."), icon=":material/visibility_off:")
             return
-        finding_col, marks_col = st.columns([1.1, 2.5], gap="medium")
+        finding_col, marks_col = st.columns([1.3, 2.5], gap="medium")
         with finding_col:
             st.caption("AI finding · nodule or mass")
             headline = html.escape(nodule_headline(nodule))
@@ -116,13 +116,12 @@ def render_nodule_review(client: BackendClient, artifacts: CaseArtifacts, *, key
     if not backend_offers("POST", REVIEW_ROUTE):
         st.info("Reviewing the nodule marks is not available on this backend yet.", icon=":material/rate_review:")
         return
-    severity, message = st.session_state.setdefault(OUTCOME_KEY, {}).pop(case_id, (None, None))
-    if message:
-        (st.success if severity == "success" else st.error)(message)
+    if saved := st.session_state.get(SAVED_KEY, {}).get(case_id):
+        st.success(saved, icon=":material/task_alt:")
     render_past_reviews(client, case_id)
-    if not st.toggle("Review the nodule marks", key=f"{key}-nodule-review-{case_id}", help=REVIEW_HELP):
+    round_ = st.session_state.setdefault(ROUND_KEY, {}).get(case_id, 0)  # a new round starts with the review closed
+    if not st.toggle("Review the nodule marks", key=f"{key}-nodule-review-{case_id}-{round_}", help=REVIEW_HELP):
         return
-    round_ = st.session_state.setdefault(ROUND_KEY, {}).get(case_id, 0)
     film = film_from_pixels(case_id, artifacts.image, artifacts.image_size, *REVIEW_FILM)
     marks = nodule_marks(nodule)
     labelled = draw_boxes(film.pixels, [m.box for m in marks], 1 / film.scale, MARK_RGB, [str(m.number) for m in marks])
@@ -199,7 +198,7 @@ def submit_review(
         st.error("Choose your nodule finding before submitting.")
         return
     try:
-        client.submit_nodule_review(case_id, body_marks, finding, comment.strip() or None)
+        stored = client.submit_nodule_review(case_id, body_marks, finding, comment.strip() or None)
         remember_case(st.session_state, client.get_case(case_id))  # the review may have queued the case
     except BackendError as error:
         handle_auth_error(error)
@@ -209,5 +208,7 @@ def submit_review(
     rounds = st.session_state.setdefault(ROUND_KEY, {})
     rounds[case_id] = rounds.get(case_id, 0) + 1
     saved = f"Your nodule review is saved: {FINDING_TEXT.get(finding, finding)} · {verdict_tally(body_marks)}."
-    st.session_state.setdefault(OUTCOME_KEY, {})[case_id] = ("success", saved)
+    if stored.get("queued"):
+        saved += " It differs from the AI, so the case goes to the experts' annotation queue."
+    st.session_state.setdefault(SAVED_KEY, {})[case_id] = saved
     st.rerun()

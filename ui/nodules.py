@@ -25,6 +25,7 @@ VERDICT_TEXT: dict[str, str] = {CONFIRMED: "Confirm", REJECTED: "Reject"}
 NO_MODEL = "No nodule model is served"
 MARK_COLOR = "#ffb000"  # amber: stands out on a grey film and is not the heatmap's red
 MARK_RGB = (255, 176, 0)
+DISAGREEMENT_TEXT: dict[str, str] = {"finding": "finding", "rejected_mark": "rejected mark", "added_box": "added box"}
 FIGURE_MARGIN = {"l": 0, "r": 0, "t": 0, "b": 0}
 
 
@@ -105,10 +106,10 @@ def position_text(mark: Mark, size: tuple[int, int]) -> str:
 
 
 def mark_text(mark: Mark, size: tuple[int, int] | None) -> str:
-    """ "Mark 1 · score 87% · upper third, patient's right · 60×60 px at (412, 300)" """
+    """ "Mark 1 · score 87% · upper third, patient's right · 60×60 px box centred at (412, 300)" """
     x, y = mark.centre
     where = f" · {position_text(mark, size)}" if size else ""
-    size_text = f"{mark.w:.0f}×{mark.h:.0f} px at ({x:.0f}, {y:.0f})"
+    size_text = f"{mark.w:.0f}×{mark.h:.0f} px box centred at ({x:.0f}, {y:.0f})"
     return f"Mark {mark.number} · score {percent(mark.score)}{where} · {size_text}"
 
 
@@ -143,10 +144,11 @@ def hover_points(marks: Sequence[Mark]) -> go.Scatter:
 
 
 def mark_numbers(marks: Sequence[Mark]) -> go.Scatter:
-    """The mark's number above its box's top-left corner, matching the list beside the film."""
+    """The mark's number inside its box's top-left corner (inside: a box at the film's edge keeps it), matching the
+    list beside the film."""
     return go.Scatter(
         x=[m.x for m in marks], y=[m.y for m in marks], text=[str(m.number) for m in marks], mode="text",
-        textposition="top right", textfont={"color": MARK_COLOR, "size": 14}, hoverinfo="skip", showlegend=False,
+        textposition="bottom right", textfont={"color": MARK_COLOR, "size": 14}, hoverinfo="skip", showlegend=False,
     )  # fmt: skip
 
 
@@ -208,5 +210,7 @@ def review_row(review: Mapping[str, Any]) -> dict[str, str]:
         "When": short_datetime(review.get("created_at")),
         "Finding": FINDING_TEXT.get(str(review.get("finding")), str(review.get("finding") or "")),
         "Marks": verdict_tally(review.get("marks") or []),
+        "Differs from the AI": ", ".join(DISAGREEMENT_TEXT.get(d, str(d)) for d in review.get("disagreement") or [])
+        or "no",
         "Comment": str(review.get("comment") or ""),
     }

@@ -30,7 +30,7 @@ from imaging import decode_image, to_pixels_png16
 from labelled_data import read_expert_nodule_reads
 from storage import CASE_PIXELS_ARTIFACT, ArtifactStore, NewCase, PatientInfo
 from tests.active_learning_support import LoopDatabase, open_loop_database
-from tests.conftest import LiveApi, server_env, started_api
+from tests.conftest import DATABASES, LiveApi, server_env, started_api
 from tests.factories import png_bytes, synthetic_radiograph, to_stored
 from tests.in_process import backend_settings, workstation
 from tests.nodule_fixtures import make_nodule_checkpoint
@@ -50,7 +50,7 @@ MODEL_FINDING = {
 }
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=DATABASES)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LoopDatabase]:
     yield from open_loop_database(request, tmp_path)
 

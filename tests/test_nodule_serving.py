@@ -15,15 +15,18 @@ import base64
 import dataclasses
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
+import api.case_media
 from api.services import nodule_refusal
-from imaging import decode_image
+from imaging import DecodedImage, decode_image
 from inference import NodulePredictor, load_checkpoint
 from storage import (
     CaseRepository,
@@ -307,3 +310,29 @@ def test_a_checkpoint_without_a_test_auroc_is_not_served(tmp_path: Path) -> None
         "for model nodule-unmeasured."
     )
     assert nodule_refusal(checkpoint, 0.65) is None and nodule_refusal(checkpoint, 0.85) is not None
+
+
+def test_one_upload_is_decoded_once_for_both_findings(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodule = make_nodule_checkpoint(tmp_path / "nodule.pt", threshold=NODULE_THRESHOLD)
+    settings = backend_settings(tmp_path / "var", tiny_checkpoint).model_copy(
+        update={"nodule_model_path": tmp_path / "nodule.pt"}
+    )
+    calls: Counter[str] = Counter()
+    decode, nodule_forward = api.case_media.decode_image, NodulePredictor.forward
+
+    def counted_decode(data: bytes) -> DecodedImage:
+        calls["decode"] += 1
+        return decode(data)
+
+    def counted_nodule_forward(model: NodulePredictor, pixels: np.ndarray) -> tuple[float, np.ndarray]:
+        calls[f"nodule forward {pixels.shape[1]} x {pixels.shape[0]}"] += 1
+        return nodule_forward(model, pixels)
+
+    with workstation(settings) as client:  # started (and warmed) before the counting begins
+        monkeypatch.setattr(api.case_media, "decode_image", counted_decode)
+        monkeypatch.setattr(NodulePredictor, "forward", counted_nodule_forward)
+        case = client.post("/v1/studies", files={"file": ("f.png", film(seed=9))}).raise_for_status().json()
+    assert calls == {"decode": 1, f"nodule forward {FILM_W} x {FILM_H}": 1}
+    assert case["nodule"]["model_version"] == nodule.version

@@ -359,7 +359,8 @@ def test_analyze_a_real_radiograph(ui_settings: dict[str, str], kermany_dir: Pat
     stored = httpx.get(f"{ui_settings['url']}/v1/cases/{case_id}", headers=auth_headers(ui_settings), timeout=10)
     assert stored.status_code == 200 and stored.json()["patient"]["age"] == 71  # the form reached the case record
     assert "Result ready" in text
-    assert len(at.get("plotly_chart")) == 2  # confidence gauge and per-class probabilities
+    # confidence gauge and per-class probabilities, and the film with its marks when a nodule model is served
+    assert len(at.get("plotly_chart")) == 2 + (stored.json()["nodule"] is not None)
     assert at.image, "the radiograph (and its overlay when the backend has heatmaps) is shown"
     assert len(at.get("download_button")) == 7  # three PDFs, three DICOM objects (SR, PDF, heatmap) and FHIR
     finding = next(radio for radio in at.radio if radio.label == "Your finding")
@@ -395,7 +396,7 @@ def test_the_page_shows_the_class_and_probability_the_api_returned(
     assert case["prediction"] == "PNEUMONIA" and case["probabilities"]["NORMAL"] > 0.5  # the film is what we think
     headline = [m.value for m in at.markdown if "ai-finding" in str(m.value)]
     assert len(headline) == 1 and re.search(r">([^<]*)</h2>", headline[0])[1] == "PNEUMONIA", headline
-    gauge, bars = chart_specs(at)
+    gauge, bars = chart_specs(at)[:2]  # then the film, when a nodule model is served
     assert gauge["data"][0]["value"] == pytest.approx(case["confidence"] * 100, abs=0.051)
     shown = dict(zip(bars["data"][0]["y"], bars["data"][0]["x"], strict=True))
     # the negative class is named for what the model did not find (issue 22), never "normal"

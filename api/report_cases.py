@@ -12,7 +12,7 @@ from api.permissions import REVIEW_NOTE_CODE
 from api.services import Services
 from imaging import to_display_png
 from inference import OUTSIDE_VALIDATED, ModelCheckpoint, Predictor, heatmap_from_png16, overlay_png
-from reports import ModelCard, PatientDetails, ReportCase, SimilarCase, UncertaintyDetails
+from reports import ModelCard, NoduleReport, PatientDetails, ReportCase, SimilarCase, UncertaintyDetails
 from storage import CaseRecord
 
 REPORT_IMAGE_SIDE = 768
@@ -60,6 +60,15 @@ def image_quality_messages(record: CaseRecord) -> list[str]:
     ]
 
 
+def nodule_for_report(record: CaseRecord) -> NoduleReport | None:
+    """The case's nodule finding; its marks are in the stored image's pixels, whose size the study record keeps."""
+    if record.nodule is None:
+        return None
+    study = record.study_metadata
+    width, height = int(study.get("width") or 0), int(study.get("height") or 0)
+    return NoduleReport.from_dict(record.nodule, image_size=(width, height) if width and height else None)
+
+
 def report_case(services: Services, record: CaseRecord) -> ReportCase:
     predictor = services.predictor_for(record.task, record.model_version)  # its card names the finding's model
     pixels = services.media.pixels(record)
@@ -95,4 +104,5 @@ def report_case(services: Services, record: CaseRecord) -> ReportCase:
         heatmap_png=heatmap,
         signed_by=record.signed_by,
         signed_at=record.signed_at,
+        nodule=nodule_for_report(record),
     )

@@ -1,16 +1,25 @@
 """The second finding, lung nodule or mass, in the three PDFs: the words and numbers each reader gets, the marks drawn
 on the film where the model put them, the measured performance in one sentence, and the one line that says no nodule
-model was served. PDFs are read back with pypdf and rasterised with pdftoppm; images are synthetic."""
+model was served. PDFs are read back with pypdf and rasterised with pdftoppm; images are synthetic.
+
+Over HTTP (the end of this file): a real backend serving the tiny pneumonia checkpoint and the fixture nodule
+checkpoint (tests/nodule_fixtures.py, random weights): the PDFs, the DICOM SR and the FHIR Bundle of an uploaded DICOM
+study say what the case JSON's `nodule` says, and the session's backend without a nodule model says it has none.
+"""
 
 from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import numpy as np
+import pydicom
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
 from pypdf import PdfReader
 
@@ -18,6 +27,9 @@ from reports import REPORT_KINDS, NoduleMark, NoduleReport, ReportCase, ReportIn
 from reports.nodules import marked_film
 from reports.records import MAX_ID_CHARS, MAX_NODULE_MARKS
 from reports.samples import sample_case, synthetic_radiograph, to_png
+from tests import factories
+from tests.conftest import LiveApi, server_env, started_api
+from tests.nodule_fixtures import make_nodule_checkpoint
 from tests.test_reports import JARGON, assert_pages_not_blank, page_texts, squashed
 
 # The sample's nodule, written out by hand: probability 0.78 against a threshold of 0.42 (not 0.5: a swapped
@@ -56,18 +68,20 @@ def marked_films(pdf: bytes) -> list[np.ndarray]:
     return [image for image in embedded_films(pdf) if amber_mask(image).sum() > 200]
 
 
-def assert_box_drawn(film: np.ndarray, box: tuple[float, float, float, float]) -> None:
-    """Amber along the box's four edges, none in its middle (the nodule stays visible)."""
+def assert_box_drawn(film: np.ndarray, box: tuple[float, float, float, float], hollow: bool = True) -> None:
+    """Amber along the box's four edges and (`hollow`) none in its middle: the nodule stays visible."""
     x, y, w, h = (round(value) for value in box)
+    right, bottom = min(x + w, film.shape[1] - 1), min(y + h, film.shape[0] - 1)  # a box at the border is kept in
     amber = amber_mask(film)
     for name, edge in (
-        ("top", amber[y - 1 : y + 2, x + 4 : x + w - 4]),
-        ("bottom", amber[y + h - 1 : y + h + 2, x + 4 : x + w - 4]),
-        ("left", amber[y + 4 : y + h - 4, x - 1 : x + 2]),
-        ("right", amber[y + 4 : y + h - 4, x + w - 1 : x + w + 2]),
+        ("top", amber[max(0, y - 1) : y + 2, x + 4 : right - 4]),
+        ("bottom", amber[bottom - 1 : bottom + 2, x + 4 : right - 4]),
+        ("left", amber[y + 4 : bottom - 4, max(0, x - 1) : x + 2]),
+        ("right", amber[y + 4 : bottom - 4, right - 1 : right + 2]),
     ):
         assert edge.any(axis=0 if name in ("top", "bottom") else 1).mean() > 0.9, f"{name} edge of {box} not drawn"
-    assert not amber[y + h // 2 - 3 : y + h // 2 + 3, x + w // 2 - 3 : x + w // 2 + 3].any()
+    if hollow:
+        assert not amber[y + h // 2 - 3 : y + h // 2 + 3, x + w // 2 - 3 : x + w // 2 + 3].any()
 
 
 # --- what each reader is told --------------------------------------------------------------------------------------
@@ -220,3 +234,111 @@ def test_the_case_refuses_a_nodule_that_is_not_a_report_record() -> None:
     with pytest.raises(ReportInputError, match="nodule must be a NoduleReport"):
         replace(sample_case(), nodule={"label": "NODULE"})
     assert isinstance(sample_case(), ReportCase)
+
+
+# --- over HTTP -----------------------------------------------------------------------------------------------------
+
+FILM_H, FILM_W = 360, 600  # non-square, smaller than the report's 768 px: the printed film keeps the stored pixels
+NODULE_THRESHOLD = 0.37
+IMAGE_UID = "1.2.826.0.1.3680043.8.498.23230001"
+SERIES_UID = "1.2.826.0.1.3680043.8.498.23230002"
+
+
+@pytest.fixture(scope="module")
+def nodule_api(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Iterator[LiveApi]:
+    root = tmp_path_factory.mktemp("nodule-reports")
+    make_nodule_checkpoint(root / "nodule.pt", threshold=NODULE_THRESHOLD, version="nodule-reports-1")
+    env = {**server_env(root / "var", tiny_checkpoint, None), "NODULE_MODEL_PATH": str(root / "nodule.pt")}
+    with started_api(env, "sqlite") as api:
+        yield api
+
+
+def upload_dicom(http: httpx.Client, seed: int = 7) -> dict:
+    stored = factories.to_stored(factories.synthetic_radiograph(FILM_H, FILM_W, seed=seed))
+    tags = {"SOPInstanceUID": IMAGE_UID, "SeriesInstanceUID": SERIES_UID}
+    payload = factories.dicom_bytes(stored, extra_tags=tags)
+    answer = http.post("/v1/studies", files={"file": ("film.dcm", payload)}, data={"patient": '{"age": 61}'})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+@pytest.fixture(scope="module")
+def served_case(nodule_api: LiveApi) -> Iterator[tuple[httpx.Client, dict]]:
+    with nodule_api.client("radiologist") as http:
+        case = upload_dicom(http)
+        assert case["nodule"]["locations"], "location_threshold 0: the fixture model marks every heatmap peak"
+        yield http, case
+
+
+def download(http: httpx.Client, case: dict, path: str, **params: str) -> bytes:
+    answer = http.get(f"/v1/cases/{case['case_id']}/{path}", params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.content
+
+
+def percent(probability: float) -> str:
+    """How the reports print a probability, written out for the values the fixture model gives."""
+    return "<1%" if probability < 0.005 else ">99%" if probability >= 0.995 else f"{probability * 100:.0f}%"
+
+
+def test_the_pdfs_of_a_served_case_report_its_nodule_finding(served_case: tuple[httpx.Client, dict]) -> None:
+    http, case = served_case
+    nodule = case["nodule"]
+    radiologist = download(http, case, "report", kind="radiologist")
+    text = text_of(radiologist)
+    positive = nodule["label"] == "NODULE"
+    label = "Lung nodule or mass" if positive else "No lung nodule or mass found"
+    expected = (
+        f"{label} Probability {percent(nodule['probability'])} · Decision threshold 0.37 · Model nodule-reports-1"
+    )
+    assert expected in text
+    assert "Measured performance: " + PERFORMANCE in text
+    for number, mark in enumerate(nodule["locations"], start=1):
+        box = f"{mark['x']:.0f}, {mark['y']:.0f}, {mark['w']:.0f} × {mark['h']:.0f}"
+        assert f"{number} {box} {mark['score']:.2f}" in text
+    films = marked_films(radiologist)
+    assert len(films) == 1 and films[0].shape[:2] == (FILM_H, FILM_W)
+    first = nodule["locations"][0]
+    assert_box_drawn(films[0], (first["x"], first["y"], first["w"], first["h"]), hollow=False)
+    clinical = text_of(download(http, case, "report", kind="clinical"))
+    assert (
+        f"AI estimate of a nodule or mass: {percent(nodule['probability'])} (reported as present from 37%)." in clinical
+    )
+    patient = text_of(download(http, case, "report", kind="patient"))
+    assert ("It also found a spot" if positive else "It also looked for a lung nodule") in patient
+
+
+def test_the_sr_and_fhir_of_a_served_case_carry_its_nodule_marks(
+    served_case: tuple[httpx.Client, dict], tmp_path: Path
+) -> None:
+    http, case = served_case
+    nodule = case["nodule"]
+    sr = pydicom.dcmread(io.BytesIO(download(http, case, "dicom", kind="sr")))
+    container = next(i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "NODULE-RESULT")
+    named = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in container.ContentSequence}
+    probability = float(named["Probability of a lung nodule or mass"].MeasuredValueSequence[0].NumericValue)
+    assert probability == pytest.approx(nodule["probability"], abs=1e-6)
+    assert named["Algorithm Version"].TextValue == "nodule-reports-1"
+    scores = [item for item in container.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "NODULE-MARK"]
+    assert [float(s.MeasuredValueSequence[0].NumericValue) for s in scores] == [m["score"] for m in nodule["locations"]]
+    for score, mark in zip(scores, nodule["locations"], strict=True):
+        region = score.ContentSequence[0]
+        x, y, w, h = (mark[key] for key in ("x", "y", "w", "h"))
+        assert list(region.GraphicData) == pytest.approx([x, y, x + w, y, x + w, y + h, x, y + h, x, y], abs=1e-3)
+        assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == IMAGE_UID
+    bundle = Bundle.model_validate_json(download(http, case, "fhir"))
+    by_id = {f"urn:uuid:{entry.resource.id}": entry.resource for entry in bundle.entry}
+    report = bundle.entry[0].resource
+    observation = by_id[report.result[1].reference]
+    assert float(observation.valueQuantity.value) == pytest.approx(nodule["probability"], abs=1e-6)
+    marks = [c.valueString for c in observation.component if c.code.coding[0].code == "NODULE-MARK"]
+    assert len(marks) == len(nodule["locations"])
+
+
+def test_a_backend_without_a_nodule_model_says_so_in_every_pdf(sqlite_api: LiveApi) -> None:
+    with sqlite_api.client("radiologist") as http:
+        case = upload_dicom(http, seed=8)
+        assert case["nodule"] is None
+        texts = {kind: text_of(download(http, case, "report", kind=kind)) for kind in REPORT_KINDS}
+    assert NO_MODEL_LINE in texts["radiologist"] and NO_MODEL_LINE in texts["clinical"]
+    assert "Your X-ray was not checked for lung nodules; this report is about pneumonia only." in texts["patient"]

@@ -34,7 +34,7 @@ from inference import (
     locate,
     save_checkpoint,
 )
-from labelled_data import NoduleSample, load_boxed_set, load_weak_set
+from labelled_data import NoduleSample, load_boxed_set, load_weak_set, read_expert_nodule_reads
 from mlops.calibration import choose_threshold, fit_temperature
 from mlops.nodule_metrics import FilmResult, froc, image_auroc, sensitivity_at, summarise, threshold_for
 
@@ -48,6 +48,7 @@ class NoduleTrainConfig:
     boxed_data: Path
     weak_data: Path | None
     init_from: Path
+    expert_labels: list[Path]  # export folders of the workstation's nodule reviews (python -m active_learning export)
     output: Path
     image_size: int = 512
     epochs: int = 40
@@ -73,6 +74,17 @@ class FeatureSet:
     sizes: list[tuple[int, int]]  # stored (width, height) per row
     flipped: list[bool]
 
+    def joined(self, other: FeatureSet) -> FeatureSet:
+        if not other.samples:
+            return self
+        return FeatureSet(
+            torch.cat([self.fine, other.fine]),
+            torch.cat([self.coarse, other.coarse]),
+            self.samples + other.samples,
+            self.sizes + other.sizes,
+            self.flipped + other.flipped,
+        )
+
     def boxes(self, row: int) -> tuple[tuple[float, float, float, float], ...]:
         width = self.sizes[row][0]
         boxes = self.samples[row].boxes
@@ -80,10 +92,15 @@ class FeatureSet:
 
 
 def extract_features(
-    model: NoduleNet, samples: Sequence[NoduleSample], spec: PreprocessSpec, variants: Sequence[bool], cache: Path
+    model: NoduleNet,
+    samples: Sequence[NoduleSample],
+    spec: PreprocessSpec,
+    variants: Sequence[bool],
+    cache: Path | None,
 ) -> FeatureSet:
-    """Backbone feature maps of every sample (mirrored too where `variants` has True), cached on disk."""
-    if cache.is_file():
+    """Backbone feature maps of every sample (mirrored too where `variants` has True), cached on disk unless
+    `cache` is None."""
+    if cache is not None and cache.is_file():
         stored = torch.load(cache, weights_only=False)
         return FeatureSet(**stored)
     fine, coarse, sizes, rows, flipped = [], [], [], [], []
@@ -99,9 +116,12 @@ def extract_features(
             sizes.append((pixels.shape[1], pixels.shape[0]))
             rows.append(sample)
             flipped.append(flip)
+    if not rows:
+        return FeatureSet(torch.empty(0, 0, 0, 0), torch.empty(0, 0, 0, 0), [], [], [])
     features = FeatureSet(torch.cat(fine), torch.cat(coarse), rows, sizes, flipped)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(asdict(features), cache)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(asdict(features), cache)
     return features
 
 
@@ -217,6 +237,7 @@ def train(config: NoduleTrainConfig, log: Callable[[str], None] = print) -> Mode
     torch.manual_seed(config.seed)
     boxed = load_boxed_set(config.boxed_data)
     weak = load_weak_set(config.weak_data) if config.weak_data else []
+    experts = [sample for folder in config.expert_labels for sample in read_expert_nodule_reads(folder)]
     init = load_checkpoint(config.init_from)
     model = NoduleNet(init.architecture, head_width=config.head_width, drop_rate=config.drop_rate).eval()
     missing = model.load_classifier_backbone(init.state_dict)
@@ -227,6 +248,10 @@ def train(config: NoduleTrainConfig, log: Callable[[str], None] = print) -> Mode
     log(f"features: {len(boxed)} boxed-set and {len(weak)} weak films, backbone {init.version}, {spec.input_size} px")
     train_set = extract_features(model, _split(boxed + weak, "train"), spec, (False, True), cache / "train.pt")
     val_set = extract_features(model, _split(boxed, "val"), spec, (False,), cache / "val.pt")
+    if experts:  # the expert reads change with every export: their features are never cached
+        log(f"expert reads: {len(experts)} films from {len(config.expert_labels)} export(s)")
+        train_set = train_set.joined(extract_features(model, _split(experts, "train"), spec, (False, True), None))
+        val_set = val_set.joined(extract_features(model, _split(experts, "val"), spec, (False,), None))
     test_set = extract_features(model, _split(boxed, "test"), spec, (False,), cache / "test.pt")
     log(f"features ready after {time.time() - started:.0f} s: {len(train_set.samples)} train rows")
     history, best = train_heads(model, train_set, val_set, config, log)
@@ -235,7 +260,14 @@ def train(config: NoduleTrainConfig, log: Callable[[str], None] = print) -> Mode
     test_films = with_probabilities(score_features(model.head, test_set, config.image_size), temperature)
     metrics = {"validation": summarise(val_films, mark_threshold), "test": summarise(test_films, mark_threshold)}
     metrics["test"]["by_view"] = _by_view(test_films, test_set)
-    checkpoint = _checkpoint(model, init, spec, config, metrics, temperature, threshold, mark_threshold, best, started)
+    provenance = {
+        "init_from": init.version,
+        "best_epoch": best["epoch"],
+        "training_films": {"boxed": len(_split(boxed, "train")), "weak": len(_split(weak, "train"))}
+        | {"expert_reads": len(_split(experts, "train"))},
+        "training_seconds": round(time.time() - started, 1),
+    }
+    checkpoint = _checkpoint(model, init, spec, config, metrics, (temperature, threshold, mark_threshold), provenance)
     save_checkpoint(checkpoint, config.output)
     log(f"saved {config.output}: test {metrics['test']}")
     if config.track:
@@ -260,12 +292,11 @@ def _checkpoint(
     spec: PreprocessSpec,
     config: NoduleTrainConfig,
     metrics: dict[str, Any],
-    temperature: float,
-    threshold: float,
-    mark_threshold: float,
-    best: dict[str, Any],
-    started: float,
+    calibration: tuple[float, float, float],
+    provenance: dict[str, Any],
 ) -> ModelCheckpoint:
+    """The trained model in the checkpoint contract; `calibration` = (temperature, image threshold, mark threshold)."""
+    temperature, threshold, mark_threshold = calibration
     test = metrics["test"]
     fingerprint = hashlib.sha256(
         str(sorted(str(s.path) for s in load_boxed_set(config.boxed_data))).encode()
@@ -292,10 +323,8 @@ def _checkpoint(
                 "films": test["films"],
                 "boxes": test["boxes"],
             },
-            "init_from": init.version,
-            "best_epoch": best["epoch"],
+            **provenance,
             "train_config": {k: str(v) for k, v in asdict(config).items()},
-            "training_seconds": round(time.time() - started, 1),
             "validated_populations": [{"population": "adults", "site": "NIH Clinical Center"}],
         },
     )
@@ -315,6 +344,9 @@ def parse_args(argv: Sequence[str] | None = None) -> NoduleTrainConfig:
     parser.add_argument("--boxed-data", type=Path, default=Path("../shared/datasets/nih-nodule-boxes"))
     parser.add_argument("--weak-data", type=Path, default=Path("../shared/datasets/nih-nodule"), help="'' for none")
     parser.add_argument("--init-from", type=Path, required=True, help="a pneumonia checkpoint whose backbone to reuse")
+    parser.add_argument(
+        "--expert-labels", type=Path, action="append", default=[], help="export folder of nodule reviews (repeatable)"
+    )
     parser.add_argument("--out", dest="output", type=Path, default=Path("models/nodule.pt"))
     for name, default in (("image-size", 512), ("epochs", 40), ("batch-size", 32), ("head-width", 128), ("seed", 42)):
         parser.add_argument(f"--{name}", type=int, default=default)

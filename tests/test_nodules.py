@@ -140,8 +140,35 @@ def write_boxed_set(root: Path, per_split: int = 6) -> Path:
     return root
 
 
+def write_expert_export(root: Path) -> Path:
+    """An export folder as `python -m active_learning export` writes it: two reviewed cases, one with a box."""
+    rows = []
+    for i, (label, boxes) in enumerate([("NODULE", "[[20, 30, 16, 16]]"), ("NO_NODULE", "[]")]):
+        path = root / "images" / f"case{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png_bytes((synthetic_radiograph(96, 96, seed=50 + i) * 255).astype(np.uint8)))
+        rows.append(
+            {
+                "file": f"images/{path.name}",
+                "label": label,
+                "split": "train",
+                "patient_id": f"pseudo{i}",
+                "boxes": boxes,
+                "located": "true",
+                "width": "96",
+                "height": "96",
+            }
+        )
+    with (root / "nodule_manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
 def test_training_writes_a_servable_nodule_checkpoint_with_test_figures(tmp_path: Path) -> None:
     data = write_boxed_set(tmp_path / "boxes")
+    export = write_expert_export(tmp_path / "export")
     assert sum(s.positive for s in load_boxed_set(data)) == 9
     init = make_tiny_checkpoint(tmp_path / "pneumonia.pt", input_size=64)
     config = parse_args(
@@ -163,6 +190,8 @@ def test_training_writes_a_servable_nodule_checkpoint_with_test_figures(tmp_path
             "--out",
             str(tmp_path / "nodule.pt"),
             "--no-track",
+            "--expert-labels",
+            str(export),
         ]
     )
     trained = train(config, log=lambda line: None)
@@ -171,6 +200,7 @@ def test_training_writes_a_servable_nodule_checkpoint_with_test_figures(tmp_path
     assert checkpoint.metrics["test"]["films"] == 6 and checkpoint.metrics["test"]["boxes"] == 3
     assert 0.0 <= checkpoint.metrics["test"]["auroc"] <= 1.0
     assert checkpoint.extra["operating_point"]["split"] == "test"
+    assert checkpoint.extra["training_films"] == {"boxed": 6, "weak": 0, "expert_reads": 2}
     finding = NodulePredictor(checkpoint, threads=1).predict(synthetic_radiograph(96, 96).astype(np.float32))
     assert finding.model_version == trained.version and 0.0 <= finding.probability <= 1.0
 

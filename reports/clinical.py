@@ -26,6 +26,7 @@ from reports.wording import (
     clinical_recommendations,
     confidence_statement,
     nodule_marks_text,
+    nodule_performance_text,
 )
 
 TITLE = "Clinical assessment report"
@@ -98,8 +99,8 @@ def _nodule(writer: ReportWriter, case: ReportCase) -> list[Flowable]:
             styles.body,
         ),
     ]
-    if nodule.performance:
-        lines.append(writer.rich(f"<b>How well the AI finds them:</b> {writer.m(nodule.performance)}", styles.body))
+    performance = nodule_performance_text(nodule)
+    lines.append(writer.rich(f"<b>How well the AI finds them:</b> {writer.m(performance)}", styles.body))
     width = text_width(writer, case, NODULE_FILM_WIDTH)
     panel = nodule_panel(writer, nodule, lines, width)
     return [KeepTogether([writer.section(SECTION_TITLE), beside_film(writer, case, [panel], NODULE_FILM_WIDTH)])]

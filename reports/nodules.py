@@ -24,7 +24,12 @@ from reports.layout import (
 )
 from reports.records import NoduleMark, NoduleReport, ReportCase
 from reports.typography import FONT_DIR
-from reports.wording import no_nodule_model_sentence, nodule_finding_text, nodule_marks_text
+from reports.wording import (
+    no_nodule_model_sentence,
+    nodule_finding_text,
+    nodule_marks_text,
+    nodule_performance_text,
+)
 
 MARK_COLOUR = (255, 196, 0)  # amber: stands out on grey bone and on dark lung alike
 MARK_SHADOW = (20, 20, 20)  # a dark rim under each line, so the amber reads on a bright background too
@@ -98,8 +103,7 @@ def finding_lines(writer: ReportWriter, nodule: NoduleReport) -> list[Flowable]:
         writer.rich(" · ".join(details), styles.small),
         writer.para(nodule_marks_text(nodule), styles.small),
     ]
-    if nodule.performance:
-        lines.append(writer.rich(f"<b>Measured performance:</b> {writer.m(nodule.performance)}", styles.small))
+    lines.append(writer.rich(f"<b>Measured performance:</b> {writer.m(nodule_performance_text(nodule))}", styles.small))
     return lines
 
 

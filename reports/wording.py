@@ -143,6 +143,11 @@ def nodule_marks_text(nodule: NoduleReport) -> str:
     return f"{count} location{'s' if count > 1 else ''} marked on the film (box and score)."
 
 
+def nodule_performance_text(nodule: NoduleReport) -> str:
+    """The measured operating point in one sentence, or that the model card states none (never silence)."""
+    return nodule.performance or "Not stated: the nodule model's card gives no measured sensitivity."
+
+
 def clinical_nodule_sentence(nodule: NoduleReport) -> str:
     if nodule.is_positive:
         return "Findings suggestive of a lung nodule or mass."

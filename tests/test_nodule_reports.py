@@ -181,6 +181,13 @@ def test_a_negative_nodule_finding_is_reported_without_a_marked_film(kind: str) 
     assert marked_films(pdf) == []
 
 
+def test_a_model_card_without_an_operating_point_is_said_not_left_out() -> None:
+    case = replace(sample_case(), nodule=replace(sample_case().nodule, performance=None))
+    missing = "Not stated: the nodule model's card gives no measured sensitivity."
+    assert "Measured performance: " + missing in text_of(render_report("radiologist", case))
+    assert "How well the AI finds them: " + missing in text_of(render_report("clinical", case))
+
+
 @pytest.mark.parametrize("kind", REPORT_KINDS)
 def test_many_marks_and_a_long_model_version_still_lay_out(kind: str, tmp_path: Path) -> None:
     marks = tuple(NoduleMark(20 * i, 30 * i, 25, 25, round(0.9 - 0.04 * i, 2)) for i in range(MAX_NODULE_MARKS))

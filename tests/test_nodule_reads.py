@@ -334,31 +334,56 @@ def test_a_radiologist_rejects_a_mark_and_adds_one_and_the_case_waits_in_the_que
 def test_a_second_read_never_overwrites_the_first_and_an_agreeing_one_queues_nothing(
     people: dict[str, httpx.Client],
 ) -> None:
-    radiologist, senior = people["radiologist"], people["senior"]
+    radiologist, admin = people["radiologist"], people["admin"]
     case = film_case(radiologist, seed=4)
     case_id, model_marks = case["case_id"], case["nodule"]["locations"]
     rejecting = {"marks": [sent_back(m, "rejected") for m in model_marks], "finding": "NO_NODULE", "comment": "Clear."}
     first = radiologist.post(f"/v1/cases/{case_id}/nodule-review", json=rejecting).json()
+    assert first["disagreement"] == ["finding", "rejected_mark"]
     agreeing = {"marks": [sent_back(m, "confirmed") for m in model_marks], "finding": "NODULE"}
-    second = senior.post(f"/v1/cases/{case_id}/nodule-review", json=agreeing)
+    second = admin.post(f"/v1/cases/{case_id}/nodule-review", json=agreeing)
     assert second.status_code == 201, second.text
     assert (second.json()["disagreement"], second.json()["queued"]) == ([], False)
-    assert ("nodule_disagreement", "test-senior") not in queue_reasons(senior, case_id)
-    assert first["disagreement"] == ["finding", "rejected_mark"]
+    assert ("nodule_disagreement", "test-admin") not in queue_reasons(admin, case_id)
 
-    by_senior = senior.get(f"/v1/cases/{case_id}/nodule-review").json()["reviews"]
-    assert [(r["reviewer"], r["finding"]) for r in by_senior] == [
-        ("test-senior", "NODULE"),
+    listed = radiologist.get(f"/v1/cases/{case_id}/nodule-review").json()["reviews"]
+    assert [(r["reviewer"], r["finding"]) for r in listed] == [
+        ("test-admin", "NODULE"),
         ("test-radiologist", "NO_NODULE"),
     ]
-    assert by_senior[1]["comment"] is None  # free text may name the patient: only clinical roles read it
-    by_radiologist = radiologist.get(f"/v1/cases/{case_id}/nodule-review").json()["reviews"]
-    assert by_radiologist[1] == first  # unchanged, comment and all
+    assert listed[1] == first  # unchanged, comment and all
 
-    exported = senior.get("/v1/annotations/export", params={"task": "nodule"}).text
+    exported = admin.get("/v1/annotations/export", params={"task": "nodule"}).text
     row = next(r for r in csv.DictReader(io.StringIO(exported)) if r["file"] == f"images/{case_id}.png")
-    assert (row["label"], row["annotators"]) == ("NODULE", "test-senior")  # the newest read is the label
+    assert (row["label"], row["annotators"]) == ("NODULE", "test-admin")  # the newest read is the label
     assert len(json.loads(row["boxes"])) == len(model_marks)
+
+
+def test_a_senior_reviews_the_marks_of_a_queued_case_once_their_blind_read_is_in(
+    people: dict[str, httpx.Client],
+) -> None:
+    radiologist, senior = people["radiologist"], people["senior"]
+    film_case(radiologist, seed=9)  # uncertain to the tiny pneumonia model: one more case waits in the queue
+    claimed = senior.post("/v1/queue/claim")
+    assert claimed.status_code == 200, claimed.text
+    case_id = claimed.json()["case_id"]
+    model_marks = radiologist.get(f"/v1/cases/{case_id}").json()["nodule"]["locations"]
+    path = f"/v1/cases/{case_id}/nodule-review"
+    rejecting = {"marks": [sent_back(m, "rejected") for m in model_marks], "finding": "NO_NODULE"}
+    by_radiologist = radiologist.post(path, json={**rejecting, "comment": "Ottoline: old granuloma."}).json()
+    agreeing = {"marks": [sent_back(m, "confirmed") for m in model_marks], "finding": "NODULE"}
+    for blind in (senior.get(path), senior.post(path, json=agreeing)):
+        assert blind.status_code == 403 and "Blind double reading" in blind.json()["detail"], blind.text
+
+    read = senior.post("/v1/annotations", json={"case_id": case_id, "label": "NORMAL", "confidence": 3})
+    assert read.status_code == 201, read.text
+    mine = senior.post(path, json=agreeing)
+    assert mine.status_code == 201, mine.text
+    assert (mine.json()["reviewer"], mine.json()["reviewer_role"]) == ("test-senior", "senior")
+    listed = senior.get(path).json()["reviews"]
+    assert [r["id"] for r in listed[:2]] == [mine.json()["id"], by_radiologist["id"]]
+    assert listed[1]["comment"] is None  # free text may name the patient: only clinical roles read it
+    assert radiologist.get(path).json()["reviews"][1]["comment"] == "Ottoline: old granuloma."
 
 
 def test_annotators_may_not_review_nodule_marks_nor_list_the_reads(people: dict[str, httpx.Client]) -> None:

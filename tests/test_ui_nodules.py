@@ -35,6 +35,7 @@ from ui.nodules import (
     review_body_marks,
     review_row,
 )
+from ui.session import IDENTITY_KEY, Identity
 
 STORED = (1000, 800)  # stored film: width, height
 SHOWN = (500, 400)  # its display copy
@@ -326,3 +327,44 @@ def test_the_radiologist_reviews_the_marks(
     (stored,) = answer["reviews"]
     assert [m["verdict"] for m in stored["marks"]] == ["confirmed"] + ["rejected"] * (marks - 1)
     assert stored["finding"] == "NODULE" and stored["queued"] is True
+
+
+def test_the_annotator_sees_the_nodule_marks_once_the_read_is_in(
+    nodule_backend: dict[str, str], kermany_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A radiologist rejects a mark (the case joins the annotation queue); an annotator reads it blind, and only then
+    sees the nodule finding beside the AI's other result and its marks on the film with their own boxes."""
+    admin = auth_headers(nodule_backend)
+    film = sorted((kermany_dir / "test" / "NORMAL").glob("*.jpg"))[1]
+    case = httpx.post(f"{nodule_backend['url']}/v1/studies", headers=admin, timeout=120,
+                      files={"file": (film.name, film.read_bytes(), "image/jpeg")},
+                      data={"patient": json.dumps({"patient_id": "UI-NODULE-QUEUE"})}).json()  # fmt: skip
+    marks = [{**loc, "verdict": "rejected"} for loc in case["nodule"]["locations"]]
+    reviewed = httpx.post(f"{nodule_backend['url']}/v1/cases/{case['case_id']}/nodule-review", headers=admin,
+                          json={"marks": marks, "finding": "NO_NODULE", "comment": None}, timeout=30)  # fmt: skip
+    assert reviewed.status_code == 201 and reviewed.json()["queued"], reviewed.text
+    password = "annotator-pass-7f3b"
+    created = httpx.post(f"{nodule_backend['url']}/v1/users", headers=admin, timeout=30,
+                         json={"username": "ui-nodule-reader", "password": password, "role": "annotator"})  # fmt: skip
+    assert created.status_code == 201, created.text
+    token = httpx.post(f"{nodule_backend['url']}/v1/auth/login", timeout=30,
+                       json={"username": "ui-nodule-reader", "password": password}).json()["access_token"]  # fmt: skip
+    monkeypatch.setenv("BACKEND_URL", nodule_backend["url"])
+    get_settings.cache_clear()
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)
+    at.session_state[IDENTITY_KEY] = Identity(username="ui-nodule-reader", role="annotator", token=token)
+    at.session_state["auth_enabled"] = True
+    at.run()
+    at.switch_page("ui/pages/annotation_queue.py").run()
+    at.button(key="queue-claim-next").click().run()
+    assert not at.exception, at.exception
+    assert "AI finding · nodule or mass" not in page_text(at)  # blind until the read is in
+    at.radio(key="queue-label").set_value("NORMAL")
+    at.button(key="FormSubmitter:queue-read-form-Submit read").click().run()
+    assert not at.exception, at.exception
+    text = page_text(at)
+    assert "AI finding · nodule or mass" in text and "Finds about 6 of 10 nodules or masses" in text
+    captions = [shown.caption for image in at.image for shown in image.proto.imgs]
+    read_case = at.session_state["queue-read"]["case_id"]  # the queue may hand out another case this module queued
+    marked = len(stored_case(nodule_backend, read_case)["nodule"]["locations"])
+    assert f"Your read: NORMAL, 0 boxes in orange · the AI's nodule marks in yellow ({marked})" in captions, captions

@@ -23,8 +23,10 @@ FINDING_TEXT: dict[str, str] = {NODULE: "Nodule or mass suspected", NO_NODULE: "
 CONFIRMED, REJECTED, ADDED = "confirmed", "rejected", "added"
 VERDICT_TEXT: dict[str, str] = {CONFIRMED: "Confirm", REJECTED: "Reject"}
 NO_MODEL = "No nodule model is served"
-MARK_COLOR = "#ffb000"  # amber: stands out on a grey film and is not the heatmap's red
-MARK_RGB = (255, 176, 0)
+# Yellow, as CAD marks usually are: stands out on a grey film, and is neither the heatmap's red nor the orange of an
+# expert reader's boxes (the annotation queue shows both on one film).
+MARK_COLOR = "#ffe600"
+MARK_RGB = (255, 230, 0)
 DISAGREEMENT_TEXT: dict[str, str] = {"finding": "finding", "rejected_mark": "rejected mark", "added_box": "added box"}
 FIGURE_MARGIN = {"l": 0, "r": 0, "t": 0, "b": 0}
 

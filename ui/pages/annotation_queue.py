@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from ui.case_data import CaseArtifacts, why_no_nodule_finding
 from ui.case_view import render_summary
 from ui.client import BackendClient, BackendError
 from ui.film_canvas import Film, draw_boxes_on, film_from_image
@@ -37,6 +38,8 @@ from ui.formatting import (
     short_datetime,
 )
 from ui.imagery import ImageDataError, blend_heatmap, decode_heatmap, draw_boxes
+from ui.nodule_view import render_nodule_finding
+from ui.nodules import MARK_RGB, nodule_marks
 from ui.retraining_jobs import render_retraining_jobs
 from ui.session import ADMIN, ANNOTATOR, SENIOR, current_identity, handle_auth_error
 from ui.session import client as backend_client
@@ -236,7 +239,8 @@ def render_read_form(client: BackendClient, claim: dict[str, Any], boxes: list[d
 
 
 def render_revealed(client: BackendClient, read: dict[str, Any]) -> None:
-    """After the read: the film with the reader's boxes, the AI result and heatmap, and the other reads once final."""
+    """After the read: the film with the reader's boxes and the AI's nodule marks, the AI results (pneumonia, nodule)
+    and heatmap, and the other reads once final."""
     case_id = read["case_id"]
     try:
         reads = client.case_annotations(case_id)
@@ -250,10 +254,18 @@ def render_revealed(client: BackendClient, read: dict[str, Any]) -> None:
     st.subheader(f"Case {case_id[:8]}: your read and the AI result")
     st.markdown(case_state_text(reads["state"], reads.get("final")))
     render_summary(case)
+    artifacts = CaseArtifacts(case=case, image_size=film.size)
+    if case.get("nodule") is None:
+        artifacts.notes["nodule"] = why_no_nodule_finding(client)
+    render_nodule_finding(artifacts)
     film_col, heatmap_col = st.columns(2)
     boxes = read.get("boxes") or []
-    film_col.image(draw_boxes(film.pixels, boxes, 1 / film.scale, READER_COLORS[0]), width="stretch",
-                   caption=f"Your read: {read['label']}, {counted(len(boxes), 'box')}")  # fmt: skip
+    marks = nodule_marks(case.get("nodule"))
+    shown = draw_boxes(film.pixels, boxes, 1 / film.scale, READER_COLORS[0])
+    shown = draw_boxes(shown, [m.box for m in marks], 1 / film.scale, MARK_RGB, [str(m.number) for m in marks])
+    ai_marks = f" · the AI's nodule marks in yellow ({len(marks)})" if marks else ""
+    film_col.image(shown, width="stretch",
+                   caption=f"Your read: {read['label']}, {counted(len(boxes), 'box')} in orange{ai_marks}")  # fmt: skip
     try:
         heatmap = fetch_heatmap(client, case_id)
         heatmap_col.image(blend_heatmap(film.pixels, heatmap, REVEAL_OPACITY), caption="Grad-CAM overlay",

@@ -100,6 +100,7 @@ def test_marks_off_leaves_the_film_alone() -> None:
 def test_the_finding_in_words() -> None:
     assert nodule_headline(NODULE) == "Nodule or mass suspected"
     assert nodule_headline({**NODULE, "label": "NO_NODULE"}) == "No nodule or mass found"
+    assert nodule_headline(NODULE, ood=True) == "No reliable finding"  # outside the training domain, as pneumonia
     assert probability_line(NODULE) == "Probability 73.4% (threshold 42%) · 2 marks"
     first, second = nodule_marks(NODULE)
     assert mark_text(first, STORED) == (
@@ -252,10 +253,12 @@ def test_analyze_draws_the_nodule_marks_the_api_returned(
 ) -> None:
     at = pointed_at(nodule_backend, monkeypatch)
     case_id = analysed(at, kermany_jpeg(kermany_dir), "UI-NODULE-1")
-    nodule = stored_case(nodule_backend, case_id)["nodule"]
+    case = stored_case(nodule_backend, case_id)
+    nodule = case["nodule"]
     assert nodule["locations"], "location_threshold 0: the fixture model marks every film"
     text = page_text(at)
     expected = "Nodule or mass suspected" if nodule["probability"] >= NODULE_THRESHOLD else "No nodule or mass found"
+    expected = "No reliable finding" if case["ood"] else expected
     assert f"class='nodule-finding' style='margin:0'>{expected}</h3>" in text
     assert f"Probability {nodule['probability'] * 100:.1f}% (threshold 37%)" in text
     assert "Finds about 6 of 10 nodules or masses, at about 1 false mark per film" in text  # the model card's 0.6, 1.0

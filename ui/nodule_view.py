@@ -66,7 +66,7 @@ def render_nodule_finding(artifacts: CaseArtifacts) -> None:
         finding_col, marks_col = st.columns([1.3, 2.5], gap="medium")
         with finding_col:
             st.caption("AI finding · nodule or mass")
-            headline = html.escape(nodule_headline(nodule))
+            headline = html.escape(nodule_headline(nodule, ood=bool(artifacts.case.get("ood"))))
             st.markdown(f"<h3 class='nodule-finding' style='margin:0'>{headline}</h3>", unsafe_allow_html=True)
             st.markdown(probability_line(nodule))
             st.caption(f"Model {nodule.get('model_version', '?')}")
@@ -78,7 +78,8 @@ def render_nodule_finding(artifacts: CaseArtifacts) -> None:
             else:
                 st.caption("No location marked on this film.")
             if artifacts.case.get("ood"):
-                st.caption("The film is outside the training domain: the nodule marks are not reliable either.")
+                st.caption("The film is outside the training domain: the nodule model's output and marks are shown "
+                           "for transparency only, not as a finding.")  # fmt: skip
 
 
 # --- the film with its marks ---------------------------------------------------------------------------------------

@@ -64,7 +64,11 @@ def nodule_marks(nodule: Mapping[str, Any] | None) -> list[Mark]:
 # --- words --------------------------------------------------------------------------------------------------------
 
 
-def nodule_headline(nodule: Mapping[str, Any]) -> str:
+def nodule_headline(nodule: Mapping[str, Any], *, ood: bool = False) -> str:
+    """The finding in words; on a film the input gate calls outside the training domain, no finding at all, as for
+    pneumonia (the nodule model reads the same film, and nothing tells it is fit for this one either)."""
+    if ood:
+        return "No reliable finding"
     label = str(nodule.get("label") or "")
     return FINDING_TEXT.get(label, label.replace("_", " ").capitalize() or "No label")
 

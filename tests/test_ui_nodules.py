@@ -28,6 +28,7 @@ from ui.nodules import (
     mark_figure,
     mark_text,
     no_model_note,
+    nodule_cell,
     nodule_headline,
     nodule_marks,
     performance_line,
@@ -101,6 +102,8 @@ def test_the_finding_in_words() -> None:
     assert nodule_headline(NODULE) == "Nodule or mass suspected"
     assert nodule_headline({**NODULE, "label": "NO_NODULE"}) == "No nodule or mass found"
     assert nodule_headline(NODULE, ood=True) == "No reliable finding"  # outside the training domain, as pneumonia
+    assert nodule_cell({"nodule": NODULE}) == "Nodule or mass suspected (2 marks)"  # the case history's column
+    assert nodule_cell({"nodule": None}) == "not read"
     assert probability_line(NODULE) == "Probability 73.4% (threshold 42%) · 2 marks"
     first, second = nodule_marks(NODULE)
     assert mark_text(first, STORED) == (
@@ -275,6 +278,13 @@ def test_analyze_draws_the_nodule_marks_the_api_returned(
     assert not at.exception, at.exception
     assert not film_figure(at)["layout"].get("shapes")  # the film alone
     assert len(at.get("plotly_chart")) == 3  # gauge, probability bars, the film
+
+    at.switch_page("ui/pages/history.py").run()
+    at.text_input[0].input("UI-NODULE-1")
+    at.button(key="FormSubmitter:history-search-Search").click().run()
+    assert not at.exception, at.exception
+    marks = f"{len(ranked)} mark" + ("s" if len(ranked) != 1 else "")
+    assert list(at.dataframe[0].value["Nodule or mass"]) == [f"{expected} ({marks})"]
 
 
 def test_a_refused_nodule_model_is_explained(

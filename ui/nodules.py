@@ -73,6 +73,16 @@ def nodule_headline(nodule: Mapping[str, Any], *, ood: bool = False) -> str:
     return FINDING_TEXT.get(label, label.replace("_", " ").capitalize() or "No label")
 
 
+def nodule_cell(case: Mapping[str, Any]) -> str:
+    """The nodule finding in a list of cases: "Nodule or mass suspected (2 marks)"; "not read" when no nodule model
+    read the film."""
+    nodule = case.get("nodule")
+    if not nodule:
+        return "not read"
+    marks = len(nodule.get("locations") or [])
+    return f"{nodule_headline(nodule, ood=bool(case.get('ood')))} ({counted(marks, 'mark')})"
+
+
 def probability_line(nodule: Mapping[str, Any]) -> str:
     """ "Probability 73% (threshold 50%) · 3 marks" """
     parts = [f"Probability {percent(nodule.get('probability'), 1)}"]

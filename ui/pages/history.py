@@ -13,6 +13,7 @@ import streamlit as st
 from ui.case_view import render_case
 from ui.client import BackendClient, BackendError
 from ui.formatting import finding_text, short_datetime
+from ui.nodules import nodule_cell
 from ui.session import client as backend_client
 from ui.session import handle_auth_error
 
@@ -74,6 +75,7 @@ def cases_table(items: list[dict[str, Any]]) -> pd.DataFrame:
                 "Patient ID": patient.get("patient_id") or "",
                 "Name": patient.get("name") or "",
                 "Finding": finding_text(case),
+                "Nodule or mass": nodule_cell(case),
                 "Confidence": float(case.get("confidence") or 0.0),
                 "Flags": ", ".join(flags),
                 "Status": str(case.get("status") or "").replace("_", " "),

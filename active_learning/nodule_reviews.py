@@ -204,11 +204,14 @@ def validated_finding(finding: Any, marks: Sequence[Mapping[str, Any]]) -> str:
 
 
 def disagreement_of(finding: str, model_label: str, marks: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Where the review and the model part ways: the finding, a rejected mark, an added box (in that order)."""
+    """Where the review and the model part ways: the finding, a rejected mark, an added box (in that order).
+
+    A mark the model drew on a film it called negative is a candidate below its image threshold: rejecting it agrees
+    with the model, so only a positive call's rejected marks count (else every agreeing negative would be queued)."""
     verdicts = {mark["verdict"] for mark in marks}
     parts = [
         ("finding", finding != model_label),
-        ("rejected_mark", REJECTED in verdicts),
+        ("rejected_mark", REJECTED in verdicts and model_label == NODULE),
         ("added_box", ADDED in verdicts),
     ]
     return [name for name, applies in parts if applies]

@@ -81,6 +81,15 @@ def verdict(mark: dict[str, float], word: str) -> dict[str, Any]:
 ADDED_BOX = {"x": 640.0, "y": 80.0, "w": 50.0, "h": 44.0, "verdict": "added"}
 
 
+def test_rejecting_the_candidate_marks_of_a_film_the_model_called_negative_agrees_with_it(db: LoopDatabase) -> None:
+    negative = {**MODEL_FINDING, "label": "NO_NODULE", "probability": 0.2}
+    case_id = nodule_case(db, negative)
+    marks = [verdict(MODEL_MARKS[0], "rejected"), verdict(MODEL_MARKS[1], "rejected")]
+    review = db.loop().review_nodules(case_id, "dr-lovelace", "radiologist", finding="NO_NODULE", marks=marks)
+    assert review.disagreement == () and not review.queued
+    assert db.loop().queue_state(case_id) is None
+
+
 def test_a_review_that_rejects_a_mark_and_adds_a_box_is_kept_queued_and_exported_with_its_boxes(
     db: LoopDatabase, tmp_path: Path
 ) -> None:

@@ -90,7 +90,8 @@ def shape_boxes(page: Page) -> list[dict[str, float]]:
 
 
 def hover_text_at(page: Page, box: dict[str, float]) -> str:
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    """Hover inside the box, off its centre and edges: the whole box answers."""
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.7)
     hover = page.locator("[data-testid='stPlotlyChart'] .hoverlayer .hovertext")
     hover.first.wait_for()
     return hover.first.text_content() or ""
@@ -119,6 +120,7 @@ def review(page: Page, marks: int) -> None:
     page.get_by_text("Review the nodule marks", exact=True).click()
     page.locator("canvas.upper-canvas").wait_for()
     wait_idle(page)
+    page.locator("canvas.upper-canvas").scroll_into_view_if_needed()  # the mouse drags only what is in view
     canvas = page.locator("canvas.upper-canvas").bounding_box()
     (x0, y0), (x1, y1) = ((canvas["x"] + fx * canvas["width"], canvas["y"] + fy * canvas["height"])
                           for fx, fy in ADDED_DRAG)  # fmt: skip

@@ -85,11 +85,12 @@ def test_boxes_are_drawn_where_the_case_puts_them() -> None:
 
 
 def test_hovering_a_box_tells_its_score() -> None:
-    hover, numbers = figure_spec()["data"][1:]
-    assert set(hover["text"]) == {"Mark 1: score 87%", "Mark 2: score 31%"}
-    inside_first = [(x, y) for x, y, t in zip(hover["x"], hover["y"], hover["text"], strict=True) if "Mark 1" in t]
-    assert all(100 <= x <= 150 and 80 <= y <= 130 for x, y in inside_first) and (125, 105) in inside_first
-    assert hover["marker"]["opacity"] == 0  # invisible: the rectangles are what the reader sees
+    """Each box is also an invisible filled area named by its score: hovering anywhere inside it shows the score."""
+    *areas, numbers = figure_spec()["data"][1:]
+    assert [area["name"] for area in areas] == ["Mark 1: score 87%", "Mark 2: score 31%"]
+    first = areas[0]
+    assert (first["x"], first["y"]) == ([100, 150, 150, 100, 100], [80, 80, 130, 130, 80])  # the box, closed
+    assert (first["fill"], first["hoveron"], first["fillcolor"]) == ("toself", "fills", "rgba(0,0,0,0)")
     assert numbers["text"] == ["1", "2"] and numbers["hoverinfo"] == "skip"
 
 
@@ -271,8 +272,8 @@ def test_analyze_draws_the_nodule_marks_the_api_returned(
     figure = film_figure(at)
     drawn = [v for s in figure["layout"]["shapes"] for v in (s["x0"], s["y0"], s["x1"] - s["x0"], s["y1"] - s["y0"])]
     assert drawn == pytest.approx([v for loc in ranked for v in (loc["x"], loc["y"], loc["w"], loc["h"])])
-    hover = set(figure["data"][1]["text"])
-    assert hover == {f"Mark {n}: score {loc['score'] * 100:.0f}%" for n, loc in enumerate(ranked, start=1)}
+    hover = [trace["name"] for trace in figure["data"] if trace.get("hoveron") == "fills"]
+    assert hover == [f"Mark {n}: score {loc['score'] * 100:.0f}%" for n, loc in enumerate(ranked, start=1)]
 
     at.toggle(key=f"analyze-nodule-marks-{case_id}").set_value(False).run()
     assert not at.exception, at.exception

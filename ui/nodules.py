@@ -141,22 +141,17 @@ def mark_shapes(marks: Sequence[Mark]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def hover_points(marks: Sequence[Mark]) -> go.Scatter:
-    """Invisible points on each box's corners, edges and centre, carrying its score: hovering anywhere on a box's
-    outline or at its middle tells the reader what the model gave it."""
-    xs: list[float] = []
-    ys: list[float] = []
-    texts: list[str] = []
-    for m in marks:
-        for fx in (0.0, 0.5, 1.0):
-            for fy in (0.0, 0.5, 1.0):
-                xs.append(m.x + fx * m.w)
-                ys.append(m.y + fy * m.h)
-                texts.append(f"Mark {m.number}: score {percent(m.score)}")
-    return go.Scatter(
-        x=xs, y=ys, text=texts, mode="markers", marker={"size": 14, "opacity": 0}, name="nodule marks",
-        hovertemplate="%{text}<extra></extra>", showlegend=False,
-    )  # fmt: skip
+def hover_areas(marks: Sequence[Mark]) -> list[go.Scatter]:
+    """One invisible filled rectangle per mark, named by its score: hovering anywhere inside a box tells the reader
+    what the model gave it (plotly shows a filled area's name on hover)."""
+    return [
+        go.Scatter(
+            x=[m.x, m.x + m.w, m.x + m.w, m.x, m.x], y=[m.y, m.y, m.y + m.h, m.y + m.h, m.y], mode="lines",
+            fill="toself", fillcolor="rgba(0,0,0,0)", line={"width": 0}, hoveron="fills", showlegend=False,
+            name=f"Mark {m.number}: score {percent(m.score)}", hoverlabel={"namelength": -1},
+        )
+        for m in marks
+    ]  # fmt: skip
 
 
 def mark_numbers(marks: Sequence[Mark]) -> go.Scatter:
@@ -179,8 +174,7 @@ def mark_figure(
     # x0/y0 are the first pixel's centre: half a pixel in, so the picture's edges fall on 0 and the stored size.
     figure = go.Figure(go.Image(source=source, x0=dx / 2, y0=dy / 2, dx=dx, dy=dy, hoverinfo="skip"))
     if marks:
-        figure.add_trace(hover_points(marks))
-        figure.add_trace(mark_numbers(marks))
+        figure.add_traces([*hover_areas(marks), mark_numbers(marks)])
     figure.update_layout(
         shapes=mark_shapes(marks),
         height=height,

@@ -6,7 +6,8 @@
 Prints the image-level AUROC (nodule/mass films, boxed or not, against films with other findings) with its patient
 bootstrap interval, the FROC curve (sensitivity against false marks per film; a hit is a mark centre inside a
 radiologist's box) and the sensitivity at 0.5 and 1 false mark per film; writes `nodule-froc.png` and `nodule.json`.
-Then times one film at batch 1 on this CPU: decode, the pneumonia model and the nodule model (warm, no cache).
+Then times one film at batch 1 on this CPU: decode, the pneumonia model and the nodule model (warm, no cache), on the
+runtime named by --runtime/--precision (both models; int8 graphs are made ahead by `python -m mlops.export_runtime`).
 Targets (issue 23): AUROC >= 0.75, sensitivity >= 0.5 at 1 false mark per film, both findings <= 80 ms per film.
 """
 
@@ -92,21 +93,31 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/nih-nodule-boxes"))
     parser.add_argument("--split", default="test")
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--runtime", default="torch", help="torch | onnxruntime | openvino, for both models")
+    parser.add_argument("--precision", default="fp32", help="fp32 | int8 (int8 graphs: python -m mlops.export_runtime)")
     parser.add_argument("--out", type=Path, default=Path("bench/measured"))
     args = parser.parse_args()
     settings = get_settings()
     checkpoint = load_checkpoint(args.checkpoint)
-    nodule = NodulePredictor(checkpoint, threads=settings.torch_threads, cache_size=1)
+    runtime = {
+        "runtime": args.runtime,
+        "precision": args.precision,
+        "runtime_cache_dir": settings.resolved_runtime_cache_dir,
+    }
+    nodule = NodulePredictor(checkpoint, threads=settings.torch_threads, cache_size=1, **runtime)
     samples = [s for s in load_boxed_set(args.data) if s.split == args.split]
     films = score_films(nodule, samples)
     figures = summarise(films, float(checkpoint.extra.get("location_threshold", 0.5)))
     args.out.mkdir(parents=True, exist_ok=True)
     plot_froc(films, args.out / "nodule-froc.png", f"{checkpoint.version} ({args.split}, {figures['boxes']} boxes)")
-    pneumonia = Predictor(load_checkpoint(args.pneumonia), threads=settings.torch_threads, cache_size=1, gate=False)
+    pneumonia_checkpoint = load_checkpoint(args.pneumonia)
+    pneumonia = Predictor(pneumonia_checkpoint, threads=settings.torch_threads, cache_size=1, gate=False, **runtime)
     cost = time_both(pneumonia, nodule, [s.path for s in samples], args.rounds)
+    cost["runtime"] = f"{args.runtime}-{args.precision}"
     result = {"model_version": checkpoint.version, "split": args.split, **figures, "cost": cost}
     result["froc"] = [[p.false_positives_per_film, p.sensitivity, p.threshold] for p in froc(films)]
-    (args.out / "nodule.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    json_path = args.out / f"nodule-{cost['runtime']}.json"
+    json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
     lo, hi = figures["auroc_ci"]
     print(f"{checkpoint.version} on {args.split}: {figures['films']} films, {figures['boxes']} boxes")
     boxed_only = figures["auroc_boxed_only"]
@@ -115,8 +126,9 @@ def main() -> None:
         low, high = figures[f"sensitivity_at_{budget}_fp_ci"]
         value = figures[f"sensitivity_at_{budget}_fp"]
         print(f"sensitivity at {budget} false marks/film: {value:.3f} (95% CI {low:.3f}-{high:.3f})")
-    print(f"per film at batch 1 (median ms): {json.dumps({k: round(v, 1) for k, v in cost.items()})}")
-    print(f"wrote {args.out / 'nodule-froc.png'} and {args.out / 'nodule.json'}")
+    timings = {k: round(v, 1) for k, v in cost.items() if isinstance(v, float)}
+    print(f"per film at batch 1, {cost['runtime']} (median ms): {json.dumps(timings)}")
+    print(f"wrote {args.out / 'nodule-froc.png'} and {json_path}")
 
 
 if __name__ == "__main__":

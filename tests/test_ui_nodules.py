@@ -313,7 +313,9 @@ def test_the_radiologist_reviews_the_marks(
     mark differs from the AI), listed with the earlier reviews."""
     at = pointed_at(nodule_backend, monkeypatch)
     case_id = analysed(at, kermany_jpeg(kermany_dir, "NORMAL"), "UI-NODULE-REVIEW")
-    marks = len(stored_case(nodule_backend, case_id)["nodule"]["locations"])
+    nodule = stored_case(nodule_backend, case_id)["nodule"]
+    marks = len(nodule["locations"])
+    assert marks >= 2, "the fixture model marks this film more than once: one mark is confirmed, one rejected"
     at.toggle(key=f"analyze-nodule-review-{case_id}-0").set_value(True).run()
     assert not at.exception, at.exception
     form = review_form_key(case_id)
@@ -334,7 +336,8 @@ def test_the_radiologist_reviews_the_marks(
     assert "goes to the experts' annotation queue" in saved
     table = at.table[0].value
     assert list(table["Reader"]) == [UI_ADMIN] and list(table["Comment"]) == ["Only the first mark is a nodule."]
-    assert list(table["Differs from the AI"]) == ["rejected mark"]
+    differs = "rejected mark" if nodule["label"] == "NODULE" else "finding, rejected mark"
+    assert list(table["Differs from the AI"]) == [differs]
     assert not at.toggle(key=f"analyze-nodule-review-{case_id}-1").value  # the review closes once saved
     answer = httpx.get(f"{nodule_backend['url']}/v1/cases/{case_id}/nodule-review",
                        headers=auth_headers(nodule_backend), timeout=30).json()  # fmt: skip
@@ -346,16 +349,18 @@ def test_the_radiologist_reviews_the_marks(
 def test_the_annotator_sees_the_nodule_marks_once_the_read_is_in(
     nodule_backend: dict[str, str], kermany_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A radiologist rejects a mark (the case joins the annotation queue); an annotator reads it blind, and only then
+    """A radiologist adds a missed box (the case joins the annotation queue); an annotator reads it blind, and only then
     sees the nodule finding beside the AI's other result and its marks on the film with their own boxes."""
     admin = auth_headers(nodule_backend)
     film = sorted((kermany_dir / "test" / "NORMAL").glob("*.jpg"))[1]
     case = httpx.post(f"{nodule_backend['url']}/v1/studies", headers=admin, timeout=120,
                       files={"file": (film.name, film.read_bytes(), "image/jpeg")},
                       data={"patient": json.dumps({"patient_id": "UI-NODULE-QUEUE"})}).json()  # fmt: skip
+    # A box the model missed always differs from the AI, whatever the fixture model called this film.
     marks = [{**loc, "verdict": "rejected"} for loc in case["nodule"]["locations"]]
+    marks.append({"x": 10.0, "y": 10.0, "w": 20.0, "h": 20.0, "verdict": "added"})
     reviewed = httpx.post(f"{nodule_backend['url']}/v1/cases/{case['case_id']}/nodule-review", headers=admin,
-                          json={"marks": marks, "finding": "NO_NODULE", "comment": None}, timeout=30)  # fmt: skip
+                          json={"marks": marks, "finding": "NODULE", "comment": None}, timeout=30)  # fmt: skip
     assert reviewed.status_code == 201 and reviewed.json()["queued"], reviewed.text
     password = "annotator-pass-7f3b"
     created = httpx.post(f"{nodule_backend['url']}/v1/users", headers=admin, timeout=30,

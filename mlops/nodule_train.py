@@ -60,6 +60,7 @@ class NoduleTrainConfig:
     seed: int = 42
     min_sensitivity: float = 0.8  # image threshold: highest one keeping this validation sensitivity
     false_mark_budget: float = 1.0  # mark threshold: most lenient one within this many false marks per film
+    heat_target: str = "centre"  # centre | box, see heat_target
     cache_dir: Path = Path("var/nodule-features")
     track: bool = True
 
@@ -125,16 +126,24 @@ def extract_features(
     return features
 
 
-def heat_target(boxes: Sequence[tuple[float, float, float, float]], size: tuple[int, int], grid: int) -> np.ndarray:
-    """Gaussian peaks (1 at the cell holding each box centre), spread by the box's size in cells."""
+def heat_target(
+    boxes: Sequence[tuple[float, float, float, float]], size: tuple[int, int], grid: int, shape: str = "centre"
+) -> np.ndarray:
+    """Training target of the heatmap for one film: `centre` puts a Gaussian peak (1 at the cell holding each box
+    centre) spread by the box's size; `box` marks every cell whose centre lies in a box (at least the centre cell),
+    which rewards a peak anywhere a radiologist's loose box says the lesion may be, as the hit rule scores it."""
     target = np.zeros((grid, grid), dtype=np.float32)
     cols, rows = np.meshgrid(np.arange(grid) + 0.5, np.arange(grid) + 0.5)
+    sx, sy = grid / size[0], grid / size[1]
     for x, y, w, h in boxes:
-        sx, sy = grid / size[0], grid / size[1]
         cx, cy = (x + w / 2) * sx, (y + h / 2) * sy
-        sigma_x, sigma_y = max(MIN_SIGMA_CELLS, w * sx / 4), max(MIN_SIGMA_CELLS, h * sy / 4)
-        peak = np.exp(-((cols - cx) ** 2) / (2 * sigma_x**2) - ((rows - cy) ** 2) / (2 * sigma_y**2))
-        target = np.maximum(target, peak)
+        if shape == "box":
+            inside = (cols >= x * sx) & (cols <= (x + w) * sx) & (rows >= y * sy) & (rows <= (y + h) * sy)
+            target = np.maximum(target, inside.astype(np.float32))
+        else:
+            sigma_x, sigma_y = max(MIN_SIGMA_CELLS, w * sx / 4), max(MIN_SIGMA_CELLS, h * sy / 4)
+            peak = np.exp(-((cols - cx) ** 2) / (2 * sigma_x**2) - ((rows - cy) ** 2) / (2 * sigma_y**2))
+            target = np.maximum(target, peak)
         target[min(int(cy), grid - 1), min(int(cx), grid - 1)] = 1.0
     return target
 
@@ -154,7 +163,9 @@ def train_heads(
     """Fit the heads on cached features; keep the epoch with the best validation selection score."""
     grid = train.fine.shape[-1]
     targets = torch.from_numpy(
-        np.stack([heat_target(train.boxes(i), train.sizes[i], grid) for i in range(len(train.samples))])
+        np.stack(
+            [heat_target(train.boxes(i), train.sizes[i], grid, config.heat_target) for i in range(len(train.samples))]
+        )
     )
     labels = torch.tensor([float(s.positive) for s in train.samples])
     located = torch.tensor([s.located for s in train.samples])
@@ -353,6 +364,7 @@ def parse_args(argv: Sequence[str] | None = None) -> NoduleTrainConfig:
     for name, default in (("lr", 1e-3), ("weight-decay", 1e-4), ("drop-rate", 0.2), ("min-sensitivity", 0.8)):
         parser.add_argument(f"--{name}", type=float, default=default)
     parser.add_argument("--false-mark-budget", type=float, default=1.0)
+    parser.add_argument("--heat-target", choices=("centre", "box"), default="centre")
     parser.add_argument("--cache-dir", type=Path, default=Path("var/nodule-features"))
     parser.add_argument("--no-track", dest="track", action="store_false")
     args = vars(parser.parse_args(argv))

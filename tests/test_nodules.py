@@ -228,3 +228,10 @@ def test_an_int8_nodule_graph_is_calibrated_on_boxed_training_films(nodule_check
         checkpoint, threads=1, runtime="onnxruntime", precision="int8", runtime_cache_dir=tmp_path / "rt"
     ).predict(pixels)
     assert int8.probability == pytest.approx(reference.probability, abs=0.05)
+
+
+def test_a_box_target_covers_the_cells_inside_the_radiologists_box() -> None:
+    target = heat_target([(64, 128, 48, 32)], size=(256, 256), grid=16, shape="box")
+    rows, cols = np.nonzero(target == 1.0)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (8, 9, 4, 6)
+    assert target.sum() == 6

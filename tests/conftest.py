@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httpx
 import psycopg
@@ -122,6 +122,26 @@ def postgres_schema(server_url: str, prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(libpq_url(server_url), autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> Iterator[Any]:
+    """For a fixture parametrised by DATABASES: an empty `storage.Database` (a SQLite file, or a PostgreSQL schema
+    dropped afterwards) under a fresh PHI key."""
+    from storage import Database, PhiCipher, configure_phi_cipher, generate_phi_key
+
+    configure_phi_cipher(PhiCipher([generate_phi_key()]))
+    try:
+        if request.param == "sqlite":
+            database = Database(f"sqlite:///{tmp_path / f'{name}.db'}")
+            yield database
+            database.dispose()
+        else:
+            with postgres_schema(request.getfixturevalue("postgres_server"), f"test_{name}") as url:
+                database = Database(url)
+                yield database
+                database.dispose()
+    finally:
+        configure_phi_cipher(None)
 
 
 @pytest.fixture(scope="session")

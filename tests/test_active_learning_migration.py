@@ -24,14 +24,11 @@ from storage import (
     Database,
     NewCase,
     PatientInfo,
-    PhiCipher,
-    configure_phi_cipher,
-    generate_phi_key,
     migrate_database,
     schema_revision,
 )
 from storage.migrate import acquire_migration_lock, alembic_config
-from tests.conftest import DATABASES, postgres_schema
+from tests.conftest import DATABASES, empty_database
 from tests.old_schema import read_old_case, store_old_case
 
 BEFORE = "0006_case_scope"
@@ -40,18 +37,7 @@ LOOP_TABLES = {"queue_items", "queue_claims", "annotations", "final_labels"}
 
 @pytest.fixture(params=DATABASES)
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """An empty database (SQLite file or PostgreSQL schema) and a PHI key for the test."""
-    configure_phi_cipher(PhiCipher([generate_phi_key()]))
-    if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path / 'loop.db'}")
-        yield db
-        db.dispose()
-    else:
-        with postgres_schema(request.getfixturevalue("postgres_server"), "test_al_migration") as url:
-            db = Database(url)
-            yield db
-            db.dispose()
-    configure_phi_cipher(None)
+    yield from empty_database(request, tmp_path, "al_migration")
 
 
 def downgrade(database: Database, revision: str) -> None:

@@ -33,12 +33,9 @@ from storage import (
     Database,
     NewCase,
     PatientInfo,
-    PhiCipher,
-    configure_phi_cipher,
-    generate_phi_key,
     migrate_database,
 )
-from tests.conftest import DATABASES, LiveApi, postgres_schema, server_env, started_api
+from tests.conftest import DATABASES, LiveApi, empty_database, server_env, started_api
 from tests.factories import png_bytes, synthetic_radiograph, to_stored
 from tests.in_process import backend_settings, workstation
 from tests.nodule_fixtures import make_nodule_checkpoint
@@ -61,18 +58,7 @@ FINDING = {
 
 @pytest.fixture(params=DATABASES)
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """An empty database (SQLite file or PostgreSQL schema) and a PHI key for the test."""
-    configure_phi_cipher(PhiCipher([generate_phi_key()]))
-    if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path / 'nodule.db'}")
-        yield db
-        db.dispose()
-    else:
-        with postgres_schema(request.getfixturevalue("postgres_server"), "test_nodule") as url:
-            db = Database(url)
-            yield db
-            db.dispose()
-    configure_phi_cipher(None)
+    yield from empty_database(request, tmp_path, "nodule")
 
 
 def pneumonia_case(**fields: object) -> NewCase:

@@ -103,7 +103,7 @@ def extract_features(
     `cache` is None."""
     if cache is not None and cache.is_file():
         stored = torch.load(cache, weights_only=False)
-        return FeatureSet(**stored)
+        return FeatureSet(**{**stored, "samples": [NoduleSample(**sample) for sample in stored["samples"]]})
     fine, coarse, sizes, rows, flipped = [], [], [], [], []
     for sample in samples:
         pixels = decode_image(sample.path.read_bytes()).pixels

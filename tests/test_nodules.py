@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from inference import CheckpointError, NodulePredictor, load_checkpoint, locate
+from imaging import PreprocessSpec
+from inference import CheckpointError, NoduleNet, NodulePredictor, load_checkpoint, locate
 from labelled_data import DatasetError, load_boxed_set, parse_boxes
 from mlops.export_runtime import main as export_runtime
 from mlops.nodule_metrics import FilmResult, froc, operating_point, sensitivity_at, threshold_for
-from mlops.nodule_train import heat_target, parse_args, train
+from mlops.nodule_train import extract_features, heat_target, parse_args, train
 from tests.conftest import make_tiny_checkpoint
 from tests.factories import png_bytes, synthetic_radiograph
 from tests.nodule_fixtures import make_nodule_checkpoint
@@ -235,3 +237,13 @@ def test_a_box_target_covers_the_cells_inside_the_radiologists_box() -> None:
     rows, cols = np.nonzero(target == 1.0)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (8, 9, 4, 6)
     assert target.sum() == 6
+
+
+def test_cached_features_come_back_as_the_same_films(tmp_path: Path) -> None:
+    samples = load_boxed_set(write_boxed_set(tmp_path / "boxes", per_split=2))[:2]
+    model = NoduleNet("resnet18", head_width=16).eval()
+    spec = PreprocessSpec(64)
+    first = extract_features(model, samples, spec, (False, True), tmp_path / "cache.pt")
+    again = extract_features(model, samples, spec, (False, True), tmp_path / "cache.pt")
+    assert again.samples == first.samples and again.flipped == [False, True, False, True]
+    assert torch.equal(again.fine, first.fine) and again.boxes(1) == first.boxes(1)

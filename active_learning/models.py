@@ -10,7 +10,8 @@
   fixed when the row is written.
 - `nodule_reviews` (revision 0010_nodule_reviews): a clinician's verdicts on a case's nodule marks, its own boxes and
   finding; never updated (a second review is a new row). Each one is an expert label of the nodule task.
-Free text (a note, a comment) may name a patient, so it is encrypted like `cases.review_reason`.
+Free text (a note, a comment) may name a patient, so it is encrypted like `cases.review_reason`; `patient_key` is
+a `PatientPseudonym`. Both types depend on the PHI key, and the key rotation (storage/rotation.py) finds them by type.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import Boolean, ColumnElement, Float, ForeignKey, Index, Integer, String, exists, text
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 
-from storage import Base, EncryptedText, JSONType, UTCDateTime, utcnow
+from storage import Base, EncryptedText, JSONType, PatientPseudonym, UTCDateTime, utcnow
 
 OPEN, ADJUDICATION, FINAL = "open", "adjudication", "final"  # queue item states
 ACTIVE, RELEASED, EXPIRED, SUBMITTED = "active", "released", "expired", "submitted"  # claim states
@@ -102,7 +103,7 @@ class FinalLabelRow(Base):
     item_id: Mapped[str] = mapped_column(String(36), ForeignKey("queue_items.id"))
     label: Mapped[str] = mapped_column(String(64))
     split: Mapped[str] = mapped_column(String(8), index=True)  # train | val (held back), never changed
-    patient_key: Mapped[str] = mapped_column(String(64), index=True)  # the case's pseudonym, never identity
+    patient_key: Mapped[str] = mapped_column(PatientPseudonym(), index=True)  # the case's pseudonym, never identity
     source: Mapped[str] = mapped_column(String(16))  # agreement | adjudication
     annotators: Mapped[list[str]] = mapped_column(JSONType, default=list)  # the readers, then the adjudicator
     adjudicator_id: Mapped[str | None] = mapped_column(String(64))
@@ -131,7 +132,7 @@ class NoduleReviewRow(Base):
     disagreement: Mapped[list[str]] = mapped_column(JSONType, default=list)  # finding | rejected_mark | added_box
     queued: Mapped[bool] = mapped_column(Boolean, default=False)
     split: Mapped[str] = mapped_column(String(8))  # train | val, the patient's (as for final labels), never changed
-    patient_key: Mapped[str] = mapped_column(String(64), index=True)  # the case's pseudonym, never identity
+    patient_key: Mapped[str] = mapped_column(PatientPseudonym(), index=True)  # the case's pseudonym, never identity
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 

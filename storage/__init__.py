@@ -15,11 +15,12 @@ Public surface:
 - `ImageStore(root, cipher=None)`: `put(bytes) -> sha256`, `get(sha256)`, `path(sha256)`, `exists(sha256)`,
   `stored_keys()`, `check_writable()`; files are encrypted with the PHI keys
 - PHI encryption: `PhiCipher`, `load_phi_cipher(settings)`, `configure_phi_cipher`, `active_phi_cipher`,
-  `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys, images=store)`, `rotate_images(root, cipher)`
+  `generate_phi_key()`, `rotate_phi_key(database, new_key, old_keys, images=store)` (every table's encrypted and
+  `PatientPseudonym` columns), `rotate_images(root, cipher)`
 - Files of studies that never committed: `sweep_orphans(storage, grace_s) -> SweepResult`, `OrphanSweeper`
 - ORM: `Base` (other rooms add tables on it), `Case`, `new_case_id()`; column types for those tables `JSONType`,
-  `UTCDateTime`, `EncryptedText` (free text that may name a patient), `utcnow()`; errors: `StorageError` and its
-  subclasses
+  `UTCDateTime`, `EncryptedText` (free text that may name a patient), `PatientPseudonym` (a copy of the keyed
+  patient-id index), `utcnow()`; errors: `StorageError` and its subclasses
 - Accounts (storage/users.py): `UserRepository(database)` (users and hashed API keys), `User`, `ApiKey`,
   `UserRecord`, `ApiKeyRecord`, `RevokedToken` (logout), `normalize_username`, `ADMIN_ROLE`; errors `UserNotFoundError`,
   `UsernameTakenError`, `LastAdminError`, `ApiKeyNotFoundError`, `InvalidUserDataError`
@@ -63,6 +64,7 @@ from storage.errors import (
     InvalidImageKeyError,
     StorageError,
     StorageUnavailableError,
+    UnknownTablesError,
 )
 from storage.files import copy_durably, create_secret_file_once, fsync_path, write_durably
 from storage.images import ImageStore
@@ -71,7 +73,7 @@ from storage.models import Base, Case, CaseStatus, new_case_id
 from storage.restore import RestoreResult, restore_backup
 from storage.rotation import rotate_images, rotate_phi_key
 from storage.sweep import OrphanSweeper, SweepResult, sweep_orphans
-from storage.types import EncryptedText, JSONType, UTCDateTime, utcnow
+from storage.types import EncryptedText, JSONType, PatientPseudonym, UTCDateTime, utcnow
 from storage.users import (
     ADMIN_ROLE,
     ApiKey,
@@ -124,6 +126,7 @@ __all__ = [
     "NewCase",
     "OrphanSweeper",
     "PatientInfo",
+    "PatientPseudonym",
     "PhiCipher",
     "RestoreResult",
     "RevokedToken",
@@ -132,6 +135,7 @@ __all__ = [
     "StorageUnavailableError",
     "SweepResult",
     "UTCDateTime",
+    "UnknownTablesError",
     "User",
     "UserNotFoundError",
     "UserRecord",

@@ -22,7 +22,7 @@ from storage.crypto import (
 from storage.database import Database
 from storage.errors import EncryptionKeyError, StorageError
 from storage.images import ImageStore
-from storage.migrate import migrate_database
+from storage.migrate import import_model_modules, migrate_database
 from storage.restore import RestoreResult, restore_backup
 from storage.rotation import rotate_phi_key
 
@@ -45,7 +45,7 @@ def _rotate_configured_key(settings: Settings, database: Database, requested_key
         )
     count = rotate_phi_key(database, cipher.primary_key, cipher.keys[1:], images=_images(settings))
     return (
-        f"Re-encrypted {count} case(s) and the stored images under PHI_ENCRYPTION_KEY. "
+        f"Re-encrypted {count} case(s), every other encrypted field and the stored images under PHI_ENCRYPTION_KEY. "
         "Remove PHI_ENCRYPTION_OLD_KEYS and restart."
     )
 
@@ -60,7 +60,10 @@ def _rotate_key_file(settings: Settings, database: Database, requested_key: str 
     count = rotate_phi_key(database, new_key, old_keys, images=_images(settings))
     write_key_file(path, [new_key])  # only now: every case and image opens with the new key
     configure_phi_cipher(PhiCipher([new_key]))
-    return f"Re-encrypted {count} case(s) and the stored images under a new key, now the only key in {path}."
+    return (
+        f"Re-encrypted {count} case(s), every other encrypted field and the stored images under a new key, now the "
+        f"only key in {path}."
+    )
 
 
 def _images(settings: Settings) -> ImageStore:
@@ -69,6 +72,7 @@ def _images(settings: Settings) -> ImageStore:
 
 def _rotate(settings: Settings, requested_key: str | None) -> str:
     load_phi_cipher(settings)  # refuse (production without a key, malformed key) before touching the database
+    import_model_modules()  # every room's tables: the rotation re-encrypts the encrypted columns of each
     database = Database(settings.resolved_database_url)
     try:
         migrate_database(database)

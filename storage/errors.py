@@ -51,3 +51,7 @@ class StorageUnavailableError(StorageError):
 
 class BackupError(StorageError):
     """A backup cannot be made, is damaged or incomplete, or cannot be restored here; the message says which file."""
+
+
+class UnknownTablesError(StorageError):
+    """The database holds tables whose models this process has not loaded: a key rotation would miss their columns."""

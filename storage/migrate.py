@@ -8,6 +8,7 @@ head and does nothing.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from alembic import command
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection
 from storage.database import Database
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 # Any fixed 64-bit number, shared by every process of the product ("cxr-migr" in ASCII).
 _POSTGRES_MIGRATION_LOCK_ID = 0x6378722D6D696772
 
@@ -37,6 +39,16 @@ def alembic_config(connection: Connection | None = None) -> Config:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def import_model_modules(ini: Path = ALEMBIC_INI) -> tuple[str, ...]:
+    """Import the model modules the rooms name in alembic.ini (`model_modules`), so that `Base` describes every table
+    of the product; the modules imported. Rooms register their tables there, so storage never names them in code."""
+    listed = Config(str(ini)).get_main_option("model_modules") if ini.is_file() else None
+    names = tuple(name.strip() for name in (listed or "").split(",") if name.strip())
+    for name in names:
+        importlib.import_module(name)
+    return names
 
 
 def head_revision() -> str:

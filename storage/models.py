@@ -97,14 +97,3 @@ class Case(Base):
 
     def __repr__(self) -> str:  # never print patient fields
         return f"Case(id={self.id!r}, status={self.status!r}, prediction={self.prediction!r})"
-
-
-# Columns encrypted with the PHI key: the key-rotation routine re-encrypts exactly these.
-ENCRYPTED_CASE_COLUMNS: tuple[str, ...] = (
-    "patient_id",
-    "patient_name",
-    "patient_birth_date",
-    "clinical_history",
-    "study_metadata",
-    "review_reason",
-)

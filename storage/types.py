@@ -2,6 +2,9 @@
 
 Encrypted columns hold Fernet tokens (ASCII text) in the database; the ORM sees plain Python values. They cannot be
 compared in SQL (each encryption is randomised): filter on a keyed index column instead (see `storage.crypto`).
+
+The type is what marks a column as made with the PHI key: the key rotation (storage/rotation.py) re-encrypts every
+column of the `ENCRYPTED_TYPES` and re-keys every `PatientPseudonym` column, on whichever table of `Base` it sits.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, Dialect, Text
+from sqlalchemy import JSON, DateTime, Dialect, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -86,6 +89,19 @@ class EncryptedJSON(TypeDecorator[Any]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
         return None if value is None else json.loads(active_phi_cipher().decrypt(value))
+
+
+# Whose values are PHI-key tokens: a new encrypted type joins this tuple, so that the key rotation re-encrypts it.
+ENCRYPTED_TYPES: tuple[type[TypeDecorator[Any]], ...] = (EncryptedText, EncryptedDate, EncryptedJSON)
+
+
+class PatientPseudonym(TypeDecorator[str]):
+    """A copy of a case's keyed patient-id index (`cases.patient_id_hash`, or the case id when it has none), kept to
+    group one patient's rows (the held-back split). The index depends on the PHI key, so the key rotation re-keys
+    these columns along with it; a plain String(64) in the database."""
+
+    impl = String(64)
+    cache_ok = True
 
 
 RecordT = TypeVar("RecordT")

@@ -6,7 +6,9 @@ Every database test runs twice: on a temporary SQLite file and on the PostgreSQL
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
 import signal
 import sqlite3
@@ -27,6 +29,8 @@ from sqlalchemy.engine import make_url
 
 import active_learning  # noqa: F401  (its tables join storage's Base: the schema compared below is the product's)
 import monitoring  # noqa: F401  (likewise)
+from active_learning import LearningLoop, QueuePolicy, ReviewReason
+from active_learning.annotations import holdout_split
 from settings import PROJECT_ROOT, Settings
 from storage import (
     Base,
@@ -48,6 +52,7 @@ from storage import (
     PatientInfo,
     PhiCipher,
     StorageUnavailableError,
+    UnknownTablesError,
     configure_phi_cipher,
     generate_phi_key,
     head_revision,
@@ -477,6 +482,109 @@ def test_key_rotation_re_encrypts_every_row(repo: CaseRepository, database: Data
         repo.get_case(cases[0].id)
 
     assert rotate_phi_key(database, new_key, []) == 6  # running again is harmless
+
+
+NODULE_FINDING = {
+    "label": "NODULE",
+    "probability": 0.71,
+    "threshold": 0.35,
+    "locations": [{"x": 100.0, "y": 120.0, "w": 60.0, "h": 40.0, "score": 0.83}],
+    "model_version": "nodule-test-7",
+    "performance": None,
+}
+
+
+def patient_whose_split_a_new_key_would_change(old_key: str, new_key: str) -> str:
+    """A patient id whose held-back split (at half held back) differs under the two keys' pseudonyms: had the
+    rotation forgotten the learning loop's pseudonyms, this patient's next film would land in the other split."""
+    old, new = PhiCipher([old_key]), PhiCipher([new_key])
+    return next(
+        patient_id
+        for patient_id in (f"MRN-{n}" for n in range(1000))
+        if holdout_split(old.patient_id_hash(patient_id), 0.5) != holdout_split(new.patient_id_hash(patient_id), 0.5)
+    )
+
+
+def patient_film(repo: CaseRepository, patient_id: str) -> str:
+    """A stored 800 x 600 film of the patient whose nodule model marked one box."""
+    patient = PatientInfo(patient_id=patient_id, name=PATIENT_NAME)
+    metadata = {"format": "PNG", "width": 800, "height": 600}
+    return repo.create_case(make_case(patient=patient, study_metadata=metadata, nodule=NODULE_FINDING)).id
+
+
+def test_key_rotation_keeps_the_learning_loops_notes_comments_and_held_back_split(
+    repo: CaseRepository, database: Database, phi_key: str
+) -> None:
+    new_key = generate_phi_key()
+    patient_id = patient_whose_split_a_new_key_would_change(phi_key, new_key)
+    loop = LearningLoop(database, QueuePolicy(expert_holdout_fraction=0.5))
+    case_id = patient_film(repo, patient_id)
+    loop.enqueue(case_id, ReviewReason.MANUAL, requested_by="dr-sender", note=f"{PATIENT_NAME}: mass or artefact?")
+    for reader, label in (("reader-a", "PNEUMONIA"), ("reader-b", "NORMAL")):
+        assert loop.claim_next(reader) is not None
+        loop.submit(reader, case_id, label=label, confidence=3, comment=f"{reader} saw {label} in {PATIENT_NAME}")
+    final = loop.adjudicate(case_id, "dr-judge", label="PNEUMONIA", comment="Consolidation, left lower lobe")
+    mark = {key: NODULE_FINDING["locations"][0][key] for key in ("x", "y", "w", "h")}  # type: ignore[index]
+    marks = [{**mark, "verdict": "confirmed"}]
+    review = loop.review_nodules(case_id, "dr-nod", "radiologist", finding="NODULE", marks=marks, comment="Spiculated")
+
+    assert rotate_phi_key(database, new_key, [phi_key]) == 1
+    configure_phi_cipher(PhiCipher([new_key]))  # the old key is gone
+
+    assert loop.queue_item(case_id).note == f"{PATIENT_NAME}: mass or artefact?"
+    assert sorted((a.annotator, a.comment) for a in loop.annotations_for(case_id, viewer_id=None)) == [
+        ("dr-judge", "Consolidation, left lower lobe"),  # the adjudication: final_labels.comment
+        ("reader-a", f"reader-a saw PNEUMONIA in {PATIENT_NAME}"),
+        ("reader-b", f"reader-b saw NORMAL in {PATIENT_NAME}"),
+    ]
+    after = loop.final_label(case_id)
+    assert after is not None and after.split == final.split
+    assert [r.comment for r in loop.nodule_reviews(case_id)] == ["Spiculated"]
+
+    # The patient's next film, read after the rotation, joins the same split under the same pseudonym.
+    later = loop.review_nodules(patient_film(repo, patient_id), "dr-nod", "radiologist", finding="NODULE", marks=marks)
+    assert later.split == review.split == final.split
+    nodule_rows = list(csv.DictReader(io.StringIO(loop.nodule_export_csv())))
+    label_rows = list(csv.DictReader(io.StringIO(loop.export_csv())))
+    assert {(row["patient_id"], row["split"]) for row in nodule_rows + label_rows} == {(later.patient_key, final.split)}
+    assert len(nodule_rows) == 2 and len(label_rows) == 1
+
+
+def test_rotation_refuses_a_database_holding_a_table_it_has_no_model_of(
+    repo: CaseRepository, database: Database, phi_key: str
+) -> None:
+    repo.create_case(make_case())
+    before = raw_column_values(database, "patient_name")
+    with database.write_connection() as connection:  # a room's table whose model this process never imported
+        connection.execute(text("CREATE TABLE ward_notes (id VARCHAR(36) PRIMARY KEY, note TEXT)"))
+    with pytest.raises(UnknownTablesError, match=r"\(ward_notes\).*Nothing was changed"):
+        rotate_phi_key(database, generate_phi_key(), [phi_key])
+    assert raw_column_values(database, "patient_name") == before
+
+
+def test_the_rotation_command_re_encrypts_the_learning_loops_notes_in_a_fresh_process(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`python -m storage rotate-phi-key` starts without the learning loop's tables in memory: it must load them."""
+    old_key, new_key = generate_phi_key(), generate_phi_key()
+    storage = init_storage(Settings(var_dir=tmp_path, database_url=database_url, phi_encryption_key=old_key))
+    try:
+        case = storage.cases.create_case(make_case())
+        loop = LearningLoop(storage.database, QueuePolicy())
+        loop.enqueue(case.id, ReviewReason.MANUAL, requested_by="dr-sender", note=f"Ask {PATIENT_NAME} about TB")
+        env = {**os.environ, "VAR_DIR": str(tmp_path), "DATABASE_URL": database_url}
+        env |= {"PHI_ENCRYPTION_KEY": new_key, "PHI_ENCRYPTION_OLD_KEYS": old_key}
+        done = subprocess.run(
+            [sys.executable, "-m", "storage", "rotate-phi-key"],
+            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "Re-encrypted 1 case(s), every other encrypted field" in done.stdout
+        configure_phi_cipher(PhiCipher([new_key]))
+        assert loop.queue_item(case.id).note == f"Ask {PATIENT_NAME} about TB"
+    finally:
+        storage.close()
+        configure_phi_cipher(None)
 
 
 def test_rotation_with_a_wrong_old_key_changes_nothing(repo: CaseRepository, database: Database) -> None:

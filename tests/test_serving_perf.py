@@ -351,16 +351,24 @@ def test_a_client_that_disconnects_is_dropped_from_the_model_queue(
     slow_model_server: tuple[str, dict[str, str]],
 ) -> None:
     url, headers = slow_model_server
-    body = {"images": [base64.b64encode(png(1000 + i)).decode() for i in range(64)]}
-    ahead = threading.Thread(
-        target=lambda: httpx.post(f"{url}/predict/batch", json=body, headers=headers, timeout=300), daemon=True
-    )
-    ahead.start()  # 8 model batches of 8 images queue up first
-    time.sleep(0.5)
+    bodies = [{"images": [base64.b64encode(png(1000 + 64 * r + i)).decode() for i in range(64)]} for r in range(2)]
+    ahead = [
+        threading.Thread(
+            target=lambda body=body: httpx.post(f"{url}/predict/batch", json=body, headers=headers, timeout=300),
+            daemon=True,
+        )
+        for body in bodies
+    ]
+    for thread in ahead:
+        thread.start()  # 16 model batches of 8 images queue up first
+    # Long enough for both uploads to reach the model queue on a loaded machine; the second batch alone keeps the
+    # model busy for seconds after it on a quiet one.
+    time.sleep(1.5)
     impatient = png(4242)
     with pytest.raises(httpx.TimeoutException):  # the client gives up while its film waits behind the batch
         httpx.post(f"{url}/predict", files={"file": ("x.png", impatient)}, headers=headers, timeout=0.3)
-    ahead.join(timeout=300)
+    for thread in ahead:
+        thread.join(timeout=300)
     again = httpx.post(f"{url}/predict", files={"file": ("x.png", impatient)}, headers=headers, timeout=120)
     assert again.status_code == 200
     assert again.json()["cached"] is False  # the abandoned request never ran (had it run, its answer was cached)

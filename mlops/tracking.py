@@ -113,14 +113,15 @@ def render_run_card(checkpoint: ModelCheckpoint, history: list[dict]) -> str:
         f"- temperature {checkpoint.temperature:.3f}; threshold {checkpoint.threshold:.4f}",
         f"- data fingerprint: {checkpoint.data_fingerprint}",
         "",
-        "| epoch | train loss | val loss | val AUROC |",
-        "| --- | --- | --- | --- |",
     ]
-    lines += [
-        f"| {h['epoch']} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | {h.get('val_auroc', float('nan')):.4f} |"
-        for h in history
-    ]
+    columns = list(dict.fromkeys(key for record in history for key in record))  # every task logs its own figures
+    lines += [f"| {' | '.join(columns)} |", f"|{' --- |' * len(columns)}"]
+    lines += [f"| {' | '.join(_cell(record.get(key)) for key in columns)} |" for record in history]
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value if value is not None else "")
 
 
 def _finite(value: Any) -> bool:

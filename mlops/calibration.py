@@ -30,6 +30,28 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200)
     return temperature if math.isfinite(temperature) else _grid_temperature(logits_t, labels_t)
 
 
+def fit_platt(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> tuple[float, float]:
+    """(scale, shift) minimising the validation log-loss of sigmoid(scale * logit + shift), scale > 0.
+
+    For a single-logit model trained with a class weight: its logits are centred for balanced classes, so a
+    temperature alone cannot bring the probabilities down to the real prevalence; the shift does."""
+    logits_t = torch.as_tensor(logits, dtype=torch.float64)
+    labels_t = torch.as_tensor(labels, dtype=torch.float64)
+    log_scale = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    shift = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_scale, shift], lr=0.1, max_iter=max_iter)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits_t * log_scale.exp() + shift, labels_t)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    scale = float(log_scale.detach().exp().clamp(1 / MAX_TEMPERATURE, 1 / MIN_TEMPERATURE))
+    return scale, float(shift.detach())
+
+
 def _grid_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     grid = torch.logspace(math.log10(MIN_TEMPERATURE), math.log10(MAX_TEMPERATURE), 400, dtype=torch.float64)
     losses = torch.stack([torch.nn.functional.cross_entropy(logits / t, labels) for t in grid])

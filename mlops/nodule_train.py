@@ -35,7 +35,7 @@ from inference import (
     save_checkpoint,
 )
 from labelled_data import NoduleSample, load_boxed_set, load_weak_set, read_expert_nodule_reads
-from mlops.calibration import choose_threshold, fit_temperature
+from mlops.calibration import choose_threshold, fit_platt
 from mlops.nodule_metrics import FilmResult, froc, image_auroc, sensitivity_at, summarise, threshold_for
 
 CLASS_NAMES = ["NO_NODULE", "NODULE"]
@@ -224,14 +224,18 @@ def _film(features: FeatureSet, row: int, logit: float, heat: np.ndarray) -> Fil
     return FilmResult(sample.patient_id, sample.positive, sample.located, logit, features.boxes(row), marks)
 
 
-def calibrate(films: list[FilmResult], config: NoduleTrainConfig) -> tuple[float, float, float]:
-    """(temperature, image threshold, mark threshold), all from validation films (probability field = logit)."""
+def calibrate(head: torch.nn.Module, films: list[FilmResult], config: NoduleTrainConfig) -> tuple[float, float, float]:
+    """(temperature, image threshold, mark threshold) from validation films (their probability field holds the raw
+    logit). Platt scaling: its shift is folded into the image head's bias, so the checkpoint's temperature alone
+    turns the served logit into the calibrated probability."""
     logits = np.array([f.probability for f in films])
     labels = np.array([f.positive for f in films], dtype=int)
-    temperature = fit_temperature(np.stack([np.zeros_like(logits), logits], axis=1), labels)
-    probs = 1 / (1 + np.exp(-logits / temperature))
+    scale, shift = fit_platt(logits, labels)
+    with torch.no_grad():
+        head.image.bias += shift / scale
+    probs = 1 / (1 + np.exp(-(scale * logits + shift)))
     threshold = choose_threshold(probs, labels, config.min_sensitivity)
-    return temperature, threshold, threshold_for(froc(films), config.false_mark_budget)
+    return 1 / scale, threshold, threshold_for(froc(films), config.false_mark_budget)
 
 
 def with_probabilities(films: list[FilmResult], temperature: float) -> list[FilmResult]:
@@ -266,7 +270,8 @@ def train(config: NoduleTrainConfig, log: Callable[[str], None] = print) -> Mode
     test_set = extract_features(model, _split(boxed, "test"), spec, (False,), cache / "test.pt")
     log(f"features ready after {time.time() - started:.0f} s: {len(train_set.samples)} train rows")
     history, best = train_heads(model, train_set, val_set, config, log)
-    temperature, threshold, mark_threshold = calibrate(score_features(model.head, val_set, config.image_size), config)
+    raw_val = score_features(model.head, val_set, config.image_size)
+    temperature, threshold, mark_threshold = calibrate(model.head, raw_val, config)
     val_films = with_probabilities(score_features(model.head, val_set, config.image_size), temperature)
     test_films = with_probabilities(score_features(model.head, test_set, config.image_size), temperature)
     metrics = {"validation": summarise(val_films, mark_threshold), "test": summarise(test_films, mark_threshold)}

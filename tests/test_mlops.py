@@ -26,7 +26,7 @@ from inference import CheckpointError, Predictor, load_checkpoint, save_checkpoi
 from labelled_data import DataOptions, DatasetError, Sample
 from mlops import evaluate as evaluation
 from mlops import registry
-from mlops.calibration import fit_temperature
+from mlops.calibration import fit_platt, fit_temperature
 from mlops.populations import balanced_weights, population_metrics, selection_score
 from mlops.train import TrainConfig, parse_args, train
 from mlops.validate import validate_dataset
@@ -598,3 +598,11 @@ def test_temperature_never_comes_back_nan_when_the_optimiser_diverges(monkeypatc
     monkeypatch.setattr(torch.optim.LBFGS, "step", diverge)
     fallback = fit_temperature(logits, labels)
     assert np.isfinite(fallback) and fallback == pytest.approx(fitted, rel=0.03)  # the grid finds the same optimum
+
+
+def test_platt_scaling_recovers_the_scale_and_the_prevalence_shift() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 3.0, 20_000)
+    labels = (rng.random(logits.size) < 1 / (1 + np.exp(-(0.5 * logits - 1.0)))).astype(int)
+    scale, shift = fit_platt(logits, labels)
+    assert scale == pytest.approx(0.5, abs=0.03) and shift == pytest.approx(-1.0, abs=0.06)

@@ -23,24 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from imaging import decode_image
-from inference import NodulePredictor, Predictor, load_checkpoint, locate
-from labelled_data import NoduleSample, load_boxed_set
-from mlops.nodule_metrics import FilmResult, froc, summarise
+from inference import NodulePredictor, Predictor, load_checkpoint
+from labelled_data import load_boxed_set
+from mlops.nodule_metrics import FilmResult, froc, score_films, summarise
 from settings import get_settings
-
-
-def score_films(predictor: NodulePredictor, samples: list[NoduleSample]) -> list[FilmResult]:
-    """Every mark the served model gives (mark threshold 0), through the predictor's own preprocessing."""
-    films = []
-    for sample in samples:
-        pixels = decode_image(sample.path.read_bytes()).pixels
-        image_logit, heat = predictor.forward(pixels)
-        finding = predictor.finding(image_logit, heat, pixels.shape[1], pixels.shape[0])
-        marks = tuple((*m.centre, m.score) for m in locate(heat, pixels.shape[1], pixels.shape[0], 0.0))
-        films.append(
-            FilmResult(sample.patient_id, sample.positive, sample.located, finding.probability, sample.boxes, marks)
-        )
-    return films
 
 
 def plot_froc(films: list[FilmResult], path: Path, title: str) -> None:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imaging import decode_image
+from inference import NodulePredictor, locate
+from labelled_data import NoduleSample
 from mlops.metrics import auroc
 
 Box = tuple[float, float, float, float]
@@ -135,3 +138,16 @@ def summarise(films: Sequence[FilmResult], location_threshold: float, rounds: in
         "sensitivity_at_threshold": at_threshold.sensitivity,
         "false_positives_per_film_at_threshold": at_threshold.false_positives_per_film,
     }
+
+
+def score_films(predictor: NodulePredictor, samples: Sequence[NoduleSample]) -> list[FilmResult]:
+    """Each film through the serving path: its calibrated probability and every mark (threshold 0), for FROC."""
+    films = []
+    for sample in samples:
+        pixels = decode_image(sample.path.read_bytes()).pixels
+        height, width = pixels.shape
+        image_logit, heat = predictor.forward(pixels)
+        probability = predictor.finding(image_logit, heat, width, height).probability
+        marks = tuple((*mark.centre, mark.score) for mark in locate(heat, width, height, 0.0))
+        films.append(FilmResult(sample.patient_id, sample.positive, sample.located, probability, sample.boxes, marks))
+    return films

@@ -182,16 +182,31 @@ class RetrainingRunner:
                     if self._stop.is_set():
                         return self.jobs.get(job.id)
                     self._run_step(work, step)
+                    if step == "labels" and (too_few := self._too_few_held_back(work)) is not None:
+                        return self._finish(work, JobState.REJECTED, too_few)
                 state = JobState.PROMOTED if work.judgement and work.judgement.promote else JobState.REJECTED
-                reason = work.job.progress.get("decided", {}).get("reason", "")
-                final = self.jobs.finish(job.id, self.owner, state, reason=reason)
-                self._audit(final, state.value, {"reason": reason})
-                return final
+                return self._finish(work, state, work.job.progress.get("decided", {}).get("reason", ""))
             except JobLostError:
                 logger.warning("retraining job %s was taken over by another runner", job.id)
                 return self.jobs.get(job.id)
             except Exception as exc:  # mlflow, torch, files, datasets: any failure ends the job as failed, named
                 return self._fail(work, exc)
+
+    def _finish(self, work: _Work, state: JobState, reason: str) -> JobRecord:
+        final = self.jobs.finish(work.job.id, self.owner, state, reason=reason)
+        self._audit(final, state.value, {"reason": reason})
+        return final
+
+    def _too_few_held_back(self, work: _Work) -> str | None:
+        """The gate's refusal, known once the labels are counted: no challenger could be promoted, so the minutes
+        of reference features and training are not spent."""
+        held_back = int(work.job.progress["labels"]["val"])
+        if held_back >= self.policy.min_holdout_labels:
+            return None
+        return (
+            f"not promoted: only {held_back} held-back expert labels, at least {self.policy.min_holdout_labels} are "
+            "needed to show a challenger is not worse on them (stopped before training)"
+        )
 
     def _run_step(self, work: _Work, step: str) -> None:
         done = step in work.job.steps_done

@@ -492,6 +492,22 @@ def test_new_expert_labels_start_a_job_that_ends_with_the_challenger_served(
     assert RetrainingJobs(workstation.storage.database).list().total == 1
 
 
+def test_a_job_with_too_few_held_back_labels_ends_after_counting_them(
+    workstation: Workstation, serving_predictor: Predictor
+) -> None:
+    runner = workstation.runner("test-runner-too-few", serving_predictor)
+    runner.policy = replace(TEST_POLICY, min_holdout_labels=1000)
+    job = runner.run_once()
+    assert job is not None and job.state == JobState.REJECTED
+    held_back = len(workstation.loop.final_labels(split="val"))
+    assert job.reason == (
+        f"not promoted: only {held_back} held-back expert labels, at least 1000 are needed to show a challenger is "
+        "not worse on them (stopped before training)"
+    )
+    assert job.steps_done == ["champion", "labels"] and job.challenger_version is None
+    assert retraining_steps(workstation, job.id) == ["queued", "taken", "champion", "labels", "rejected"]
+
+
 def test_a_runner_stopped_mid_job_is_taken_over_after_a_restart_and_the_job_finishes(
     workstation: Workstation, expert_films: list[ExpertFilm], serving_predictor: Predictor
 ) -> None:

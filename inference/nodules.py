@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +143,11 @@ class NodulePredictor:
         """One decoded film ([0, 1] float, any size) -> its nodule finding, marks in the film's own pixels."""
         key = (content_hash, self.version) if content_hash else None
         if key is not None and (hit := self._cache.get(key)) is not None:
-            return NoduleFinding(**{**hit.__dict__, "cached": True})
+            return replace(hit, cached=True)
         started = time.perf_counter()
         image_logit, heat = self.forward(pixels)
         finding = self.finding(image_logit, heat, pixels.shape[1], pixels.shape[0])
-        finding = NoduleFinding(**{**finding.__dict__, "processing_time_ms": (time.perf_counter() - started) * 1e3})
+        finding = replace(finding, processing_time_ms=(time.perf_counter() - started) * 1e3)
         if key is not None:
             self._cache[key] = finding
         return finding

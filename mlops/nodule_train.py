@@ -16,7 +16,7 @@ import copy
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -239,12 +239,7 @@ def calibrate(head: torch.nn.Module, films: list[FilmResult], config: NoduleTrai
 
 
 def with_probabilities(films: list[FilmResult], temperature: float) -> list[FilmResult]:
-    return [
-        FilmResult(
-            f.patient_id, f.positive, f.located, float(1 / (1 + np.exp(-f.probability / temperature))), f.boxes, f.marks
-        )
-        for f in films
-    ]
+    return [replace(f, probability=float(1 / (1 + np.exp(-f.probability / temperature)))) for f in films]
 
 
 def train(config: NoduleTrainConfig, log: Callable[[str], None] = print) -> ModelCheckpoint:
